@@ -3,3 +3,6 @@
 
 pub mod kustomize;
 pub mod yaml;
+pub mod config;
+pub mod error;
+pub mod image;

@@ -1,0 +1,384 @@
+//! promote.yaml: which environment a build goes to, and which images it sets there.
+//!
+//! Parsed with positions so every complaint names its line; unknown keys are errors,
+//! because a typo that passes silently promotes to the wrong place or not at all.
+
+use regex_lite::Regex;
+
+use crate::error::{Error, Result};
+use crate::yaml::tree::{self, Map, Node};
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub file: String,
+    pub repo: Option<String>,
+    pub branch: Option<String>,
+    pub author: Option<String>,
+    pub environments: Vec<Environment>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Environment {
+    pub name: String,
+    pub line: usize,
+    pub when: When,
+    pub overlay: String,
+    pub images: Vec<ImageRule>,
+}
+
+/// Which builds an environment takes.
+#[derive(Debug, Clone)]
+pub enum When {
+    /// A build of a commit with no tag.
+    Commit,
+    /// A build of a tag matching this expression.
+    Tag(Regex),
+}
+
+impl When {
+    pub fn describe(&self) -> String {
+        match self {
+            When::Commit => "commit (a build with no tag)".into(),
+            When::Tag(re) => format!("a tag matching '{}'", re.as_str()),
+        }
+    }
+}
+
+/// One image of an environment; values may hold placeholders.
+#[derive(Debug, Clone)]
+pub struct ImageRule {
+    pub line: usize,
+    pub name: String,
+    pub new_name: Option<Template>,
+    pub tag: Option<Template>,
+    pub digest: Option<Template>,
+}
+
+/// A value with `{commit_sha}`-style placeholders, checked when the config is read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Template {
+    pub text: String,
+    pub line: usize,
+}
+
+pub const PLACEHOLDERS: [&str; 4] = ["commit_sha", "short_sha", "tag_name", "branch_name"];
+
+impl Template {
+    /// Fills the placeholders; `lookup` returns `None` for a value this build lacks,
+    /// which is reported with the placeholder's name.
+    pub fn render(&self, lookup: impl Fn(&str) -> Option<String>) -> std::result::Result<String, String> {
+        let mut out = String::new();
+        let mut rest = self.text.as_str();
+        while let Some(open) = rest.find('{') {
+            out.push_str(&rest[..open]);
+            let close = rest[open..].find('}').map(|c| open + c).ok_or("unclosed `{`")?;
+            let name = &rest[open + 1..close];
+            out.push_str(&lookup(name).ok_or_else(|| name.to_string())?);
+            rest = &rest[close + 1..];
+        }
+        out.push_str(rest);
+        Ok(out)
+    }
+
+    fn check(&self, file: &str) -> Result<()> {
+        let mut rest = self.text.as_str();
+        while let Some(open) = rest.find('{') {
+            let Some(close) = rest[open..].find('}').map(|c| open + c) else {
+                return Err(Error::input(
+                    file,
+                    Some(self.line),
+                    format!("`{}` has a `{{` with no closing `}}`", self.text),
+                    placeholder_hint(),
+                ));
+            };
+            let name = &rest[open + 1..close];
+            if !PLACEHOLDERS.contains(&name) {
+                return Err(Error::input(
+                    file,
+                    Some(self.line),
+                    format!("unknown placeholder `{{{name}}}`"),
+                    placeholder_hint(),
+                ));
+            }
+            rest = &rest[close + 1..];
+        }
+        Ok(())
+    }
+}
+
+fn placeholder_hint() -> String {
+    let names: Vec<String> = PLACEHOLDERS.iter().map(|p| format!("{{{p}}}")).collect();
+    format!("placeholders are {}", names.join(", "))
+}
+
+const TOP_KEYS: [&str; 4] = ["repo", "branch", "author", "environments"];
+const ENV_KEYS: [&str; 3] = ["when", "overlay", "images"];
+const IMAGE_KEYS: [&str; 4] = ["name", "new_name", "tag", "digest"];
+
+impl Config {
+    /// Parses promote.yaml's text; `file` is how errors name it.
+    pub fn parse(file: &str, text: &str) -> Result<Config> {
+        let bad = |line: Option<usize>, message: String, hint: &str| Error::input(file, line, message, hint);
+        let docs = tree::parse(text).map_err(|e| {
+            bad(Some(e.line), format!("invalid YAML: {}", e.message), "fix the YAML syntax")
+        })?;
+        let Some(Node::Map(top)) = docs.first().map(|d| &d.root) else {
+            return Err(bad(
+                Some(1),
+                "expected a mapping with `repo:` and `environments:`".into(),
+                "see the README for an example promote.yaml",
+            ));
+        };
+        if docs.len() > 1 {
+            return Err(bad(Some(docs[1].root.line()), "more than one YAML document".into(), "remove the `---` and what follows"));
+        }
+        let reader = Reader { file };
+        reader.check_keys(top, &TOP_KEYS, "at the top level")?;
+        let environments_node = top.get("environments").map(|(_, v)| v).ok_or_else(|| {
+            bad(Some(1), "no `environments:`".into(), "add `environments:` with at least one environment, e.g. dev with `when: commit`")
+        })?;
+        let Node::Map(envs) = environments_node else {
+            return Err(reader.expected(environments_node, "a mapping of environment names"));
+        };
+        let mut environments = Vec::new();
+        for (key, value) in &envs.entries {
+            environments.push(reader.environment(key, value)?);
+        }
+        if environments.is_empty() {
+            return Err(bad(Some(environments_node.line()), "`environments:` is empty".into(), "add at least one environment"));
+        }
+        Ok(Config {
+            file: file.to_string(),
+            repo: reader.opt_string(top, "repo")?,
+            branch: reader.opt_string(top, "branch")?,
+            author: reader.opt_string(top, "author")?,
+            environments,
+        })
+    }
+}
+
+struct Reader<'a> {
+    file: &'a str,
+}
+
+impl Reader<'_> {
+    fn expected(&self, node: &Node, what: &str) -> Error {
+        Error::input(
+            self.file,
+            Some(node.line()),
+            format!("expected {what}, found {}", node.kind_name()),
+            "see the README for an example promote.yaml",
+        )
+    }
+
+    fn check_keys(&self, map: &Map, allowed: &[&str], place: &str) -> Result<()> {
+        let mut seen: Vec<&str> = Vec::new();
+        for (key, _) in &map.entries {
+            let Some(name) = key.as_str() else {
+                return Err(self.expected(key, "a plain key"));
+            };
+            if !allowed.contains(&name) {
+                let hint = match closest(name, allowed) {
+                    Some(near) => format!("did you mean `{near}`? allowed here: {}", allowed.join(", ")),
+                    None => format!("allowed here: {}", allowed.join(", ")),
+                };
+                return Err(Error::input(self.file, Some(key.line()), format!("unknown key `{name}` {place}"), hint));
+            }
+            if seen.contains(&name) {
+                return Err(Error::input(self.file, Some(key.line()), format!("`{name}` is given twice {place}"), "keep one of them"));
+            }
+            seen.push(name);
+        }
+        Ok(())
+    }
+
+    fn string(&self, node: &Node) -> Result<String> {
+        match node {
+            Node::Scalar(s) if !node.is_null() => Ok(s.value.clone()),
+            _ => Err(self.expected(node, "a string")),
+        }
+    }
+
+    fn opt_string(&self, map: &Map, key: &str) -> Result<Option<String>> {
+        map.get(key).map(|(_, v)| self.string(v)).transpose()
+    }
+
+    fn opt_template(&self, map: &Map, key: &str) -> Result<Option<Template>> {
+        let Some((_, node)) = map.get(key) else {
+            return Ok(None);
+        };
+        let template = Template {
+            text: self.string(node)?,
+            line: node.line(),
+        };
+        template.check(self.file)?;
+        Ok(Some(template))
+    }
+
+    fn environment(&self, key: &Node, value: &Node) -> Result<Environment> {
+        let name = self.string(key)?;
+        let Node::Map(map) = value else {
+            return Err(self.expected(value, &format!("environment `{name}` to be a mapping with when, overlay and images")));
+        };
+        let place = format!("in environment `{name}`");
+        self.check_keys(map, &ENV_KEYS, &place)?;
+        let required = |k: &str| {
+            map.get(k).map(|(_, v)| v).ok_or_else(|| {
+                Error::input(self.file, Some(key.line()), format!("environment `{name}` has no `{k}:`"), format!("add `{k}:` {}", match k {
+                    "when" => "(`commit`, or a regex for release tags such as '^v\\d+\\.\\d+\\.\\d+$')",
+                    "overlay" => "(the overlay directory in the devops repo, e.g. k8s/apps/app/overlays/dev)",
+                    _ => "(a list of images with `name:` and `tag:`)",
+                }))
+            })
+        };
+        let when_node = required("when")?;
+        let when_text = self.string(when_node)?;
+        let when = if when_text == "commit" {
+            When::Commit
+        } else {
+            When::Tag(Regex::new(&when_text).map_err(|e| {
+                Error::input(
+                    self.file,
+                    Some(when_node.line()),
+                    format!("`when: {when_text}` is neither `commit` nor a valid regex: {e}"),
+                    "write `commit`, or a regex such as '^v\\d+\\.\\d+\\.\\d+$' (single quotes keep the backslashes)",
+                )
+            })?)
+        };
+        let overlay = self.string(required("overlay")?)?;
+        let images_node = required("images")?;
+        let Node::Seq(items) = images_node else {
+            return Err(self.expected(images_node, "a list of images"));
+        };
+        let images = items.items.iter().map(|item| self.image(item)).collect::<Result<Vec<_>>>()?;
+        if images.is_empty() {
+            return Err(Error::input(self.file, Some(images_node.line()), format!("environment `{name}` lists no images"), "add `- name: <image>` with `tag:`"));
+        }
+        Ok(Environment {
+            name,
+            line: key.line(),
+            when,
+            overlay,
+            images,
+        })
+    }
+
+    fn image(&self, item: &Node) -> Result<ImageRule> {
+        let Node::Map(map) = item else {
+            return Err(self.expected(item, "an image mapping with `name:` and `tag:`"));
+        };
+        self.check_keys(map, &IMAGE_KEYS, "in an image")?;
+        let name_node = map.get("name").map(|(_, v)| v).ok_or_else(|| {
+            Error::input(self.file, Some(map.start_line()), "an image has no `name:`", "add `name:` as written in the kustomization's images: list")
+        })?;
+        let name = self.string(name_node)?;
+        crate::image::check_name(&name).map_err(|e| Error::input(self.file, Some(name_node.line()), e, "fix the image name"))?;
+        let rule = ImageRule {
+            line: map.start_line(),
+            name,
+            new_name: self.opt_template(map, "new_name")?,
+            tag: self.opt_template(map, "tag")?,
+            digest: self.opt_template(map, "digest")?,
+        };
+        if rule.new_name.is_none() && rule.tag.is_none() && rule.digest.is_none() {
+            return Err(Error::input(self.file, Some(rule.line), format!("image `{}` sets nothing", rule.name), "add `tag: \"{commit_sha}\"` (or new_name, digest)"));
+        }
+        Ok(rule)
+    }
+}
+
+/// The allowed key nearest to a typo, if it is near enough to be a typo.
+fn closest<'a>(word: &str, allowed: &[&'a str]) -> Option<&'a str> {
+    allowed
+        .iter()
+        .map(|a| (distance(word, a), *a))
+        .filter(|(d, a)| *d <= 2.max(a.len() / 3))
+        .min()
+        .map(|(_, a)| a)
+}
+
+fn distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = r#"repo: https://github.com/tomoda/devops.git   # https URL, or a local path
+branch: main
+environments:
+  dev:
+    when: commit                  # a build of a commit with no tag
+    overlay: k8s/apps/tomoda/overlays/dev
+    images:
+      - name: asia-east1-docker.pkg.dev/development-485000/tomoda-dev-repo/tomoda-backend
+        tag: "{commit_sha}"
+  prod:
+    when: '^v\d+\.\d+\.\d+$'      # a build of a tag matching this regex
+    overlay: k8s/apps/tomoda/overlays/prod
+    images:
+      - name: asia-east1-docker.pkg.dev/development-485000/tomoda-dev-repo/tomoda-backend
+        new_name: asia-east1-docker.pkg.dev/development-485000/tomoda-prod-repo/tomoda-backend
+        tag: "{tag_name}"
+"#;
+
+    #[test]
+    fn the_documented_example_parses() {
+        let c = Config::parse("promote.yaml", EXAMPLE).unwrap();
+        assert_eq!(c.repo.as_deref(), Some("https://github.com/tomoda/devops.git"));
+        assert_eq!(c.environments.len(), 2);
+        assert!(matches!(c.environments[0].when, When::Commit));
+        let When::Tag(re) = &c.environments[1].when else {
+            panic!()
+        };
+        assert!(re.is_match("v1.2.3") && !re.is_match("v1.2"));
+        assert_eq!(c.environments[1].images[0].tag.as_ref().unwrap().line, 16);
+    }
+
+    fn error(text: &str) -> String {
+        Config::parse("promote.yaml", text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn unknown_keys_name_their_line_and_a_near_key() {
+        let e = error(&EXAMPLE.replace("    overlay: k8s/apps/tomoda/overlays/dev", "    overlays: x"));
+        assert!(e.starts_with("promote.yaml:6: unknown key `overlays` in environment `dev`"), "{e}");
+        assert!(e.contains("did you mean `overlay`?"), "{e}");
+        let e = error(&EXAMPLE.replace("        tag: \"{tag_name}\"", "        tags: \"{tag_name}\""));
+        assert!(e.starts_with("promote.yaml:16: unknown key `tags` in an image"), "{e}");
+        let e = error(&format!("{EXAMPLE}extra: 1\n"));
+        assert!(e.starts_with("promote.yaml:17: unknown key `extra` at the top level"), "{e}");
+    }
+
+    #[test]
+    fn unknown_placeholders_and_bad_regexes_are_caught_early() {
+        let e = error(&EXAMPLE.replace("{commit_sha}", "{commit}"));
+        assert!(e.starts_with("promote.yaml:9: unknown placeholder `{commit}`"), "{e}");
+        let e = error(&EXAMPLE.replace(r"'^v\d+\.\d+\.\d+$'", "'^v(['"));
+        assert!(e.starts_with("promote.yaml:11: `when: ^v([` is neither"), "{e}");
+        let e = error("environments:\n  dev:\n    when: commit\n    images: []\n");
+        assert!(e.starts_with("promote.yaml:2: environment `dev` has no `overlay:`"), "{e}");
+    }
+
+    #[test]
+    fn templates_render_or_name_the_missing_value() {
+        let t = Template {
+            text: "main-{short_sha}".into(),
+            line: 1,
+        };
+        assert_eq!(t.render(|_| Some("abc1234".into())).unwrap(), "main-abc1234");
+        assert_eq!(t.render(|_| None).unwrap_err(), "short_sha");
+    }
+}

@@ -1,0 +1,141 @@
+//! The one error type: each variant names where the problem is (file and line, URL,
+//! branch) and what to do, and maps to a fixed exit code.
+
+use std::fmt;
+
+/// Exit code for bad flags, config or input: fix the input, a retry will not help.
+pub const EXIT_INPUT: u8 = 2;
+/// Exit code for everything else (network, auth, a push still refused).
+pub const EXIT_FAILURE: u8 = 1;
+
+#[derive(Debug)]
+pub enum Error {
+    /// Flags or environment variables are missing or wrong.
+    Usage { message: String, hint: String },
+    /// A file we read as input (promote.yaml, a kustomization) cannot be used as it is.
+    Input {
+        file: String,
+        line: Option<usize>,
+        message: String,
+        hint: String,
+    },
+    /// The remote could not be read from or written to.
+    Remote {
+        url: String,
+        message: String,
+        hint: String,
+    },
+    /// Every attempt to push was refused.
+    PushRejected {
+        url: String,
+        branch: String,
+        attempts: u32,
+        message: String,
+    },
+    /// Local I/O or libgit2 failed on this machine.
+    Local { message: String },
+}
+
+impl Error {
+    pub fn usage(message: impl Into<String>, hint: impl Into<String>) -> Self {
+        Error::Usage {
+            message: message.into(),
+            hint: hint.into(),
+        }
+    }
+
+    pub fn input(
+        file: impl Into<String>,
+        line: Option<usize>,
+        message: impl Into<String>,
+        hint: impl Into<String>,
+    ) -> Self {
+        Error::Input {
+            file: file.into(),
+            line,
+            message: message.into(),
+            hint: hint.into(),
+        }
+    }
+
+    pub fn local(message: impl Into<String>) -> Self {
+        Error::Local {
+            message: message.into(),
+        }
+    }
+
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Usage { .. } | Error::Input { .. } => EXIT_INPUT,
+            Error::Remote { .. } | Error::PushRejected { .. } | Error::Local { .. } => EXIT_FAILURE,
+        }
+    }
+
+    /// The one-line summary used by CI annotations.
+    pub fn summary(&self) -> String {
+        self.to_string().lines().next().unwrap_or_default().to_string()
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Usage { message, hint } => write!(f, "{message}\n  hint: {hint}"),
+            Error::Input {
+                file,
+                line,
+                message,
+                hint,
+            } => {
+                match line {
+                    Some(line) => write!(f, "{file}:{line}: {message}")?,
+                    None => write!(f, "{file}: {message}")?,
+                }
+                write!(f, "\n  hint: {hint}")
+            }
+            Error::Remote { url, message, hint } => {
+                write!(f, "{url}: {message}\n  hint: {hint}")
+            }
+            Error::PushRejected {
+                url,
+                branch,
+                attempts,
+                message,
+            } => write!(
+                f,
+                "{url}: push to branch {branch} still refused after {attempts} attempt(s): {message}\n  hint: nothing was changed on the remote; rerun the step, or raise --max-attempts if many pipelines promote at once"
+            ),
+            Error::Local { message } => write!(f, "{message}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn input_errors_name_file_line_and_fix_and_exit_2() {
+        let e = Error::input("promote.yaml", Some(7), "unknown key `overlays`", "did you mean `overlay`?");
+        assert_eq!(
+            e.to_string(),
+            "promote.yaml:7: unknown key `overlays`\n  hint: did you mean `overlay`?"
+        );
+        assert_eq!(e.exit_code(), 2);
+        assert_eq!(e.summary(), "promote.yaml:7: unknown key `overlays`");
+    }
+
+    #[test]
+    fn runtime_errors_exit_1() {
+        let e = Error::Remote {
+            url: "https://h/r.git".into(),
+            message: "HTTP 401".into(),
+            hint: "check GIT_TOKEN".into(),
+        };
+        assert_eq!(e.exit_code(), 1);
+    }
+}
