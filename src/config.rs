@@ -66,12 +66,18 @@ pub const PLACEHOLDERS: [&str; 4] = ["commit_sha", "short_sha", "tag_name", "bra
 impl Template {
     /// Fills the placeholders; `lookup` returns `None` for a value this build lacks,
     /// which is reported with the placeholder's name.
-    pub fn render(&self, lookup: impl Fn(&str) -> Option<String>) -> std::result::Result<String, String> {
+    pub fn render(
+        &self,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> std::result::Result<String, String> {
         let mut out = String::new();
         let mut rest = self.text.as_str();
         while let Some(open) = rest.find('{') {
             out.push_str(&rest[..open]);
-            let close = rest[open..].find('}').map(|c| open + c).ok_or("unclosed `{`")?;
+            let close = rest[open..]
+                .find('}')
+                .map(|c| open + c)
+                .ok_or("unclosed `{`")?;
             let name = &rest[open + 1..close];
             out.push_str(&lookup(name).ok_or_else(|| name.to_string())?);
             rest = &rest[close + 1..];
@@ -118,9 +124,15 @@ const IMAGE_KEYS: [&str; 4] = ["name", "new_name", "tag", "digest"];
 impl Config {
     /// Parses promote.yaml's text; `file` is how errors name it.
     pub fn parse(file: &str, text: &str) -> Result<Config> {
-        let bad = |line: Option<usize>, message: String, hint: &str| Error::input(file, line, message, hint);
+        let bad = |line: Option<usize>, message: String, hint: &str| {
+            Error::input(file, line, message, hint)
+        };
         let docs = tree::parse(text).map_err(|e| {
-            bad(Some(e.line), format!("invalid YAML: {}", e.message), "fix the YAML syntax")
+            bad(
+                Some(e.line),
+                format!("invalid YAML: {}", e.message),
+                "fix the YAML syntax",
+            )
         })?;
         let Some(Node::Map(top)) = docs.first().map(|d| &d.root) else {
             return Err(bad(
@@ -130,12 +142,20 @@ impl Config {
             ));
         };
         if docs.len() > 1 {
-            return Err(bad(Some(docs[1].root.line()), "more than one YAML document".into(), "remove the `---` and what follows"));
+            return Err(bad(
+                Some(docs[1].root.line()),
+                "more than one YAML document".into(),
+                "remove the `---` and what follows",
+            ));
         }
         let reader = Reader { file };
         reader.check_keys(top, &TOP_KEYS, "at the top level")?;
         let environments_node = top.get("environments").map(|(_, v)| v).ok_or_else(|| {
-            bad(Some(1), "no `environments:`".into(), "add `environments:` with at least one environment, e.g. dev with `when: commit`")
+            bad(
+                Some(1),
+                "no `environments:`".into(),
+                "add `environments:` with at least one environment, e.g. dev with `when: commit`",
+            )
         })?;
         let Node::Map(envs) = environments_node else {
             return Err(reader.expected(environments_node, "a mapping of environment names"));
@@ -145,7 +165,11 @@ impl Config {
             environments.push(reader.environment(key, value)?);
         }
         if environments.is_empty() {
-            return Err(bad(Some(environments_node.line()), "`environments:` is empty".into(), "add at least one environment"));
+            return Err(bad(
+                Some(environments_node.line()),
+                "`environments:` is empty".into(),
+                "add at least one environment",
+            ));
         }
         Ok(Config {
             file: file.to_string(),
@@ -179,13 +203,26 @@ impl Reader<'_> {
             };
             if !allowed.contains(&name) {
                 let hint = match closest(name, allowed) {
-                    Some(near) => format!("did you mean `{near}`? allowed here: {}", allowed.join(", ")),
+                    Some(near) => format!(
+                        "did you mean `{near}`? allowed here: {}",
+                        allowed.join(", ")
+                    ),
                     None => format!("allowed here: {}", allowed.join(", ")),
                 };
-                return Err(Error::input(self.file, Some(key.line()), format!("unknown key `{name}` {place}"), hint));
+                return Err(Error::input(
+                    self.file,
+                    Some(key.line()),
+                    format!("unknown key `{name}` {place}"),
+                    hint,
+                ));
             }
             if seen.contains(&name) {
-                return Err(Error::input(self.file, Some(key.line()), format!("`{name}` is given twice {place}"), "keep one of them"));
+                return Err(Error::input(
+                    self.file,
+                    Some(key.line()),
+                    format!("`{name}` is given twice {place}"),
+                    "keep one of them",
+                ));
             }
             seen.push(name);
         }
@@ -218,7 +255,10 @@ impl Reader<'_> {
     fn environment(&self, key: &Node, value: &Node) -> Result<Environment> {
         let name = self.string(key)?;
         let Node::Map(map) = value else {
-            return Err(self.expected(value, &format!("environment `{name}` to be a mapping with when, overlay and images")));
+            return Err(self.expected(
+                value,
+                &format!("environment `{name}` to be a mapping with when, overlay and images"),
+            ));
         };
         let place = format!("in environment `{name}`");
         self.check_keys(map, &ENV_KEYS, &place)?;
@@ -250,9 +290,18 @@ impl Reader<'_> {
         let Node::Seq(items) = images_node else {
             return Err(self.expected(images_node, "a list of images"));
         };
-        let images = items.items.iter().map(|item| self.image(item)).collect::<Result<Vec<_>>>()?;
+        let images = items
+            .items
+            .iter()
+            .map(|item| self.image(item))
+            .collect::<Result<Vec<_>>>()?;
         if images.is_empty() {
-            return Err(Error::input(self.file, Some(images_node.line()), format!("environment `{name}` lists no images"), "add `- name: <image>` with `tag:`"));
+            return Err(Error::input(
+                self.file,
+                Some(images_node.line()),
+                format!("environment `{name}` lists no images"),
+                "add `- name: <image>` with `tag:`",
+            ));
         }
         Ok(Environment {
             name,
@@ -269,10 +318,17 @@ impl Reader<'_> {
         };
         self.check_keys(map, &IMAGE_KEYS, "in an image")?;
         let name_node = map.get("name").map(|(_, v)| v).ok_or_else(|| {
-            Error::input(self.file, Some(map.start_line()), "an image has no `name:`", "add `name:` as written in the kustomization's images: list")
+            Error::input(
+                self.file,
+                Some(map.start_line()),
+                "an image has no `name:`",
+                "add `name:` as written in the kustomization's images: list",
+            )
         })?;
         let name = self.string(name_node)?;
-        crate::image::check_name(&name).map_err(|e| Error::input(self.file, Some(name_node.line()), e, "fix the image name"))?;
+        crate::image::check_name(&name).map_err(|e| {
+            Error::input(self.file, Some(name_node.line()), e, "fix the image name")
+        })?;
         let rule = ImageRule {
             line: map.start_line(),
             name,
@@ -281,7 +337,12 @@ impl Reader<'_> {
             digest: self.opt_template(map, "digest")?,
         };
         if rule.new_name.is_none() && rule.tag.is_none() && rule.digest.is_none() {
-            return Err(Error::input(self.file, Some(rule.line), format!("image `{}` sets nothing", rule.name), "add `tag: \"{commit_sha}\"` (or new_name, digest)"));
+            return Err(Error::input(
+                self.file,
+                Some(rule.line),
+                format!("image `{}` sets nothing", rule.name),
+                "add `tag: \"{commit_sha}\"` (or new_name, digest)",
+            ));
         }
         Ok(rule)
     }
@@ -337,7 +398,10 @@ environments:
     #[test]
     fn the_documented_example_parses() {
         let c = Config::parse("promote.yaml", EXAMPLE).unwrap();
-        assert_eq!(c.repo.as_deref(), Some("https://github.com/tomoda/devops.git"));
+        assert_eq!(
+            c.repo.as_deref(),
+            Some("https://github.com/tomoda/devops.git")
+        );
         assert_eq!(c.environments.len(), 2);
         assert!(matches!(c.environments[0].when, When::Commit));
         let When::Tag(re) = &c.environments[1].when else {
@@ -353,23 +417,47 @@ environments:
 
     #[test]
     fn unknown_keys_name_their_line_and_a_near_key() {
-        let e = error(&EXAMPLE.replace("    overlay: k8s/apps/tomoda/overlays/dev", "    overlays: x"));
-        assert!(e.starts_with("promote.yaml:6: unknown key `overlays` in environment `dev`"), "{e}");
+        let e = error(&EXAMPLE.replace(
+            "    overlay: k8s/apps/tomoda/overlays/dev",
+            "    overlays: x",
+        ));
+        assert!(
+            e.starts_with("promote.yaml:6: unknown key `overlays` in environment `dev`"),
+            "{e}"
+        );
         assert!(e.contains("did you mean `overlay`?"), "{e}");
-        let e = error(&EXAMPLE.replace("        tag: \"{tag_name}\"", "        tags: \"{tag_name}\""));
-        assert!(e.starts_with("promote.yaml:16: unknown key `tags` in an image"), "{e}");
+        let e = error(&EXAMPLE.replace(
+            "        tag: \"{tag_name}\"",
+            "        tags: \"{tag_name}\"",
+        ));
+        assert!(
+            e.starts_with("promote.yaml:16: unknown key `tags` in an image"),
+            "{e}"
+        );
         let e = error(&format!("{EXAMPLE}extra: 1\n"));
-        assert!(e.starts_with("promote.yaml:17: unknown key `extra` at the top level"), "{e}");
+        assert!(
+            e.starts_with("promote.yaml:17: unknown key `extra` at the top level"),
+            "{e}"
+        );
     }
 
     #[test]
     fn unknown_placeholders_and_bad_regexes_are_caught_early() {
         let e = error(&EXAMPLE.replace("{commit_sha}", "{commit}"));
-        assert!(e.starts_with("promote.yaml:9: unknown placeholder `{commit}`"), "{e}");
+        assert!(
+            e.starts_with("promote.yaml:9: unknown placeholder `{commit}`"),
+            "{e}"
+        );
         let e = error(&EXAMPLE.replace(r"'^v\d+\.\d+\.\d+$'", "'^v(['"));
-        assert!(e.starts_with("promote.yaml:11: `when: ^v([` is neither"), "{e}");
+        assert!(
+            e.starts_with("promote.yaml:11: `when: ^v([` is neither"),
+            "{e}"
+        );
         let e = error("environments:\n  dev:\n    when: commit\n    images: []\n");
-        assert!(e.starts_with("promote.yaml:2: environment `dev` has no `overlay:`"), "{e}");
+        assert!(
+            e.starts_with("promote.yaml:2: environment `dev` has no `overlay:`"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -378,7 +466,10 @@ environments:
             text: "main-{short_sha}".into(),
             line: 1,
         };
-        assert_eq!(t.render(|_| Some("abc1234".into())).unwrap(), "main-abc1234");
+        assert_eq!(
+            t.render(|_| Some("abc1234".into())).unwrap(),
+            "main-abc1234"
+        );
         assert_eq!(t.render(|_| None).unwrap_err(), "short_sha");
     }
 }

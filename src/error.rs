@@ -73,7 +73,11 @@ impl Error {
 
     /// The one-line summary used by CI annotations.
     pub fn summary(&self) -> String {
-        self.to_string().lines().next().unwrap_or_default().to_string()
+        self.to_string()
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_string()
     }
 }
 
@@ -120,7 +124,12 @@ mod tests {
 
     #[test]
     fn input_errors_name_file_line_and_fix_and_exit_2() {
-        let e = Error::input("promote.yaml", Some(7), "unknown key `overlays`", "did you mean `overlay`?");
+        let e = Error::input(
+            "promote.yaml",
+            Some(7),
+            "unknown key `overlays`",
+            "did you mean `overlay`?",
+        );
         assert_eq!(
             e.to_string(),
             "promote.yaml:7: unknown key `overlays`\n  hint: did you mean `overlay`?"

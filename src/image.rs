@@ -54,7 +54,13 @@ fn split_reference(s: &str) -> (&str, Option<&str>, Option<&str>) {
 /// Image names as registries accept them: no spaces, no control characters.
 pub fn check_name(name: &str) -> Result<(), String> {
     let ok_char = |c: char| c.is_ascii_alphanumeric() || "._-/:".contains(c);
-    if name.is_empty() || name.len() > 255 || !name.chars().all(ok_char) || name.starts_with('/') || name.ends_with('/') || name.contains("//") {
+    if name.is_empty()
+        || name.len() > 255
+        || !name.chars().all(ok_char)
+        || name.starts_with('/')
+        || name.ends_with('/')
+        || name.contains("//")
+    {
         return Err(format!(
             "`{}` is not an image name: use letters, digits, `.`, `_`, `-`, `/` and a registry port, as in asia-east1-docker.pkg.dev/project/repo/app",
             name.escape_debug()
@@ -66,7 +72,9 @@ pub fn check_name(name: &str) -> Result<(), String> {
 /// Tags as the OCI distribution spec defines them: `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`.
 pub fn check_tag(tag: &str) -> Result<(), String> {
     let mut chars = tag.chars();
-    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
     let rest_ok = chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
     if !first_ok || !rest_ok || tag.len() > 128 {
         return Err(format!(
@@ -79,7 +87,11 @@ pub fn check_tag(tag: &str) -> Result<(), String> {
 
 pub fn check_digest(digest: &str) -> Result<(), String> {
     let hex = digest.strip_prefix("sha256:").unwrap_or("");
-    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+    if hex.len() != 64
+        || !hex
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
         return Err(format!(
             "`{}` is not a digest: write sha256: followed by 64 lowercase hex digits",
             digest.escape_debug()
@@ -108,7 +120,12 @@ pub fn short_name(name: &str) -> &str {
 mod tests {
     use super::*;
 
-    fn spec(name: &str, new_name: Option<&str>, tag: Option<&str>, digest: Option<&str>) -> ImageSpec {
+    fn spec(
+        name: &str,
+        new_name: Option<&str>,
+        tag: Option<&str>,
+        digest: Option<&str>,
+    ) -> ImageSpec {
         ImageSpec {
             name: name.into(),
             new_name: new_name.map(Into::into),
@@ -120,12 +137,18 @@ mod tests {
     #[test]
     fn the_kustomize_edit_set_image_forms_parse() {
         let d = format!("sha256:{}", "0".repeat(64));
-        assert_eq!(parse_spec("nginx:1.7").unwrap(), spec("nginx", None, Some("1.7"), None));
+        assert_eq!(
+            parse_spec("nginx:1.7").unwrap(),
+            spec("nginx", None, Some("1.7"), None)
+        );
         assert_eq!(
             parse_spec("localhost:5000/app:v1").unwrap(),
             spec("localhost:5000/app", None, Some("v1"), None)
         );
-        assert_eq!(parse_spec(&format!("app@{d}")).unwrap(), spec("app", None, None, Some(&d)));
+        assert_eq!(
+            parse_spec(&format!("app@{d}")).unwrap(),
+            spec("app", None, None, Some(&d))
+        );
         assert_eq!(
             parse_spec("app=reg.io/p/app:v2").unwrap(),
             spec("app", Some("reg.io/p/app"), Some("v2"), None)
@@ -134,15 +157,30 @@ mod tests {
             parse_spec(&format!("app=reg:443/app:v2@{d}")).unwrap(),
             spec("app", Some("reg:443/app"), Some("v2"), Some(&d))
         );
-        assert_eq!(parse_spec("app=other").unwrap(), spec("app", Some("other"), None, None));
+        assert_eq!(
+            parse_spec("app=other").unwrap(),
+            spec("app", Some("other"), None, None)
+        );
     }
 
     #[test]
     fn bad_values_are_refused_with_the_rule() {
         assert!(parse_spec("app").unwrap_err().contains("sets nothing"));
-        assert!(parse_spec("app:-x").unwrap_err().contains("not a valid image tag"));
-        assert!(parse_spec("app@sha256:xyz").unwrap_err().contains("64 lowercase hex"));
-        assert!(parse_spec("my app:v1").unwrap_err().contains("not an image name"));
+        assert!(
+            parse_spec("app:-x")
+                .unwrap_err()
+                .contains("not a valid image tag")
+        );
+        assert!(
+            parse_spec("app@sha256:xyz")
+                .unwrap_err()
+                .contains("64 lowercase hex")
+        );
+        assert!(
+            parse_spec("my app:v1")
+                .unwrap_err()
+                .contains("not an image name")
+        );
         for bad in ["", ".x", "a b", "a\nb", "a#b", "a:b", &"x".repeat(129)] {
             assert!(check_tag(bad).is_err(), "{bad:?}");
         }

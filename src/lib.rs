@@ -1,8 +1,156 @@
 //! tomoda-promote: the last step of a CI pipeline, putting a freshly built image into a
 //! GitOps repository's Kustomize overlay.
+//!
+//! Data flows one way: the edges (flags and environment, files, the git remote) feed a
+//! pure middle (`config`, `plan`, `overlay`, `kustomize`, `yaml`), whose result the edges
+//! carry out (`git`, `report`).
 
-pub mod kustomize;
-pub mod yaml;
+pub mod cli;
 pub mod config;
+pub mod context;
 pub mod error;
+pub mod git;
 pub mod image;
+pub mod kustomize;
+pub mod logging;
+pub mod message;
+pub mod overlay;
+pub mod plan;
+pub mod promote;
+pub mod report;
+pub mod secrets;
+pub mod yaml;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use cli::{Cli, OutputFormat};
+use config::Config;
+use context::BuildContext;
+use error::{Error, Result};
+use plan::{Bases, RepoLocation};
+
+const DEFAULT_CONFIG: &str = "promote.yaml";
+
+/// One promotion, from parsed flags to the printed result.
+pub fn run(cli: Cli) -> Result<()> {
+    let token = read_token(&cli)?;
+    let cwd = std::env::current_dir()
+        .map_err(|e| Error::local(format!("cannot read the working directory: {e}")))?;
+    let config = load_config(&cli, &cwd)?;
+    let context = BuildContext::gather(cli.commit_sha.clone(), cli.tag_name.clone(), |k| {
+        std::env::var(k).ok()
+    });
+    let config_dir = config.as_ref().map_or(cwd.clone(), |(_, dir)| dir.clone());
+    let bases = Bases {
+        config_dir: &config_dir,
+        cwd: &cwd,
+    };
+    let plan = plan::resolve(&cli, config.as_ref().map(|(c, _)| c), context, &bases)?;
+    tracing::info!(
+        "environment {}: {} on branch {} of {}",
+        plan.environment,
+        plan.overlay,
+        plan.branch,
+        plan.repo.display()
+    );
+
+    let url_credentials = match &plan.repo {
+        RepoLocation::Remote { credentials, .. } => credentials.clone(),
+        RepoLocation::Local(_) => None,
+    };
+    if let Some(c) = &url_credentials {
+        secrets::register(&c.password);
+    }
+    let auth = match token {
+        Some(password) => Some(git::transport::BasicAuth {
+            username: cli.git_username.clone(),
+            password,
+        }),
+        None => url_credentials.map(|c| git::transport::BasicAuth {
+            username: c.username,
+            password: c.password,
+        }),
+    };
+    git::transport::install(git::transport::HttpSettings {
+        auth,
+        connect_timeout: Duration::from_secs(cli.timeout.min(30)),
+        timeout: Duration::from_secs(cli.timeout),
+        user_agent: format!("git/2.0 (tomoda-promote {})", env!("CARGO_PKG_VERSION")),
+    })
+    .map_err(|e| Error::local(format!("cannot set up the HTTP transport: {}", e.message())))?;
+
+    let outcome = promote::promote(
+        &plan,
+        &promote::Settings {
+            max_attempts: cli.max_attempts,
+            dry_run: cli.plan,
+        },
+    )?;
+    match cli.output {
+        OutputFormat::Text => report::print(&outcome.to_text()),
+        OutputFormat::Json => report::print(&format!("{}\n", outcome.to_json())),
+    }
+    Ok(())
+}
+
+/// GIT_TOKEN (or --git-token), else the file named by --git-token-file.
+fn read_token(cli: &Cli) -> Result<Option<String>> {
+    let token = match (&cli.git_token, &cli.git_token_file) {
+        (Some(token), _) => Some(token.trim().to_string()),
+        (None, Some(file)) => {
+            let text = std::fs::read_to_string(file).map_err(|e| {
+                Error::usage(
+                    format!("cannot read --git-token-file {}: {e}", file.display()),
+                    "point --git-token-file (GIT_TOKEN_FILE) at a readable file holding the token",
+                )
+            })?;
+            Some(text.trim().to_string())
+        }
+        (None, None) => None,
+    };
+    if let Some(t) = &token {
+        if t.is_empty() {
+            return Err(Error::usage(
+                "the git token is empty",
+                "set GIT_TOKEN (or --git-token-file) to the devops repository's token",
+            ));
+        }
+        secrets::register(t);
+    }
+    Ok(token)
+}
+
+/// The config and the directory its relative paths start from; `None` in flags-only use.
+fn load_config(cli: &Cli, cwd: &Path) -> Result<Option<(Config, PathBuf)>> {
+    let (path, explicit) = match &cli.config {
+        Some(path) => (cwd.join(path), true),
+        None => (cwd.join(DEFAULT_CONFIG), false),
+    };
+    let shown = cli
+        .config
+        .as_ref()
+        .map_or(DEFAULT_CONFIG.to_string(), |p| p.display().to_string());
+    let text = match std::fs::read(&path) {
+        Ok(bytes) => String::from_utf8(bytes)
+            .map_err(|_| Error::input(&shown, None, "is not UTF-8 text", "save it as UTF-8"))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
+            if cli.repo.is_none() && cli.overlay.is_none() && cli.images.is_empty() {
+                return Err(Error::usage(
+                    format!("no {DEFAULT_CONFIG} in {}", cwd.display()),
+                    "pass --config FILE, or describe the promotion with --repo, --overlay and --image",
+                ));
+            }
+            return Ok(None);
+        }
+        Err(e) => {
+            return Err(Error::usage(
+                format!("cannot read the config {shown}: {e}"),
+                "pass --config with the path of promote.yaml",
+            ));
+        }
+    };
+    let config = Config::parse(&shown, &text)?;
+    let dir = path.parent().map_or(cwd.to_path_buf(), Path::to_path_buf);
+    Ok(Some((config, dir)))
+}

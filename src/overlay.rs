@@ -1,0 +1,214 @@
+//! Applies a plan's images to one overlay of a repository snapshot. Pure: the snapshot is
+//! a lookup function, backed by a git tree or by a directory at the edges.
+
+use crate::error::{Error, Result};
+use crate::kustomize::{self, Change, ImageSpec};
+
+/// What a path is in the snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry {
+    Missing,
+    File(Vec<u8>),
+    /// A symbolic link: never followed, it could point outside the repository.
+    Symlink,
+    Dir,
+}
+
+/// Larger than any kustomization; a bigger file is refused before it is parsed.
+pub const MAX_FILE_BYTES: usize = 4 << 20;
+
+/// The edit of one kustomization file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileEdit {
+    pub path: String,
+    pub old: String,
+    pub new: String,
+    pub changes: Vec<Change>,
+}
+
+/// Finds the overlay's kustomization and sets every image in it, in order.
+/// `place` says where the snapshot comes from (e.g. "branch main of URL"), for errors.
+pub fn promote_overlay(
+    lookup: impl Fn(&str) -> Entry,
+    overlay: &str,
+    images: &[ImageSpec],
+    place: &str,
+) -> Result<FileEdit> {
+    let shown_overlay = if overlay.is_empty() { "." } else { overlay };
+    match lookup(overlay) {
+        Entry::Dir => {}
+        Entry::Symlink => {
+            return Err(Error::input(
+                shown_overlay,
+                None,
+                format!("the overlay is a symbolic link in {place}"),
+                "point the overlay at the real directory",
+            ));
+        }
+        _ => {
+            return Err(Error::input(
+                shown_overlay,
+                None,
+                format!("no such overlay directory in {place}"),
+                "check `overlay:` in promote.yaml (or --overlay) against the devops repository",
+            ));
+        }
+    }
+    let join = |name: &str| {
+        if overlay.is_empty() {
+            name.to_string()
+        } else {
+            format!("{overlay}/{name}")
+        }
+    };
+    let found = kustomize::FILE_NAMES
+        .iter()
+        .map(|name| (join(name), lookup(&join(name))))
+        .find(|(_, e)| *e != Entry::Missing);
+    let (path, bytes) = match found {
+        Some((path, Entry::File(bytes))) => (path, bytes),
+        Some((path, Entry::Symlink)) => {
+            return Err(Error::input(
+                path,
+                None,
+                format!(
+                    "is a symbolic link in {place}; it is not followed, it could point outside the repository"
+                ),
+                "replace the link with the kustomization file itself",
+            ));
+        }
+        Some((path, _)) => {
+            return Err(Error::input(
+                path,
+                None,
+                "is not a file",
+                "a kustomization must be a regular file",
+            ));
+        }
+        None => {
+            return Err(Error::input(
+                shown_overlay,
+                None,
+                format!(
+                    "no {} in this overlay in {place}",
+                    kustomize::FILE_NAMES.join(", ")
+                ),
+                "check that the overlay directory is a Kustomize overlay",
+            ));
+        }
+    };
+    if bytes.len() > MAX_FILE_BYTES {
+        return Err(Error::input(
+            path,
+            None,
+            format!(
+                "is {} bytes; kustomizations over {} bytes are refused",
+                bytes.len(),
+                MAX_FILE_BYTES
+            ),
+            "a kustomization should list images and resources, not carry data",
+        ));
+    }
+    let old = String::from_utf8(bytes).map_err(|e| {
+        Error::input(
+            &path,
+            None,
+            format!(
+                "is not UTF-8 text (invalid byte at offset {})",
+                e.utf8_error().valid_up_to()
+            ),
+            "save the file as UTF-8",
+        )
+    })?;
+    let mut new = old.clone();
+    let mut changes = Vec::new();
+    for image in images {
+        let edited = kustomize::set_image(&new, image)
+            .map_err(|e| Error::input(&path, e.line, e.message, e.hint))?;
+        new = edited.text;
+        changes.extend(edited.changes);
+    }
+    Ok(FileEdit {
+        path,
+        old,
+        new,
+        changes,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> Vec<ImageSpec> {
+        vec![ImageSpec {
+            name: "app".into(),
+            new_name: None,
+            new_tag: Some("v2".into()),
+            digest: None,
+        }]
+    }
+
+    fn snapshot(files: &'static [(&'static str, Entry)]) -> impl Fn(&str) -> Entry {
+        move |p| {
+            files
+                .iter()
+                .find(|(n, _)| *n == p)
+                .map_or(Entry::Missing, |(_, e)| e.clone())
+        }
+    }
+
+    #[test]
+    fn the_first_kustomization_name_kustomize_knows_is_edited() {
+        static FILES: [(&str, Entry); 2] =
+            [("ov", Entry::Dir), ("ov/Kustomization", Entry::Symlink)];
+        let lookup = |p: &str| match p {
+            "ov/kustomization.yml" => Entry::File(b"images:\n- name: app\n  newTag: v1\n".to_vec()),
+            other => snapshot(&FILES)(other),
+        };
+        let edit = promote_overlay(lookup, "ov", &spec(), "branch main").unwrap();
+        assert_eq!(edit.path, "ov/kustomization.yml");
+        assert_eq!(edit.new, "images:\n- name: app\n  newTag: v2\n");
+    }
+
+    #[test]
+    fn missing_overlays_links_and_binary_files_are_refused() {
+        static NONE: [(&str, Entry); 0] = [];
+        let e = promote_overlay(snapshot(&NONE), "ov", &spec(), "branch main of R").unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(
+            e.to_string()
+                .starts_with("ov: no such overlay directory in branch main of R"),
+            "{e}"
+        );
+        static LINK: [(&str, Entry); 2] = [
+            ("ov", Entry::Dir),
+            ("ov/kustomization.yaml", Entry::Symlink),
+        ];
+        let e = promote_overlay(snapshot(&LINK), "ov", &spec(), "b").unwrap_err();
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+        let binary = |p: &str| match p {
+            "ov" => Entry::Dir,
+            "ov/kustomization.yaml" => Entry::File(vec![b'a', 0xff, b'\n']),
+            _ => Entry::Missing,
+        };
+        let e = promote_overlay(binary, "ov", &spec(), "b").unwrap_err();
+        assert!(e.to_string().contains("not UTF-8"), "{e}");
+    }
+
+    #[test]
+    fn yaml_errors_name_the_file_and_line() {
+        let lookup = |p: &str| match p {
+            "ov" => Entry::Dir,
+            "ov/kustomization.yaml" => {
+                Entry::File(b"images:\n- name: app\n  newTag: [v1\n".to_vec())
+            }
+            _ => Entry::Missing,
+        };
+        let e = promote_overlay(lookup, "ov", &spec(), "b")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("ov/kustomization.yaml:"), "{e}");
+        assert!(e.contains("invalid YAML"), "{e}");
+    }
+}

@@ -1,0 +1,560 @@
+//! From flags, promote.yaml and the build's context to one checked plan: which
+//! environment, which repository and branch, which overlay, which image values.
+//! Pure: nothing here touches the network or the disk.
+
+use std::path::{Path, PathBuf};
+
+use crate::cli::Cli;
+use crate::config::{Config, Environment, ImageRule, Template, When};
+use crate::context::BuildContext;
+use crate::error::{Error, Result};
+use crate::image;
+use crate::kustomize::ImageSpec;
+
+pub const DEFAULT_BRANCH: &str = "main";
+pub const DEFAULT_AUTHOR: &str = "tomoda-promote <tomoda-promote@users.noreply.github.com>";
+/// The environment name used when flags alone describe the promotion.
+pub const FLAGS_ENVIRONMENT: &str = "default";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RepoLocation {
+    /// An http(s) URL with any credentials taken out of it.
+    Remote {
+        url: String,
+        credentials: Option<Credentials>,
+    },
+    Local(PathBuf),
+}
+
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Credentials({}, ***)", self.username)
+    }
+}
+
+impl RepoLocation {
+    /// How the repository is shown to people: never with credentials.
+    pub fn display(&self) -> String {
+        match self {
+            RepoLocation::Remote { url, .. } => url.clone(),
+            RepoLocation::Local(path) => path.display().to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub name: String,
+    pub email: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub environment: String,
+    pub repo: RepoLocation,
+    pub branch: String,
+    /// A clean relative path inside the repository, without `./` or a trailing `/`.
+    pub overlay: String,
+    pub images: Vec<ImageSpec>,
+    pub context: BuildContext,
+    pub author: Identity,
+}
+
+/// Where relative paths are resolved: the config's directory for what the config says,
+/// the working directory for flags.
+pub struct Bases<'a> {
+    pub config_dir: &'a Path,
+    pub cwd: &'a Path,
+}
+
+pub fn resolve(
+    cli: &Cli,
+    config: Option<&Config>,
+    context: BuildContext,
+    bases: &Bases,
+) -> Result<Plan> {
+    if let Some(sha) = &context.commit_sha {
+        image::check_commit_sha(sha).map_err(|e| {
+            Error::usage(
+                e,
+                "pass the full commit SHA with --commit-sha or COMMIT_SHA",
+            )
+        })?;
+    }
+    if let Some(tag) = &context.tag_name {
+        image::check_tag(tag).map_err(|e| {
+            Error::usage(
+                format!("TAG_NAME: {e}"),
+                "pass the git tag being built with --tag-name or TAG_NAME",
+            )
+        })?;
+    }
+    let environment = match config {
+        Some(config) => Some(select_environment(
+            config,
+            cli.environment.as_deref(),
+            &context,
+        )?),
+        None => None,
+    };
+    let images = match (&environment, cli.images.is_empty()) {
+        (_, false) => cli
+            .images
+            .iter()
+            .map(|spec| {
+                image::parse_spec(spec).map_err(|e| {
+                    Error::usage(
+                        format!("--image {spec}: {e}"),
+                        "see --help for the image forms",
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>>>()?,
+        (Some(env), true) => env
+            .images
+            .iter()
+            .map(|rule| {
+                render_rule(
+                    rule,
+                    &context,
+                    config.map_or("promote.yaml", |c| c.file.as_str()),
+                )
+            })
+            .collect::<Result<Vec<_>>>()?,
+        (None, true) => return Err(flags_needed("--image")),
+    };
+    let overlay_source = cli
+        .overlay
+        .as_deref()
+        .or(environment.map(|e| e.overlay.as_str()));
+    let overlay = clean_overlay(overlay_source.ok_or_else(|| flags_needed("--overlay"))?)?;
+
+    let repo = match (&cli.repo, config.and_then(|c| c.repo.as_ref())) {
+        (Some(flag), _) => parse_repo(flag, bases.cwd)?,
+        (None, Some(from_config)) => parse_repo(from_config, bases.config_dir)?,
+        (None, None) => return Err(flags_needed("--repo")),
+    };
+    let branch = cli
+        .branch
+        .clone()
+        .or_else(|| config.and_then(|c| c.branch.clone()))
+        .unwrap_or_else(|| DEFAULT_BRANCH.to_string());
+    check_branch(&branch)?;
+    let author_text = cli
+        .author
+        .as_deref()
+        .or(config.and_then(|c| c.author.as_deref()))
+        .unwrap_or(DEFAULT_AUTHOR);
+    Ok(Plan {
+        environment: environment.map_or_else(
+            || {
+                cli.environment
+                    .clone()
+                    .unwrap_or_else(|| FLAGS_ENVIRONMENT.to_string())
+            },
+            |e| e.name.clone(),
+        ),
+        repo,
+        branch,
+        overlay,
+        images,
+        context,
+        author: parse_identity(author_text)?,
+    })
+}
+
+fn flags_needed(flag: &str) -> Error {
+    Error::usage(
+        format!("{flag} is required when no promote.yaml is used"),
+        "write a promote.yaml (see --help), or give --repo, --overlay and --image together",
+    )
+}
+
+/// A tag picks the first environment whose regex matches it; no tag picks `when: commit`.
+pub fn select_environment<'c>(
+    config: &'c Config,
+    forced: Option<&str>,
+    context: &BuildContext,
+) -> Result<&'c Environment> {
+    let rules = || {
+        config
+            .environments
+            .iter()
+            .map(|e| format!("{} (when: {})", e.name, e.when.describe()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if let Some(name) = forced {
+        return config
+            .environments
+            .iter()
+            .find(|e| e.name == name)
+            .ok_or_else(|| {
+                Error::usage(
+                    format!("--env {name}: {} has no such environment", config.file),
+                    format!("environments: {}", rules()),
+                )
+            });
+    }
+    let chosen = match &context.tag_name {
+        Some(tag) => config
+            .environments
+            .iter()
+            .find(|e| matches!(&e.when, When::Tag(re) if re.is_match(tag))),
+        None => config
+            .environments
+            .iter()
+            .find(|e| matches!(e.when, When::Commit)),
+    };
+    match (chosen, &context.tag_name, &context.commit_sha) {
+        (Some(env), _, _) => Ok(env),
+        (None, None, None) => Err(missing_sha()),
+        (None, Some(tag), _) => Err(Error::usage(
+            format!(
+                "no environment in {} takes a build of tag {tag}",
+                config.file
+            ),
+            format!(
+                "environments: {}; change a `when:` regex, or pass --env NAME",
+                rules()
+            ),
+        )),
+        (None, None, Some(_)) => Err(Error::usage(
+            format!(
+                "no environment in {} takes a build of a commit without a tag",
+                config.file
+            ),
+            format!(
+                "environments: {}; add `when: commit` to one, or pass --env NAME",
+                rules()
+            ),
+        )),
+    }
+}
+
+pub fn missing_sha() -> Error {
+    Error::usage(
+        "no commit SHA: none of --commit-sha, COMMIT_SHA or GITHUB_SHA is set",
+        "Cloud Build does not export substitutions as environment variables unless the step maps them: add `env: ['COMMIT_SHA=$COMMIT_SHA', 'TAG_NAME=$TAG_NAME']` to the step, or `options: {automapSubstitutions: true}` to the build",
+    )
+}
+
+fn render_rule(rule: &ImageRule, context: &BuildContext, file: &str) -> Result<ImageSpec> {
+    let render = |template: &Option<Template>,
+                  check: fn(&str) -> std::result::Result<(), String>|
+     -> Result<Option<String>> {
+        let Some(t) = template else { return Ok(None) };
+        let value = t.render(|name| context.placeholder(name)).map_err(|missing| match missing.as_str() {
+            "commit_sha" | "short_sha" => missing_sha(),
+            _ => Error::input(
+                file,
+                Some(t.line),
+                format!("`{{{missing}}}` has no value in this build"),
+                match missing.as_str() {
+                    "tag_name" => "this build has no tag: set TAG_NAME (Cloud Build: map $TAG_NAME in the step's env), or use {commit_sha}",
+                    _ => "set BRANCH_NAME (Cloud Build: map $BRANCH_NAME in the step's env)",
+                },
+            ),
+        })?;
+        check(&value).map_err(|e| {
+            Error::input(
+                file,
+                Some(t.line),
+                e,
+                "fix the value or the placeholder it comes from",
+            )
+        })?;
+        Ok(Some(value))
+    };
+    Ok(ImageSpec {
+        name: rule.name.clone(),
+        new_name: render(&rule.new_name, image::check_name)?,
+        new_tag: render(&rule.tag, image::check_tag)?,
+        digest: render(&rule.digest, image::check_digest)?,
+    })
+}
+
+/// Overlay paths stay inside the repository: relative, no `..`.
+pub fn clean_overlay(path: &str) -> Result<String> {
+    let bad = |why: &str| {
+        Error::usage(
+            format!("overlay `{}` {why}", path.escape_debug()),
+            "give the overlay as a path inside the devops repository, such as k8s/apps/app/overlays/dev",
+        )
+    };
+    if path.starts_with('/') || path.starts_with('\\') || path.contains(':') {
+        return Err(bad("is absolute"));
+    }
+    if path.chars().any(char::is_control) {
+        return Err(bad("holds control characters"));
+    }
+    let parts: Vec<&str> = path
+        .split('/')
+        .filter(|p| !p.is_empty() && *p != ".")
+        .collect();
+    if parts.contains(&"..") {
+        return Err(bad("climbs out with `..`"));
+    }
+    Ok(parts.join("/"))
+}
+
+fn check_branch(branch: &str) -> Result<()> {
+    let ok = !branch.is_empty()
+        && !branch.starts_with(['-', '/'])
+        && !branch.ends_with(['/', '.'])
+        && !branch.contains("..")
+        && !branch.contains("//")
+        && !branch
+            .chars()
+            .any(|c| c.is_control() || " ~^:?*[\\".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::usage(
+            format!("`{}` is not a valid branch name", branch.escape_debug()),
+            "pass the devops branch, such as main, with --branch",
+        ))
+    }
+}
+
+/// `https://user:token@host/path` gives the URL without credentials, and the credentials.
+pub fn parse_repo(text: &str, base: &Path) -> Result<RepoLocation> {
+    let lower = text.to_ascii_lowercase();
+    if lower.starts_with("https://") || lower.starts_with("http://") {
+        let scheme_end = text.find("://").map_or(0, |i| i + 3);
+        let authority_end = text[scheme_end..]
+            .find('/')
+            .map_or(text.len(), |i| scheme_end + i);
+        let authority = &text[scheme_end..authority_end];
+        let (credentials, host) = match authority.rsplit_once('@') {
+            Some((userinfo, host)) => {
+                let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+                (
+                    Some(Credentials {
+                        username: percent_decode(user),
+                        password: percent_decode(password),
+                    }),
+                    host,
+                )
+            }
+            None => (None, authority),
+        };
+        if host.is_empty() {
+            return Err(Error::usage(
+                "the repo URL has no host",
+                "write it as https://host/owner/devops.git",
+            ));
+        }
+        let url = format!("{}{host}{}", &text[..scheme_end], &text[authority_end..]);
+        return Ok(RepoLocation::Remote { url, credentials });
+    }
+    if let Some(path) = text.strip_prefix("file://") {
+        return Ok(RepoLocation::Local(PathBuf::from(path)));
+    }
+    if lower.starts_with("ssh://") || lower.starts_with("git@") || lower.starts_with("git://") {
+        return Err(Error::usage(
+            "ssh and git:// URLs are not supported",
+            "use the https URL of the devops repository with a token in GIT_TOKEN",
+        ));
+    }
+    // Lexically tidy (`a/./b` to `a/b`) so the path reads well in messages.
+    Ok(RepoLocation::Local(base.join(text).components().collect()))
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (
+            bytes[i],
+            bytes.get(i + 1).and_then(|b| hex(*b)),
+            bytes.get(i + 2).and_then(|b| hex(*b)),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `Name <email>`.
+pub fn parse_identity(text: &str) -> Result<Identity> {
+    let parsed = text
+        .trim()
+        .strip_suffix('>')
+        .and_then(|t| t.split_once('<'))
+        .map(|(name, email)| (name.trim(), email.trim()));
+    match parsed {
+        Some((name, email))
+            if !name.is_empty() && email.contains('@') && !email.contains(['<', '>']) =>
+        {
+            Ok(Identity {
+                name: name.to_string(),
+                email: email.to_string(),
+            })
+        }
+        _ => Err(Error::usage(
+            format!(
+                "author `{}` is not of the form `Name <email>`",
+                text.escape_debug()
+            ),
+            "pass --author \"Deploy Bot <deploy@example.com>\"",
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    const CONFIG: &str = r#"repo: ../devops
+environments:
+  dev:
+    when: commit
+    overlay: ./k8s/overlays/dev/
+    images:
+      - name: reg/app
+        tag: "{commit_sha}"
+  prod:
+    when: '^v\d+\.\d+\.\d+$'
+    overlay: k8s/overlays/prod
+    images:
+      - name: reg/app
+        new_name: reg/prod/app
+        tag: "{tag_name}"
+"#;
+
+    fn plan(args: &[&str], sha: Option<&str>, tag: Option<&str>) -> Result<Plan> {
+        let cli =
+            Cli::try_parse_from(std::iter::once("tomoda-promote").chain(args.iter().copied()))
+                .unwrap();
+        let config = Config::parse("promote.yaml", CONFIG).unwrap();
+        let context = BuildContext {
+            commit_sha: sha.map(Into::into),
+            tag_name: tag.map(Into::into),
+            ..Default::default()
+        };
+        let bases = Bases {
+            config_dir: Path::new("/cfg"),
+            cwd: Path::new("/cwd"),
+        };
+        resolve(&cli, Some(&config), context, &bases)
+    }
+
+    #[test]
+    fn a_commit_build_goes_to_the_commit_environment() {
+        let p = plan(&[], Some("4d5e6f7a"), None).unwrap();
+        assert_eq!(p.environment, "dev");
+        assert_eq!(p.overlay, "k8s/overlays/dev");
+        assert_eq!(p.repo, RepoLocation::Local(PathBuf::from("/cfg/../devops")));
+        assert_eq!(p.images[0].new_tag.as_deref(), Some("4d5e6f7a"));
+        assert_eq!(p.branch, "main");
+    }
+
+    #[test]
+    fn a_release_tag_goes_to_the_matching_environment() {
+        let p = plan(&[], Some("4d5e6f7a"), Some("v1.2.3")).unwrap();
+        assert_eq!(p.environment, "prod");
+        assert_eq!(p.images[0].new_name.as_deref(), Some("reg/prod/app"));
+        assert_eq!(p.images[0].new_tag.as_deref(), Some("v1.2.3"));
+    }
+
+    #[test]
+    fn no_match_lists_the_environments_and_exits_2() {
+        let e = plan(&[], Some("4d5e6f7a"), Some("nightly")).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        let text = e.to_string();
+        assert!(
+            text.contains("no environment in promote.yaml takes a build of tag nightly"),
+            "{text}"
+        );
+        assert!(text.contains("dev (when: commit"), "{text}");
+        assert!(
+            text.contains(r"prod (when: a tag matching '^v\d+\.\d+\.\d+$')"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_missing_sha_explains_cloud_build_substitutions() {
+        let e = plan(&[], None, None).unwrap_err().to_string();
+        assert!(e.contains("no commit SHA"), "{e}");
+        assert!(e.contains("automapSubstitutions"), "{e}");
+        let forced = plan(&["--env", "dev"], None, None).unwrap_err().to_string();
+        assert!(forced.contains("no commit SHA"), "{forced}");
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let p = plan(
+            &[
+                "--env",
+                "prod",
+                "--repo",
+                "https://u:s3cr%40t@git.example/o/devops.git",
+                "--branch",
+                "release",
+                "--image",
+                "reg/app:v9",
+            ],
+            Some("4d5e6f7a"),
+            None,
+        )
+        .unwrap();
+        assert_eq!(p.environment, "prod");
+        assert_eq!(p.branch, "release");
+        assert_eq!(p.images[0].new_tag.as_deref(), Some("v9"));
+        let RepoLocation::Remote { url, credentials } = &p.repo else {
+            panic!()
+        };
+        assert_eq!(url, "https://git.example/o/devops.git");
+        assert_eq!(credentials.as_ref().unwrap().password, "s3cr@t");
+        assert!(!format!("{:?}", p.repo).contains("s3cr"));
+    }
+
+    #[test]
+    fn bad_values_are_input_errors() {
+        assert!(
+            plan(&[], Some("not-hex!"), None)
+                .unwrap_err()
+                .to_string()
+                .contains("not a commit SHA")
+        );
+        assert!(
+            plan(&["--overlay", "../x"], Some("4d5e6f7a"), None)
+                .unwrap_err()
+                .to_string()
+                .contains("climbs out")
+        );
+        assert!(
+            plan(&["--overlay", "/etc"], Some("4d5e6f7a"), None)
+                .unwrap_err()
+                .to_string()
+                .contains("absolute")
+        );
+        assert!(
+            plan(
+                &["--repo", "git@github.com:o/r.git"],
+                Some("4d5e6f7a"),
+                None
+            )
+            .is_err()
+        );
+        assert!(plan(&["--author", "nobody"], Some("4d5e6f7a"), None).is_err());
+    }
+}

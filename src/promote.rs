@@ -1,0 +1,216 @@
+//! The promotion: fetch the branch, edit the overlay, commit, push. A push that loses a
+//! race is a compare-and-swap failure: fetch the new tip, re-apply the same edit, retry,
+//! so that concurrent pipelines all land and none overwrites another.
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::git::{self, PushOutcome, Workspace};
+use crate::message::commit_message;
+use crate::overlay::{self, Entry, FileEdit};
+use crate::plan::{Plan, RepoLocation};
+use crate::report::Outcome;
+
+pub struct Settings {
+    pub max_attempts: u32,
+    pub dry_run: bool,
+}
+
+pub fn promote(plan: &Plan, settings: &Settings) -> Result<Outcome> {
+    if let RepoLocation::Local(path) = &plan.repo
+        && git2::Repository::open(path).is_err()
+    {
+        return promote_directory(plan, path, settings);
+    }
+    let workspace = Workspace::new(&plan.repo)?;
+    let place = format!("branch {} of {}", plan.branch, plan.repo.display());
+    let mut previous: Option<(git2::Oid, String)> = None;
+    for attempt in 1..=settings.max_attempts {
+        tracing::info!("fetching {place} (attempt {attempt})");
+        let tip = workspace.fetch(&plan.branch)?;
+        if let Some((old_tip, reason)) = &previous
+            && *old_tip == tip
+            && !is_race(reason)
+        {
+            return Err(Error::PushRejected {
+                url: plan.repo.display(),
+                branch: plan.branch.clone(),
+                attempts: attempt - 1,
+                message: format!(
+                    "{reason} (the branch did not move: a server hook or branch protection refused the push)"
+                ),
+            });
+        }
+        let edit = overlay::promote_overlay(
+            |p| workspace.lookup(tip, p),
+            &plan.overlay,
+            &plan.images,
+            &place,
+        )?;
+        let mut outcome = outcome_for(plan, &edit, attempt, settings.dry_run);
+        if edit.changes.is_empty() {
+            tracing::info!("{} already holds the wanted values", edit.path);
+            outcome.up_to_date = true;
+            return Ok(outcome);
+        }
+        let message = commit_message(
+            &plan.environment,
+            &edit.path,
+            &plan.images,
+            &edit.changes,
+            &plan.context,
+        );
+        if settings.dry_run {
+            outcome.diff = Some(git::unified_diff(&edit.path, &edit.old, &edit.new)?);
+            outcome.message = Some(message);
+            return Ok(outcome);
+        }
+        let commit =
+            workspace.commit(tip, &edit.path, edit.new.as_bytes(), &message, &plan.author)?;
+        tracing::info!("pushing {} to {place}", short(&commit.to_string()));
+        match workspace.push(&plan.branch)? {
+            PushOutcome::Pushed => {
+                outcome.commit = Some(commit.to_string());
+                outcome.pushed = true;
+                return Ok(outcome);
+            }
+            PushOutcome::Rejected(reason) => {
+                if attempt == settings.max_attempts {
+                    return Err(Error::PushRejected {
+                        url: plan.repo.display(),
+                        branch: plan.branch.clone(),
+                        attempts: attempt,
+                        message: reason,
+                    });
+                }
+                let wait = backoff(attempt);
+                tracing::info!(
+                    "push refused ({reason}); fetching the new tip and retrying in {} ms",
+                    wait.as_millis()
+                );
+                std::thread::sleep(wait);
+                previous = Some((tip, reason));
+            }
+        }
+    }
+    unreachable!("the loop returns on its last attempt")
+}
+
+/// Refusals that mean another push got there first; anything else is checked by
+/// whether the branch moved.
+fn is_race(reason: &str) -> bool {
+    [
+        "non-fast-forward",
+        "fetch first",
+        "lock",
+        "stale",
+        "cannot lock",
+        "failed to update ref",
+    ]
+    .iter()
+    .any(|r| reason.contains(r))
+}
+
+/// Exponential backoff with jitter: 200 ms doubling to 6.4 s, each wait drawn from its upper half.
+fn backoff(attempt: u32) -> Duration {
+    let ceiling = 200u64 << attempt.saturating_sub(1).min(5);
+    Duration::from_millis(ceiling / 2 + random_below(ceiling / 2 + 1))
+}
+
+fn random_below(bound: u64) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    // RandomState is seeded per process from the OS: enough to spread racing pipelines.
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    hasher.finish() % bound.max(1)
+}
+
+fn short(sha: &str) -> &str {
+    &sha[..sha.len().min(12)]
+}
+
+fn outcome_for(plan: &Plan, edit: &FileEdit, attempts: u32, dry_run: bool) -> Outcome {
+    Outcome {
+        environment: plan.environment.clone(),
+        repo: plan.repo.display(),
+        branch: plan.branch.clone(),
+        file: edit.path.clone(),
+        changes: edit.changes.clone(),
+        attempts,
+        plan: dry_run,
+        ..Default::default()
+    }
+}
+
+/// A plain directory (such as the bundled example) can be previewed, not promoted to.
+fn promote_directory(plan: &Plan, root: &Path, settings: &Settings) -> Result<Outcome> {
+    if !root.is_dir() {
+        return Err(Error::usage(
+            format!(
+                "repo {} is neither a git repository nor a directory",
+                root.display()
+            ),
+            "set `repo:` in promote.yaml (or --repo) to the devops repository's https URL or local path",
+        ));
+    }
+    if !settings.dry_run {
+        return Err(Error::usage(
+            format!(
+                "repo {} is a directory, not a git repository: there is nothing to push to",
+                root.display()
+            ),
+            "add --plan to preview the change, or point `repo:` at the devops git repository",
+        ));
+    }
+    let place = format!("directory {}", root.display());
+    let lookup = |path: &str| {
+        let full = root.join(path);
+        match std::fs::symlink_metadata(&full) {
+            Err(_) => Entry::Missing,
+            Ok(meta) if meta.file_type().is_symlink() => Entry::Symlink,
+            Ok(meta) if meta.is_dir() => Entry::Dir,
+            Ok(_) => std::fs::read(&full).map_or(Entry::Missing, Entry::File),
+        }
+    };
+    let edit = overlay::promote_overlay(lookup, &plan.overlay, &plan.images, &place)?;
+    let mut outcome = outcome_for(plan, &edit, 0, true);
+    if edit.changes.is_empty() {
+        outcome.up_to_date = true;
+        return Ok(outcome);
+    }
+    outcome.diff = Some(git::unified_diff(&edit.path, &edit.old, &edit.new)?);
+    outcome.message = Some(commit_message(
+        &plan.environment,
+        &edit.path,
+        &plan.images,
+        &edit.changes,
+        &plan.context,
+    ));
+    Ok(outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_stays_bounded() {
+        for attempt in 1..=20 {
+            let ceiling = 200u64 << (attempt - 1).min(5);
+            let wait = backoff(attempt).as_millis() as u64;
+            assert!(wait >= ceiling / 2 && wait <= ceiling, "{attempt}: {wait}");
+        }
+    }
+
+    #[test]
+    fn races_are_told_from_refusals() {
+        assert!(is_race("the branch moved (non-fast-forward)"));
+        assert!(is_race("failed to lock"));
+        assert!(!is_race("pre-receive hook declined"));
+    }
+}
