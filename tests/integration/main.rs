@@ -1,0 +1,10 @@
+//! The integration tests: the built binary against git's own smart-HTTP server, with
+//! fixture repositories built in temporary directories. One test binary, so the crate is
+//! built once.
+
+mod dsl;
+mod git_server;
+
+mod cli;
+mod errors;
+mod promote;

@@ -1,0 +1,333 @@
+//! Promotions that succeed: what lands on the branch, byte for byte.
+
+use crate::dsl::*;
+
+#[test]
+fn a_commit_build_promotes_dev_with_one_commit_that_changes_only_the_tag() {
+    let devops = Devops::tomoda();
+    let before = devops.head();
+    let done = Run::new()
+        .config(&tomoda_config(&devops.url()))
+        .sha(SHA)
+        .env("BUILD_ID", "build-77")
+        .env("REPO_NAME", "tomoda")
+        .run();
+    done.ok()
+        .stdout_has("pushed ")
+        .stdout_has("to branch main of http://127.0.0.1:");
+
+    let expected = tomoda_files()[2].1.replace(OLD_SHA, SHA);
+    assert_eq!(devops.file(DEV), expected);
+    assert_eq!(devops.file(PROD), tomoda_files()[3].1, "prod untouched");
+    assert_eq!(devops.commit_count(), 2);
+    assert_eq!(git(&devops.bare(), &["rev-parse", "main^"]).trim(), before);
+    let changed = git(&devops.bare(), &["diff", "--name-only", "main^", "main"]);
+    assert_eq!(changed.trim(), DEV);
+
+    let log = devops.log();
+    assert!(log.starts_with("tomoda-promote <tomoda-promote@users.noreply.github.com>\npromote(dev): tomoda-backend 0a1b2c3 -> 4d5e6f7\n"), "{log}");
+    for trailer in [
+        format!("Promoted-Image: {IMAGE}:{SHA}"),
+        format!("Source-Commit: {SHA}"),
+        "Build-Id: build-77".to_string(),
+        "Source repository: tomoda".to_string(),
+    ] {
+        assert!(log.contains(&trailer), "{trailer} missing in\n{log}");
+    }
+}
+
+#[test]
+fn a_release_tag_promotes_prod_keeping_new_name_and_kustomize_renders_it() {
+    let devops = Devops::tomoda();
+    Run::new()
+        .config(&tomoda_config(&devops.url()))
+        .sha(SHA)
+        .env("TAG_NAME", "v1.5.0")
+        .args(["--author", "Release Bot <release@tomoda.example>"])
+        .run()
+        .ok();
+    assert_eq!(
+        devops.file(PROD),
+        tomoda_files()[3].1.replace("v1.4.0", "v1.5.0")
+    );
+    assert_eq!(devops.file(DEV), tomoda_files()[2].1, "dev untouched");
+    let log = devops.log();
+    assert!(
+        log.starts_with(
+            "Release Bot <release@tomoda.example>\npromote(prod): tomoda-backend v1.4.0 -> v1.5.0\n"
+        ),
+        "{log}"
+    );
+    assert!(log.contains("Source-Tag: v1.5.0"), "{log}");
+
+    let checkout = devops.checkout();
+    let rendered = kustomize_render(checkout.path(), "k8s/apps/tomoda/overlays/prod");
+    assert!(
+        rendered.contains(&format!("image: {PROD_IMAGE}:v1.5.0")),
+        "{rendered}"
+    );
+}
+
+#[test]
+fn the_dev_render_carries_the_commit_sha_image() {
+    let devops = Devops::tomoda();
+    Run::new()
+        .config(&tomoda_config(&devops.url()))
+        .sha(SHA)
+        .run()
+        .ok();
+    let checkout = devops.checkout();
+    let rendered = kustomize_render(checkout.path(), "k8s/apps/tomoda/overlays/dev");
+    assert!(
+        rendered.contains(&format!("image: {IMAGE}:{SHA}")),
+        "{rendered}"
+    );
+}
+
+#[test]
+fn comments_quotes_crlf_and_utf8_stay_byte_for_byte() {
+    let original = format!(
+        "# Überblick: dev overlay — 開発\r\napiVersion: kustomize.config.k8s.io/v1beta1\r\nkind: Kustomization\r\n\r\nresources:\r\n    - ../../base   # base\r\n\r\nimages:\r\n    -   name: \"{IMAGE}\"   # the API\r\n        newName: '{IMAGE}'\r\n        newTag: 'old-tag'    # written by CI ✓\r\n    - name: other/image\r\n      newTag: keep\r\n# end\r\n"
+    );
+    let devops = Devops::with_files(&[(DEV, original.as_str())]);
+    Run::new()
+        .config(&tomoda_config(&devops.url()))
+        .sha(SHA)
+        .run()
+        .ok();
+    assert_eq!(
+        devops.file(DEV),
+        original.replace("'old-tag'", &format!("'{SHA}'"))
+    );
+}
+
+#[test]
+fn a_missing_entry_is_appended_and_a_missing_images_key_is_added() {
+    let devops = Devops::with_files(&[
+        (
+            DEV,
+            "resources:\n  - ../../base\nimages:\n  - name: other\n    newTag: a\n".to_string(),
+        ),
+        (PROD, "resources:\n- ../../base\n".to_string()),
+    ]);
+    Run::new()
+        .config(&tomoda_config(&devops.url()))
+        .sha(SHA)
+        .run()
+        .ok();
+    assert_eq!(
+        devops.file(DEV),
+        format!(
+            "resources:\n  - ../../base\nimages:\n  - name: other\n    newTag: a\n  - name: {IMAGE}\n    newTag: \"{SHA}\"\n"
+        )
+    );
+    Run::new()
+        .config(&tomoda_config(&devops.url()))
+        .sha(SHA)
+        .env("TAG_NAME", "v2.0.0")
+        .run()
+        .ok();
+    assert_eq!(
+        devops.file(PROD),
+        format!(
+            "resources:\n- ../../base\nimages:\n- name: {IMAGE}\n  newName: {PROD_IMAGE}\n  newTag: v2.0.0\n"
+        )
+    );
+}
+
+#[test]
+fn a_rerun_is_already_up_to_date_and_commits_nothing() {
+    let devops = Devops::tomoda();
+    let config = tomoda_config(&devops.url());
+    Run::new().config(&config).sha(SHA).run().ok();
+    let head = devops.head();
+    let done = Run::new()
+        .config(&config)
+        .sha(SHA)
+        .args(["--output", "json"])
+        .run();
+    done.ok();
+    let json = done.json();
+    assert_eq!(json["up_to_date"], true);
+    assert_eq!(json["pushed"], false);
+    assert_eq!(json["commit"], serde_json::Value::Null);
+    assert_eq!(devops.head(), head);
+    Run::new()
+        .config(&config)
+        .sha(SHA)
+        .run()
+        .ok()
+        .stdout_has("already up to date");
+}
+
+#[test]
+fn plan_shows_the_diff_and_message_and_pushes_nothing() {
+    let devops = Devops::tomoda();
+    let head = devops.head();
+    let requests_before = devops.server.request_count();
+    let done = Run::new()
+        .config(&tomoda_config(&devops.url()))
+        .sha(SHA)
+        .args(["--plan"])
+        .run();
+    done.ok()
+        .stdout_has(&format!("--- a/{DEV}\n+++ b/{DEV}\n"))
+        .stdout_has(&format!(
+            "-    newTag: \"{OLD_SHA}\" # set by CI\n+    newTag: \"{SHA}\" # set by CI\n"
+        ))
+        .stdout_has("promote(dev): tomoda-backend 0a1b2c3 -> 4d5e6f7")
+        .stdout_has("nothing was committed or pushed");
+    assert_eq!(devops.head(), head);
+    let pushes = devops
+        .server
+        .requests()
+        .iter()
+        .skip(requests_before)
+        .filter(|r| r.contains("receive-pack"))
+        .count();
+    assert_eq!(pushes, 0, "{:?}", devops.server.requests());
+}
+
+#[test]
+fn json_output_reports_the_change_and_the_commit() {
+    let devops = Devops::tomoda();
+    let done = Run::new()
+        .config(&tomoda_config(&devops.url()))
+        .sha(SHA)
+        .args(["--output", "json"])
+        .run();
+    let json = done.ok().json();
+    assert_eq!(json["environment"], "dev");
+    assert_eq!(json["repo"], devops.url());
+    assert_eq!(json["branch"], "main");
+    assert_eq!(json["pushed"], true);
+    assert_eq!(json["up_to_date"], false);
+    assert_eq!(json["plan"], false);
+    assert_eq!(json["attempts"], 1);
+    assert_eq!(json["commit"], devops.head());
+    assert_eq!(
+        json["changes"],
+        serde_json::json!([{"file": DEV, "image": IMAGE, "field": "newTag", "old": OLD_SHA, "new": SHA}])
+    );
+}
+
+#[test]
+fn four_promoters_racing_on_one_branch_all_land() {
+    // Two promoters of different images race on one branch: both must land.
+    let files = [(
+        DEV,
+        "images:\n  - name: reg/a\n    newTag: a0\n  - name: reg/b\n    newTag: b0\n  - name: reg/c\n    newTag: c0\n  - name: reg/d\n    newTag: d0\n".to_string(),
+    )];
+    let devops = Devops::with_files(&files);
+    let overlay = "k8s/apps/tomoda/overlays/dev";
+    let children: Vec<_> = ["a", "b", "c", "d"]
+        .iter()
+        .map(|name| {
+            Run::new()
+                .args([
+                    "--repo",
+                    &devops.url(),
+                    "--overlay",
+                    overlay,
+                    "--image",
+                    &format!("reg/{name}:{name}1"),
+                    "--output",
+                    "json",
+                ])
+                .sha(SHA)
+                .spawn()
+        })
+        .collect();
+    let mut attempts = Vec::new();
+    for (child, _cwd) in children {
+        let done = Done::from(child.wait_with_output().unwrap());
+        attempts.push(done.ok().json()["attempts"].as_u64().unwrap());
+    }
+    assert_eq!(
+        devops.file(DEV),
+        "images:\n  - name: reg/a\n    newTag: a1\n  - name: reg/b\n    newTag: b1\n  - name: reg/c\n    newTag: c1\n  - name: reg/d\n    newTag: d1\n"
+    );
+    assert_eq!(devops.commit_count(), 5, "one commit each: {attempts:?}");
+}
+
+/// Another pipeline pushes at an exact moment of our push; ours must be re-applied on
+/// its tip, in a second attempt, and both changes must be on the branch.
+fn race_at(moment: &'static str) {
+    let devops = std::sync::Arc::new(Devops::tomoda());
+    let other = std::sync::Arc::clone(&devops);
+    let mut fired = false;
+    devops.server.before_request(move |request| {
+        if !fired && request.starts_with(moment) {
+            fired = true;
+            other.commit(
+                &[(PROD, tomoda_files()[3].1.replace("v1.4.0", "v1.4.1"))],
+                "another pipeline",
+            );
+        }
+    });
+    let done = Run::new()
+        .config(&tomoda_config(&devops.url()))
+        .sha(SHA)
+        .args(["--output", "json"])
+        .run();
+    assert_eq!(done.ok().json()["attempts"], 2, "{}", done.stderr);
+    done.stderr_has("push refused");
+    assert!(
+        devops.file(PROD).contains("v1.4.1"),
+        "the other pipeline's change stays"
+    );
+    assert!(devops.file(DEV).contains(SHA), "ours lands");
+    assert_eq!(devops.commit_count(), 3);
+    devops.server.before_request(|_| {});
+}
+
+#[test]
+fn a_branch_moved_before_our_push_advertisement_is_refetched_and_retried() {
+    race_at("GET /devops.git/info/refs?service=git-receive-pack");
+}
+
+#[test]
+fn a_branch_moved_while_our_pack_is_in_flight_is_refetched_and_retried() {
+    race_at("POST /devops.git/git-receive-pack");
+}
+
+#[test]
+fn a_hand_edit_on_the_branch_is_kept() {
+    let devops = Devops::tomoda();
+    devops.commit(
+        &[(PROD, tomoda_files()[3].1.replace("v1.4.0", "v1.4.1"))],
+        "hand edit",
+    );
+    Run::new()
+        .config(&tomoda_config(&devops.url()))
+        .sha(SHA)
+        .run()
+        .ok();
+    assert!(devops.file(PROD).contains("v1.4.1"));
+    assert!(devops.file(DEV).contains(SHA));
+    assert_eq!(devops.commit_count(), 3);
+}
+
+#[test]
+fn a_flags_only_run_needs_no_config() {
+    let devops = Devops::tomoda();
+    let digest = format!("sha256:{}", "c".repeat(64));
+    Run::new()
+        .args([
+            "--repo",
+            &devops.url(),
+            "--overlay",
+            "k8s/apps/tomoda/overlays/prod",
+            "--image",
+            &format!("{IMAGE}={PROD_IMAGE}:v3.0.0@{digest}"),
+        ])
+        .run()
+        .ok();
+    assert_eq!(
+        devops.file(PROD),
+        tomoda_files()[3].1.replace(
+            "v1.4.0   # current release\n",
+            &format!("v3.0.0   # current release\n    digest: {digest}\n")
+        )
+    );
+}
