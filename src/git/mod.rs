@@ -1,0 +1,259 @@
+//! libgit2 at the edge: fetch the devops branch into a temporary bare repository, read
+//! and write objects in memory (no working tree), and push as a compare-and-swap.
+
+pub mod transport;
+
+use std::cell::RefCell;
+use std::path::Path;
+
+use git2::{
+    Direction, ErrorCode, FetchOptions, FileMode, ObjectType, Oid, PushOptions, RemoteCallbacks,
+    Repository, Signature,
+};
+
+use crate::error::{Error, Result};
+use crate::overlay::Entry;
+use crate::plan::{Identity, RepoLocation};
+
+/// A scratch bare repository holding the fetched tip of one branch.
+pub struct Workspace {
+    _dir: tempfile::TempDir,
+    repo: Repository,
+    /// What libgit2 connects to: an URL without credentials, or a local path.
+    remote: String,
+    /// What people are shown.
+    display: String,
+    shallow: bool,
+}
+
+/// How a push ended when the server answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PushOutcome {
+    Pushed,
+    /// Refused: the branch moved under us, or a hook or protection rule said no.
+    Rejected(String),
+}
+
+const LOCAL_REF: &str = "refs/heads/tomoda-promote";
+
+impl Workspace {
+    pub fn new(location: &RepoLocation) -> Result<Workspace> {
+        let dir = tempfile::Builder::new()
+            .prefix("tomoda-promote-")
+            .tempdir()
+            .map_err(|e| Error::local(format!("cannot create a temporary directory: {e}")))?;
+        let repo = Repository::init_bare(dir.path()).map_err(|e| {
+            Error::local(format!(
+                "cannot create a scratch repository: {}",
+                e.message()
+            ))
+        })?;
+        let (remote, shallow) = match location {
+            RepoLocation::Remote { url, .. } => (url.clone(), true),
+            // libgit2 cannot fetch shallow from a local path.
+            RepoLocation::Local(path) => (path.display().to_string(), false),
+        };
+        Ok(Workspace {
+            _dir: dir,
+            repo,
+            remote,
+            display: location.display(),
+            shallow,
+        })
+    }
+
+    fn remote_error(&self, what: &str, e: &git2::Error) -> Error {
+        let message = e.message().trim_end_matches('.').to_string();
+        let hint = if message.contains("authentication")
+            || message.contains("HTTP 401")
+            || message.contains("HTTP 403")
+        {
+            "check that GIT_TOKEN (or --git-token-file) holds a token with write access to this repository"
+        } else {
+            "check the repo URL and the network; nothing was pushed"
+        };
+        Error::Remote {
+            url: self.display.clone(),
+            message: format!("{what}: {message}"),
+            hint: hint.into(),
+        }
+    }
+
+    /// Fetches the branch's tip (depth 1 over HTTP) and returns its commit.
+    pub fn fetch(&self, branch: &str) -> Result<Oid> {
+        let tracking = format!("refs/remotes/origin/{branch}");
+        let mut remote = self
+            .repo
+            .remote_anonymous(&self.remote)
+            .map_err(|e| self.remote_error("cannot use this remote", &e))?;
+        let mut options = FetchOptions::new();
+        if self.shallow {
+            options.depth(1);
+        }
+        options.download_tags(git2::AutotagOption::None);
+        remote
+            .fetch(
+                &[format!("+refs/heads/{branch}:{tracking}")],
+                Some(&mut options),
+                None,
+            )
+            .map_err(|e| self.remote_error(&format!("fetching branch {branch} failed"), &e))?;
+        match self.repo.refname_to_id(&tracking) {
+            Ok(oid) => Ok(oid),
+            Err(_) => Err(self.missing_branch(branch)),
+        }
+    }
+
+    fn missing_branch(&self, branch: &str) -> Error {
+        let heads = self.list_heads().unwrap_or_default();
+        let (message, hint) = if heads.is_empty() {
+            (
+                "the repository is empty".to_string(),
+                format!("push a first commit with the overlays to branch {branch}"),
+            )
+        } else {
+            (
+                format!("there is no branch {branch}"),
+                format!(
+                    "branches here: {}; set `branch:` in promote.yaml or --branch",
+                    heads.join(", ")
+                ),
+            )
+        };
+        Error::input(self.display.clone(), None, message, hint)
+    }
+
+    fn list_heads(&self) -> Result<Vec<String>, git2::Error> {
+        let mut remote = self.repo.remote_anonymous(&self.remote)?;
+        let connection = remote.connect_auth(Direction::Fetch, None, None)?;
+        let heads = connection
+            .list()?
+            .iter()
+            .filter_map(|h| h.name().strip_prefix("refs/heads/").map(str::to_string))
+            .take(20)
+            .collect();
+        Ok(heads)
+    }
+
+    /// What `path` is in the commit's tree.
+    pub fn lookup(&self, commit: Oid, path: &str) -> Entry {
+        let Ok(tree) = self.repo.find_commit(commit).and_then(|c| c.tree()) else {
+            return Entry::Missing;
+        };
+        if path.is_empty() {
+            return Entry::Dir;
+        }
+        let Ok(entry) = tree.get_path(Path::new(path)) else {
+            return Entry::Missing;
+        };
+        match (entry.kind(), entry.filemode()) {
+            (_, mode) if mode == i32::from(FileMode::Link) => Entry::Symlink,
+            (Some(ObjectType::Tree), _) => Entry::Dir,
+            (Some(ObjectType::Blob), _) => match self.repo.find_blob(entry.id()) {
+                Ok(blob) => Entry::File(blob.content().to_vec()),
+                Err(_) => Entry::Missing,
+            },
+            _ => Entry::Missing,
+        }
+    }
+
+    /// Writes `content` at `path` on top of `parent` and returns the new commit.
+    pub fn commit(
+        &self,
+        parent: Oid,
+        path: &str,
+        content: &[u8],
+        message: &str,
+        author: &Identity,
+    ) -> Result<Oid> {
+        let fail = |what: &str, e: git2::Error| {
+            Error::local(format!(
+                "cannot {what} in the scratch repository: {}",
+                e.message()
+            ))
+        };
+        let parent = self
+            .repo
+            .find_commit(parent)
+            .map_err(|e| fail("read the fetched commit", e))?;
+        let tree = parent
+            .tree()
+            .map_err(|e| fail("read the fetched tree", e))?;
+        let mode = match tree.get_path(Path::new(path)) {
+            Ok(entry) if entry.filemode() == i32::from(FileMode::BlobExecutable) => {
+                FileMode::BlobExecutable
+            }
+            _ => FileMode::Blob,
+        };
+        let blob = self
+            .repo
+            .blob(content)
+            .map_err(|e| fail("write the file", e))?;
+        let mut update = git2::build::TreeUpdateBuilder::new();
+        update.upsert(path, blob, mode);
+        let tree_id = update
+            .create_updated(&self.repo, &tree)
+            .map_err(|e| fail("write the tree", e))?;
+        let new_tree = self
+            .repo
+            .find_tree(tree_id)
+            .map_err(|e| fail("read the new tree", e))?;
+        let signature = Signature::now(&author.name, &author.email)
+            .map_err(|e| fail("make the signature", e))?;
+        let commit = self
+            .repo
+            .commit(None, &signature, &signature, message, &new_tree, &[&parent])
+            .map_err(|e| fail("write the commit", e))?;
+        self.repo
+            .reference(LOCAL_REF, commit, true, "tomoda-promote")
+            .map_err(|e| fail("name the commit", e))?;
+        Ok(commit)
+    }
+
+    /// Pushes the last commit to `branch`, refusing anything but a fast-forward.
+    pub fn push(&self, branch: &str) -> Result<PushOutcome> {
+        let refused: RefCell<Option<String>> = RefCell::new(None);
+        let mut callbacks = RemoteCallbacks::new();
+        callbacks.push_update_reference(|_, status| {
+            if let Some(message) = status {
+                *refused.borrow_mut() = Some(message.to_string());
+            }
+            Ok(())
+        });
+        let mut options = PushOptions::new();
+        options.remote_callbacks(callbacks);
+        let mut remote = self
+            .repo
+            .remote_anonymous(&self.remote)
+            .map_err(|e| self.remote_error("cannot use this remote", &e))?;
+        let result = remote.push(
+            &[format!("{LOCAL_REF}:refs/heads/{branch}")],
+            Some(&mut options),
+        );
+        drop(options);
+        match result {
+            Ok(()) => Ok(match refused.into_inner() {
+                Some(message) => PushOutcome::Rejected(message),
+                None => PushOutcome::Pushed,
+            }),
+            Err(e) if e.code() == ErrorCode::NotFastForward => Ok(PushOutcome::Rejected(
+                "the branch moved (non-fast-forward)".into(),
+            )),
+            Err(e) => Err(self.remote_error(&format!("pushing to branch {branch} failed"), &e)),
+        }
+    }
+}
+
+/// A unified diff of one file, as `git diff` shows it.
+pub fn unified_diff(path: &str, old: &str, new: &str) -> Result<String> {
+    let patch = git2::Patch::from_buffers(
+        old.as_bytes(),
+        Some(Path::new(path)),
+        new.as_bytes(),
+        Some(Path::new(path)),
+        None,
+    )
+    .and_then(|mut p| p.to_buf())
+    .map_err(|e| Error::local(format!("cannot compute the diff: {}", e.message())))?;
+    Ok(String::from_utf8_lossy(&patch).into_owned())
+}
