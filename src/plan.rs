@@ -87,14 +87,6 @@ pub fn resolve(
             )
         })?;
     }
-    if let Some(tag) = &context.tag_name {
-        image::check_tag(tag).map_err(|e| {
-            Error::usage(
-                format!("TAG_NAME: {e}"),
-                "pass the git tag being built with --tag-name or TAG_NAME",
-            )
-        })?;
-    }
     let environment = match config {
         Some(config) => Some(select_environment(
             config,
