@@ -6,5 +6,11 @@ mod dsl;
 mod git_server;
 
 mod cli;
+mod concurrency;
+mod container;
 mod errors;
+mod faults;
+mod hostile;
 mod promote;
+mod secrets;
+mod tls;
