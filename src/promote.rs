@@ -17,6 +17,18 @@ pub struct Settings {
     pub dry_run: bool,
 }
 
+/// Transient network failures (timeouts, resets, HTTP 429 and 5xx) tolerated in one run.
+const MAX_TRANSIENT_FAILURES: u32 = 3;
+/// The longest wait a server's Retry-After may ask for before we give up instead.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
+
+/// How one round of fetch, edit, commit and push ended.
+enum Round {
+    Done(Outcome),
+    /// The server refused the push; `tip` is what we built on.
+    Rejected { tip: git2::Oid, reason: String },
+}
+
 pub fn promote(plan: &Plan, settings: &Settings) -> Result<Outcome> {
     if let RepoLocation::Local(path) = &plan.repo
         && git2::Repository::open(path).is_err()
@@ -25,58 +37,16 @@ pub fn promote(plan: &Plan, settings: &Settings) -> Result<Outcome> {
     }
     let workspace = Workspace::new(&plan.repo)?;
     let place = format!("branch {} of {}", plan.branch, plan.repo.display());
-    let mut previous: Option<(git2::Oid, String)> = None;
+    let mut rejected: Option<(git2::Oid, String)> = None;
+    let mut in_transit: Option<git2::Oid> = None;
+    let mut transient_failures = 0;
     for attempt in 1..=settings.max_attempts {
-        tracing::info!("fetching {place} (attempt {attempt})");
-        let tip = workspace.fetch(&plan.branch)?;
-        if let Some((old_tip, reason)) = &previous
-            && *old_tip == tip
-            && !is_race(reason)
-        {
-            return Err(Error::PushRejected {
-                url: plan.repo.display(),
-                branch: plan.branch.clone(),
-                attempts: attempt - 1,
-                message: format!(
-                    "{reason} (the branch did not move: a server hook or branch protection refused the push)"
-                ),
-            });
-        }
-        let edit = overlay::promote_overlay(
-            |p| workspace.lookup(tip, p),
-            &plan.overlay,
-            &plan.images,
-            &place,
-        )?;
-        let mut outcome = outcome_for(plan, &edit, attempt, settings.dry_run);
-        if edit.changes.is_empty() {
-            tracing::info!("{} already holds the wanted values", edit.path);
-            outcome.up_to_date = true;
-            return Ok(outcome);
-        }
-        let message = commit_message(
-            &plan.environment,
-            &edit.path,
-            &plan.images,
-            &edit.changes,
-            &plan.context,
-        );
-        if settings.dry_run {
-            outcome.diff = Some(git::unified_diff(&edit.path, &edit.old, &edit.new)?);
-            outcome.message = Some(message);
-            return Ok(outcome);
-        }
-        let commit =
-            workspace.commit(tip, &edit.path, edit.new.as_bytes(), &message, &plan.author)?;
-        tracing::info!("pushing {} to {place}", short(&commit.to_string()));
-        match workspace.push(&plan.branch)? {
-            PushOutcome::Pushed => {
-                outcome.commit = Some(commit.to_string());
-                outcome.pushed = true;
-                return Ok(outcome);
-            }
-            PushOutcome::Rejected(reason) => {
-                if attempt == settings.max_attempts {
+        let last = attempt == settings.max_attempts;
+        let round = Round::run(&workspace, plan, settings, &place, attempt, &rejected, &mut in_transit);
+        let wait = match round {
+            Ok(Round::Done(outcome)) => return Ok(outcome),
+            Ok(Round::Rejected { tip, reason }) => {
+                if last {
                     return Err(Error::PushRejected {
                         url: plan.repo.display(),
                         branch: plan.branch.clone(),
@@ -85,16 +55,87 @@ pub fn promote(plan: &Plan, settings: &Settings) -> Result<Outcome> {
                     });
                 }
                 let wait = backoff(attempt);
-                tracing::info!(
-                    "push refused ({reason}); fetching the new tip and retrying in {} ms",
-                    wait.as_millis()
-                );
-                std::thread::sleep(wait);
-                previous = Some((tip, reason));
+                tracing::info!("push refused ({reason}); fetching the new tip and retrying in {} ms", wait.as_millis());
+                rejected = Some((tip, reason));
+                wait
+            }
+            Err(error) => match git::transport::take_last_failure() {
+                Some(git::transport::Failure::Transient { retry_after }) if !last && transient_failures < MAX_TRANSIENT_FAILURES => {
+                    transient_failures += 1;
+                    let wait = match retry_after {
+                        Some(asked) if asked > MAX_RETRY_AFTER => return Err(error),
+                        Some(asked) => asked,
+                        None => backoff(attempt),
+                    };
+                    tracing::warn!("{}; retrying in {} ms", error.summary(), wait.as_millis());
+                    wait
+                }
+                _ => return Err(error),
+            },
+        };
+        std::thread::sleep(wait);
+    }
+    unreachable!("the last attempt returns")
+}
+
+impl Round {
+    fn run(
+        workspace: &Workspace,
+        plan: &Plan,
+        settings: &Settings,
+        place: &str,
+        attempt: u32,
+        rejected: &Option<(git2::Oid, String)>,
+        in_transit: &mut Option<git2::Oid>,
+    ) -> Result<Round> {
+        git::transport::take_last_failure();
+        tracing::info!("fetching {place} (attempt {attempt})");
+        let tip = workspace.fetch(&plan.branch)?;
+        if let Some((old_tip, reason)) = rejected
+            && *old_tip == tip
+            && !is_race(reason)
+        {
+            return Err(Error::PushRejected {
+                url: plan.repo.display(),
+                branch: plan.branch.clone(),
+                attempts: attempt - 1,
+                message: format!("{reason} (the branch did not move: a server hook or branch protection refused the push)"),
+            });
+        }
+        let edit = overlay::promote_overlay(|p| workspace.lookup(tip, p), &plan.overlay, &plan.images, place)?;
+        let mut outcome = outcome_for(plan, &edit, attempt, settings.dry_run);
+        // A push whose answer was lost may have landed all the same.
+        if *in_transit == Some(tip) {
+            outcome.commit = Some(tip.to_string());
+            outcome.pushed = true;
+            return Ok(Round::Done(outcome));
+        }
+        if edit.changes.is_empty() {
+            tracing::info!("{} already holds the wanted values", edit.path);
+            outcome.up_to_date = true;
+            return Ok(Round::Done(outcome));
+        }
+        let message = commit_message(&plan.environment, &edit.path, &plan.images, &edit.changes, &plan.context);
+        if settings.dry_run {
+            outcome.diff = Some(git::unified_diff(&edit.path, &edit.old, &edit.new)?);
+            outcome.message = Some(message);
+            return Ok(Round::Done(outcome));
+        }
+        let commit = workspace.commit(tip, &edit.path, edit.new.as_bytes(), &message, &plan.author)?;
+        tracing::info!("pushing {} to {place}", short(&commit.to_string()));
+        *in_transit = Some(commit);
+        match workspace.push(&plan.branch)? {
+            PushOutcome::Pushed => {
+                outcome.commit = Some(commit.to_string());
+                outcome.pushed = true;
+                Ok(Round::Done(outcome))
+            }
+            PushOutcome::Rejected(reason) => {
+                *in_transit = None;
+                Ok(Round::Rejected { tip, reason })
             }
         }
     }
-    unreachable!("the loop returns on its last attempt")
 }
 
 /// Refusals that mean another push got there first; anything else is checked by

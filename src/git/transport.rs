@@ -114,6 +114,28 @@ pub fn install(settings: HttpSettings) -> Result<(), git2::Error> {
         .map_err(net_error)
 }
 
+/// Whether the last failed request is worth retrying, as the caller only sees libgit2's
+/// error text. Recorded by every failure, taken (and cleared) by the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// Timeouts, broken connections, HTTP 408, 429 and 5xx: another try may succeed,
+    /// after `retry_after` when the server said so.
+    Transient { retry_after: Option<Duration> },
+    /// Authentication, permission, a wrong URL, TLS: retrying cannot help.
+    Permanent,
+}
+
+static LAST_FAILURE: Mutex<Option<Failure>> = Mutex::new(None);
+
+fn record(failure: Failure) {
+    *LAST_FAILURE.lock().unwrap_or_else(PoisonError::into_inner) = Some(failure);
+}
+
+/// The failure recorded since the last call, if any.
+pub fn take_last_failure() -> Option<Failure> {
+    LAST_FAILURE.lock().unwrap_or_else(PoisonError::into_inner).take()
+}
+
 fn register_schemes() -> Result<(), git2::Error> {
     for scheme in ["http", "https"] {
         // SAFETY: git2 requires registration to be synchronised with the
@@ -441,6 +463,12 @@ impl HttpStream {
                 Ok(response)
             }
             Err(e) => {
+                let tls = causes(&e).iter().any(|c| c.downcast_ref::<rustls::Error>().is_some());
+                record(if tls {
+                    Failure::Permanent
+                } else {
+                    Failure::Transient { retry_after: None }
+                });
                 let message = describe_send_error(e, url, settings);
                 tracing::debug!(method, url = %url, elapsed = ?start.elapsed(), error = %message, "git HTTP request failed");
                 Err(io::Error::other(message))
@@ -462,6 +490,14 @@ impl HttpStream {
             .get(CONTENT_TYPE)
             .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
         if !status.is_success() {
+            let code = status.as_u16();
+            record(if code == 408 || code == 429 || status.is_server_error() {
+                Failure::Transient {
+                    retry_after: retry_after(&response),
+                }
+            } else {
+                Failure::Permanent
+            });
             let said = server_said(response, content_type.as_deref());
             let push = self.service == "receive-pack";
             return Err(io::Error::other(status_message(
@@ -474,6 +510,7 @@ impl HttpStream {
         }
         let expected = format!("application/x-git-{}-{kind}", self.service);
         if !content_type_matches(content_type.as_deref(), &expected) {
+            record(Failure::Permanent);
             let found = content_type.as_deref().map_or("none".to_string(), sanitize);
             let html = if found.to_ascii_lowercase().starts_with("text/html") {
                 " (an HTML page usually means a web UI URL, a login page or a proxy)"
@@ -531,6 +568,7 @@ impl Read for HttpStream {
                 Ok(n)
             }
             Err(e) => {
+                record(Failure::Transient { retry_after: None });
                 let message = self.describe_read_error(&e);
                 self.response = None;
                 Err(io::Error::other(message))
@@ -572,6 +610,13 @@ impl Write for HttpStream {
 }
 
 /// `base` + `/tail` + optional query; the base's own query is dropped.
+/// `Retry-After` in seconds (the HTTP-date form is rare for git servers and is ignored).
+fn retry_after(response: &Response) -> Option<Duration> {
+    let value = response.headers().get(reqwest::header::RETRY_AFTER)?;
+    let seconds: u64 = value.to_str().ok()?.trim().parse().ok()?;
+    Some(Duration::from_secs(seconds))
+}
+
 fn service_url(base: &Url, tail: &str, query: Option<&str>) -> Url {
     let mut url = base.clone();
     let path = format!("{}/{tail}", base.path().trim_end_matches('/'));
