@@ -3,12 +3,30 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum OutputFormat {
     Text,
     Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    /// One JSON object per line with `severity` and `message` (Cloud Logging)
+    Json,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Print a completion script for a shell: `tomoda-promote completions bash > /etc/bash_completion.d/tomoda-promote`
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff): `tomoda-promote man | man -l -`
+    Man,
 }
 
 #[derive(Parser)]
@@ -40,6 +58,9 @@ AUTHENTICATION:\n  GIT_TOKEN (or --git-token-file) is sent as HTTP basic auth wi
 (default x-access-token, as GitHub App tokens use). It never appears in any output."
 )]
 pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// The promote.yaml that maps builds to environments [default: ./promote.yaml]
     #[arg(long, env = "PROMOTE_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -85,6 +106,10 @@ pub struct Cli {
     /// How to print the result on stdout
     #[arg(long, env = "PROMOTE_OUTPUT", value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
+
+    /// How to write progress lines on stderr (json: for Cloud Logging's structured logs)
+    #[arg(long, env = "PROMOTE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
 
     /// Commit author and committer [default: tomoda-promote <tomoda-promote@users.noreply.github.com>]
     #[arg(long, env = "PROMOTE_AUTHOR", value_name = "NAME <EMAIL>")]

@@ -10,6 +10,7 @@ pub mod config;
 pub mod context;
 pub mod error;
 pub mod git;
+pub mod github;
 pub mod image;
 pub mod kustomize;
 pub mod logging;
@@ -24,7 +25,9 @@ pub mod yaml;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use cli::{Cli, OutputFormat};
+use clap::CommandFactory;
+
+use cli::{Cli, Command, LogFormat, OutputFormat};
 use config::Config;
 use context::BuildContext;
 use error::{Error, Result};
@@ -33,11 +36,14 @@ use plan::{Bases, RepoLocation};
 const DEFAULT_CONFIG: &str = "promote.yaml";
 
 /// One promotion, from parsed flags to the printed result.
-pub fn run(cli: Cli) -> Result<()> {
-    let token = read_token(&cli)?;
+pub fn run(cli: &Cli) -> Result<()> {
+    if let Some(command) = &cli.command {
+        return print_generated(command);
+    }
+    let token = read_token(cli)?;
     let cwd = std::env::current_dir()
         .map_err(|e| Error::local(format!("cannot read the working directory: {e}")))?;
-    let config = load_config(&cli, &cwd)?;
+    let config = load_config(cli, &cwd)?;
     let context = BuildContext::gather(cli.commit_sha.clone(), cli.tag_name.clone(), |k| {
         std::env::var(k).ok()
     });
@@ -46,7 +52,7 @@ pub fn run(cli: Cli) -> Result<()> {
         config_dir: &config_dir,
         cwd: &cwd,
     };
-    let plan = plan::resolve(&cli, config.as_ref().map(|(c, _)| c), context, &bases)?;
+    let plan = plan::resolve(cli, config.as_ref().map(|(c, _)| c), context, &bases)?;
     tracing::info!(
         "environment {}: {} on branch {} of {}",
         plan.environment,
@@ -87,11 +93,43 @@ pub fn run(cli: Cli) -> Result<()> {
             dry_run: cli.plan,
         },
     )?;
+    let on_github = github::active();
     match cli.output {
-        OutputFormat::Text => report::print(&outcome.to_text()),
+        OutputFormat::Text => report::print(&outcome.to_text(on_github)),
         OutputFormat::Json => report::print(&format!("{}\n", outcome.to_json())),
     }
+    if on_github {
+        github::publish(&outcome)?;
+    }
     Ok(())
+}
+
+/// Tells the user what failed, once, in the form the log format asks for.
+pub fn report_error(error: &Error, format: LogFormat) {
+    let text = format!("tomoda-promote: error: {error}");
+    let line = match format {
+        LogFormat::Text => text,
+        LogFormat::Json => logging::json_line("ERROR", &text),
+    };
+    eprintln!("{}", secrets::redact(&line));
+    if github::active() {
+        println!("{}", secrets::redact(&github::annotation(error)));
+    }
+}
+
+/// Shell completions and the man page, generated from the clap definitions.
+fn print_generated(command: &Command) -> Result<()> {
+    let mut cmd = Cli::command();
+    let mut out = std::io::stdout();
+    match command {
+        Command::Completions { shell } => {
+            clap_complete::generate(*shell, &mut cmd, "tomoda-promote", &mut out);
+            Ok(())
+        }
+        Command::Man => clap_mangen::Man::new(cmd)
+            .render(&mut out)
+            .map_err(|e| Error::local(format!("cannot write the man page: {e}"))),
+    }
 }
 
 /// GIT_TOKEN (or --git-token), else the file named by --git-token-file.

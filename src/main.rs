@@ -1,18 +1,15 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use tomoda_promote::{cli::Cli, logging, run, secrets};
+use tomoda_promote::{cli::Cli, logging, report_error, run};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    logging::init();
-    match run(cli) {
+    logging::init(cli.log_format);
+    match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!(
-                "{}",
-                secrets::redact(&format!("tomoda-promote: error: {error}"))
-            );
+            report_error(&error, cli.log_format);
             ExitCode::from(error.exit_code())
         }
     }

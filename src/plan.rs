@@ -99,6 +99,9 @@ pub fn resolve(
         (_, false) => cli
             .images
             .iter()
+            .flat_map(|value| value.split([',', '\n']))
+            .map(str::trim)
+            .filter(|spec| !spec.is_empty())
             .map(|spec| {
                 image::parse_spec(spec).map_err(|e| {
                     Error::usage(
@@ -502,7 +505,7 @@ environments:
                 "--branch",
                 "release",
                 "--image",
-                "reg/app:v9",
+                "reg/app:v9,\n reg/b:v1\n",
             ],
             Some("4d5e6f7a"),
             None,
@@ -511,6 +514,10 @@ environments:
         assert_eq!(p.environment, "prod");
         assert_eq!(p.branch, "release");
         assert_eq!(p.images[0].new_tag.as_deref(), Some("v9"));
+        assert_eq!(
+            p.images[1].name, "reg/b",
+            "commas and newlines separate images"
+        );
         let RepoLocation::Remote { url, credentials } = &p.repo else {
             panic!()
         };

@@ -26,7 +26,10 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
 enum Round {
     Done(Outcome),
     /// The server refused the push; `tip` is what we built on.
-    Rejected { tip: git2::Oid, reason: String },
+    Rejected {
+        tip: git2::Oid,
+        reason: String,
+    },
 }
 
 pub fn promote(plan: &Plan, settings: &Settings) -> Result<Outcome> {
@@ -42,7 +45,15 @@ pub fn promote(plan: &Plan, settings: &Settings) -> Result<Outcome> {
     let mut transient_failures = 0;
     for attempt in 1..=settings.max_attempts {
         let last = attempt == settings.max_attempts;
-        let round = Round::run(&workspace, plan, settings, &place, attempt, &rejected, &mut in_transit);
+        let round = Round::run(
+            &workspace,
+            plan,
+            settings,
+            &place,
+            attempt,
+            &rejected,
+            &mut in_transit,
+        );
         let wait = match round {
             Ok(Round::Done(outcome)) => return Ok(outcome),
             Ok(Round::Rejected { tip, reason }) => {
@@ -55,12 +66,17 @@ pub fn promote(plan: &Plan, settings: &Settings) -> Result<Outcome> {
                     });
                 }
                 let wait = backoff(attempt);
-                tracing::info!("push refused ({reason}); fetching the new tip and retrying in {} ms", wait.as_millis());
+                tracing::info!(
+                    "push refused ({reason}); fetching the new tip and retrying in {} ms",
+                    wait.as_millis()
+                );
                 rejected = Some((tip, reason));
                 wait
             }
             Err(error) => match git::transport::take_last_failure() {
-                Some(git::transport::Failure::Transient { retry_after }) if !last && transient_failures < MAX_TRANSIENT_FAILURES => {
+                Some(git::transport::Failure::Transient { retry_after })
+                    if !last && transient_failures < MAX_TRANSIENT_FAILURES =>
+                {
                     transient_failures += 1;
                     let wait = match retry_after {
                         Some(asked) if asked > MAX_RETRY_AFTER => return Err(error),
@@ -99,10 +115,17 @@ impl Round {
                 url: plan.repo.display(),
                 branch: plan.branch.clone(),
                 attempts: attempt - 1,
-                message: format!("{reason} (the branch did not move: a server hook or branch protection refused the push)"),
+                message: format!(
+                    "{reason} (the branch did not move: a server hook or branch protection refused the push)"
+                ),
             });
         }
-        let edit = overlay::promote_overlay(|p| workspace.lookup(tip, p), &plan.overlay, &plan.images, place)?;
+        let edit = overlay::promote_overlay(
+            |p| workspace.lookup(tip, p),
+            &plan.overlay,
+            &plan.images,
+            place,
+        )?;
         let mut outcome = outcome_for(plan, &edit, attempt, settings.dry_run);
         // A push whose answer was lost may have landed all the same.
         if *in_transit == Some(tip) {
@@ -115,13 +138,20 @@ impl Round {
             outcome.up_to_date = true;
             return Ok(Round::Done(outcome));
         }
-        let message = commit_message(&plan.environment, &edit.path, &plan.images, &edit.changes, &plan.context);
+        let message = commit_message(
+            &plan.environment,
+            &edit.path,
+            &plan.images,
+            &edit.changes,
+            &plan.context,
+        );
         if settings.dry_run {
             outcome.diff = Some(git::unified_diff(&edit.path, &edit.old, &edit.new)?);
             outcome.message = Some(message);
             return Ok(Round::Done(outcome));
         }
-        let commit = workspace.commit(tip, &edit.path, edit.new.as_bytes(), &message, &plan.author)?;
+        let commit =
+            workspace.commit(tip, &edit.path, edit.new.as_bytes(), &message, &plan.author)?;
         tracing::info!("pushing {} to {place}", short(&commit.to_string()));
         *in_transit = Some(commit);
         match workspace.push(&plan.branch)? {

@@ -57,7 +57,8 @@ impl Outcome {
         out
     }
 
-    pub fn to_text(&self) -> String {
+    /// `github`: fold the diff into a collapsible group of the Actions log.
+    pub fn to_text(&self, github: bool) -> String {
         let mut out = String::new();
         let target = format!("branch {} of {}", self.branch, self.repo);
         if self.up_to_date {
@@ -69,9 +70,16 @@ impl Outcome {
         }
         if self.plan {
             if let Some(diff) = &self.diff {
-                out.push_str(diff);
-                if !diff.ends_with('\n') {
-                    out.push('\n');
+                if github {
+                    out.push_str(&crate::github::group(
+                        &format!("diff of {}", self.file),
+                        diff,
+                    ));
+                } else {
+                    out.push_str(diff);
+                    if !diff.ends_with('\n') {
+                        out.push('\n');
+                    }
                 }
             }
             if let Some(message) = &self.message {

@@ -133,7 +133,10 @@ fn record(failure: Failure) {
 
 /// The failure recorded since the last call, if any.
 pub fn take_last_failure() -> Option<Failure> {
-    LAST_FAILURE.lock().unwrap_or_else(PoisonError::into_inner).take()
+    LAST_FAILURE
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .take()
 }
 
 fn register_schemes() -> Result<(), git2::Error> {
@@ -463,7 +466,9 @@ impl HttpStream {
                 Ok(response)
             }
             Err(e) => {
-                let tls = causes(&e).iter().any(|c| c.downcast_ref::<rustls::Error>().is_some());
+                let tls = causes(&e)
+                    .iter()
+                    .any(|c| c.downcast_ref::<rustls::Error>().is_some());
                 record(if tls {
                     Failure::Permanent
                 } else {

@@ -80,3 +80,102 @@ fn version_prints() {
         .ok()
         .stdout_has(concat!("tomoda-promote ", env!("CARGO_PKG_VERSION")));
 }
+
+#[test]
+fn completions_and_the_man_page_come_from_the_flag_definitions() {
+    for shell in ["bash", "zsh", "fish"] {
+        Run::new()
+            .args(["completions", shell])
+            .run()
+            .ok()
+            .stdout_has("commit-sha");
+    }
+    Run::new()
+        .args(["man"])
+        .run()
+        .ok()
+        .stdout_has(".TH tomoda-promote 1")
+        .stdout_has("COMMIT_SHA");
+}
+
+#[test]
+fn json_logs_carry_severity_and_message_for_cloud_logging() {
+    let devops = Devops::tomoda();
+    let done = Run::new()
+        .config(&tomoda_config(&devops.url()))
+        .sha(SHA)
+        .env("PROMOTE_LOG_FORMAT", "json")
+        .run();
+    done.ok();
+    let lines: Vec<serde_json::Value> = done
+        .stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["severity"] == "INFO"
+                && l["message"].as_str().unwrap().starts_with("pushing ")),
+        "{lines:?}"
+    );
+    let failed = Run::new()
+        .config(&tomoda_config(&devops.url()))
+        .args(["--log-format", "json"])
+        .run();
+    failed.code(2);
+    let last: serde_json::Value =
+        serde_json::from_str(failed.stderr.lines().last().unwrap()).unwrap();
+    assert_eq!(last["severity"], "ERROR");
+    assert!(last["message"].as_str().unwrap().contains("no commit SHA"));
+}
+
+#[test]
+fn on_github_actions_outputs_summary_annotations_and_a_folded_diff_are_written() {
+    let devops = Devops::tomoda();
+    let files = tempfile::tempdir().unwrap();
+    let output = files.path().join("output");
+    let summary = files.path().join("summary");
+    let github = |run: Run| {
+        run.env("GITHUB_ACTIONS", "true")
+            .env("GITHUB_OUTPUT", output.to_str().unwrap())
+            .env("GITHUB_STEP_SUMMARY", summary.to_str().unwrap())
+            .env("GITHUB_SHA", SHA)
+            .env("GITHUB_REF_TYPE", "branch")
+            .env("GITHUB_REF_NAME", "main")
+    };
+    github(
+        Run::new()
+            .config(&tomoda_config(&devops.url()))
+            .args(["--plan"]),
+    )
+    .run()
+    .ok()
+    .stdout_has(&format!("::group::diff of {DEV}\ndiff --git"))
+    .stdout_has("::endgroup::\n");
+    std::fs::remove_file(&output).unwrap();
+    github(Run::new().config(&tomoda_config(&devops.url())))
+        .run()
+        .ok();
+    let written = std::fs::read_to_string(&output).unwrap();
+    let head = devops.head();
+    assert!(
+        written.starts_with(&format!(
+            "commit={head}\npushed=true\nenvironment=dev\nchanges<<ghadelimiter_"
+        )),
+        "{written}"
+    );
+    let json_line = written.lines().nth(4).unwrap();
+    let changes: serde_json::Value = serde_json::from_str(json_line).unwrap();
+    assert_eq!(changes[0]["new"], SHA);
+    let table = std::fs::read_to_string(&summary).unwrap();
+    assert!(
+        table.contains(&format!("| `{IMAGE}` | newTag | `{OLD_SHA}` | `{SHA}` |")),
+        "{table}"
+    );
+
+    github(Run::new().config(&tomoda_config(&devops.url())).env("TAG_NAME", "nightly"))
+        .run()
+        .code(2)
+        .stdout_has("::error title=tomoda-promote::no environment in promote.yaml takes a build of tag nightly%0A");
+}
