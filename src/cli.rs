@@ -132,6 +132,14 @@ pub struct Cli {
     )]
     pub git_username: String,
 
+    /// Promote even when the new tag is older than the deployed one (a deliberate rollback)
+    #[arg(long, env = "PROMOTE_ALLOW_DOWNGRADE")]
+    pub allow_downgrade: bool,
+
+    /// The application's checkout, to tell older commits from newer ones [default: the working directory]
+    #[arg(long, env = "PROMOTE_SOURCE_REPO", value_name = "DIR")]
+    pub source_repo: Option<PathBuf>,
+
     /// Push attempts before giving up when other pipelines keep moving the branch
     #[arg(long, env = "PROMOTE_MAX_ATTEMPTS", default_value_t = 10, value_name = "N",
           value_parser = clap::value_parser!(u32).range(1..=100))]

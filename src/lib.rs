@@ -86,11 +86,15 @@ pub fn run(cli: &Cli) -> Result<()> {
     })
     .map_err(|e| Error::local(format!("cannot set up the HTTP transport: {}", e.message())))?;
 
+    let history =
+        git::AppHistory::discover(&cwd.join(cli.source_repo.as_deref().unwrap_or(Path::new("."))));
     let outcome = promote::promote(
         &plan,
         &promote::Settings {
             max_attempts: cli.max_attempts,
             dry_run: cli.plan,
+            allow_downgrade: cli.allow_downgrade,
+            history: &history,
         },
     )?;
     let on_github = github::active();
@@ -192,3 +196,4 @@ fn load_config(cli: &Cli, cwd: &Path) -> Result<Option<(Config, PathBuf)>> {
     let dir = path.parent().map_or(cwd.to_path_buf(), Path::to_path_buf);
     Ok(Some((config, dir)))
 }
+pub mod ordering;

@@ -8,13 +8,17 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 use crate::git::{self, PushOutcome, Workspace};
 use crate::message::commit_message;
+use crate::ordering::{self, History};
 use crate::overlay::{self, Entry, FileEdit};
 use crate::plan::{Plan, RepoLocation};
 use crate::report::Outcome;
 
-pub struct Settings {
+pub struct Settings<'a> {
     pub max_attempts: u32,
     pub dry_run: bool,
+    /// Promote even when the new tag is older than the deployed one.
+    pub allow_downgrade: bool,
+    pub history: &'a dyn History,
 }
 
 /// Transient network failures (timeouts, resets, HTTP 429 and 5xx) tolerated in one run.
@@ -24,7 +28,7 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
 
 /// How one round of fetch, edit, commit and push ended.
 enum Round {
-    Done(Outcome),
+    Done(Box<Outcome>),
     /// The server refused the push; `tip` is what we built on.
     Rejected {
         tip: git2::Oid,
@@ -55,7 +59,7 @@ pub fn promote(plan: &Plan, settings: &Settings) -> Result<Outcome> {
             &mut in_transit,
         );
         let wait = match round {
-            Ok(Round::Done(outcome)) => return Ok(outcome),
+            Ok(Round::Done(outcome)) => return Ok(*outcome),
             Ok(Round::Rejected { tip, reason }) => {
                 if last {
                     return Err(Error::PushRejected {
@@ -131,12 +135,15 @@ impl Round {
         if *in_transit == Some(tip) {
             outcome.commit = Some(tip.to_string());
             outcome.pushed = true;
-            return Ok(Round::Done(outcome));
+            return Ok(Round::Done(Box::new(outcome)));
         }
         if edit.changes.is_empty() {
             tracing::info!("{} already holds the wanted values", edit.path);
             outcome.up_to_date = true;
-            return Ok(Round::Done(outcome));
+            return Ok(Round::Done(Box::new(outcome)));
+        }
+        if skip_older(&mut outcome, &edit, settings) {
+            return Ok(Round::Done(Box::new(outcome)));
         }
         let message = commit_message(
             &plan.environment,
@@ -148,7 +155,7 @@ impl Round {
         if settings.dry_run {
             outcome.diff = Some(git::unified_diff(&edit.path, &edit.old, &edit.new)?);
             outcome.message = Some(message);
-            return Ok(Round::Done(outcome));
+            return Ok(Round::Done(Box::new(outcome)));
         }
         let commit =
             workspace.commit(tip, &edit.path, edit.new.as_bytes(), &message, &plan.author)?;
@@ -158,7 +165,7 @@ impl Round {
             PushOutcome::Pushed => {
                 outcome.commit = Some(commit.to_string());
                 outcome.pushed = true;
-                Ok(Round::Done(outcome))
+                Ok(Round::Done(Box::new(outcome)))
             }
             PushOutcome::Rejected(reason) => {
                 *in_transit = None;
@@ -199,6 +206,19 @@ fn random_below(bound: u64) -> u64 {
             .map_or(0, |d| d.as_nanos()),
     );
     hasher.finish() % bound.max(1)
+}
+
+/// Marks the outcome skipped when the edit would move an image backwards.
+fn skip_older(outcome: &mut Outcome, edit: &FileEdit, settings: &Settings) -> bool {
+    if settings.allow_downgrade {
+        return false;
+    }
+    let Some(older) = ordering::find_older(&edit.changes, settings.history) else {
+        return false;
+    };
+    tracing::warn!("not promoting {}: {}", older.image, older.reason);
+    outcome.skipped = Some(older);
+    true
 }
 
 fn short(sha: &str) -> &str {
@@ -252,6 +272,9 @@ fn promote_directory(plan: &Plan, root: &Path, settings: &Settings) -> Result<Ou
     let mut outcome = outcome_for(plan, &edit, 0, true);
     if edit.changes.is_empty() {
         outcome.up_to_date = true;
+        return Ok(outcome);
+    }
+    if skip_older(&mut outcome, &edit, settings) {
         return Ok(outcome);
     }
     outcome.diff = Some(git::unified_diff(&edit.path, &edit.old, &edit.new)?);

@@ -4,6 +4,7 @@
 use serde_json::{Value, json};
 
 use crate::kustomize::Change;
+use crate::ordering::Older;
 use crate::secrets;
 
 /// The result of a run, whatever it was.
@@ -19,6 +20,8 @@ pub struct Outcome {
     pub up_to_date: bool,
     pub attempts: u32,
     pub plan: bool,
+    /// Set when the new value is older than the deployed one.
+    pub skipped: Option<Older>,
     /// With `plan`: the unified diff and the message the commit would have.
     pub diff: Option<String>,
     pub message: Option<String>,
@@ -49,6 +52,7 @@ impl Outcome {
             "up_to_date": self.up_to_date,
             "attempts": self.attempts,
             "plan": self.plan,
+            "skipped": self.skipped.as_ref().map(|_| "older"),
         });
         if self.plan {
             out["diff"] = json!(self.diff);
@@ -61,6 +65,13 @@ impl Outcome {
     pub fn to_text(&self, github: bool) -> String {
         let mut out = String::new();
         let target = format!("branch {} of {}", self.branch, self.repo);
+        if let Some(older) = &self.skipped {
+            out.push_str(&format!(
+                "{}: skipped: {} stays at {} in {target}: {}; pass --allow-downgrade to promote {} anyway\n",
+                self.environment, older.image, older.deployed, older.reason, older.wanted
+            ));
+            return out;
+        }
         if self.up_to_date {
             out.push_str(&format!(
                 "{}: already up to date: {} in {target} holds the wanted values\n",

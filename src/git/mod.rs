@@ -244,6 +244,44 @@ impl Workspace {
     }
 }
 
+/// The application's own history, from the checkout the build runs in (Cloud Build's
+/// /workspace, GitHub's checkout), to tell an older commit from a newer one.
+pub struct AppHistory {
+    repo: Option<Repository>,
+}
+
+impl AppHistory {
+    pub fn discover(dir: &Path) -> AppHistory {
+        // SAFETY: set before any repository is opened, while the process has one thread.
+        // A CI checkout is often owned by another user than the step's; we only read it.
+        let _ = unsafe { git2::opts::set_verify_owner_validation(false) };
+        let repo = Repository::discover(dir).ok();
+        if let Some(r) = &repo {
+            tracing::debug!("app history from {}", r.path().display());
+        }
+        AppHistory { repo }
+    }
+}
+
+impl crate::ordering::History for AppHistory {
+    fn is_ancestor(&self, ancestor: &str, descendant: &str) -> Option<bool> {
+        let repo = self.repo.as_ref()?;
+        let id = |rev: &str| {
+            repo.revparse_single(rev)
+                .and_then(|o| o.peel_to_commit())
+                .map(|c| c.id())
+                .ok()
+        };
+        let (ancestor, descendant) = (id(ancestor)?, id(descendant)?);
+        let descends = repo.graph_descendant_of(descendant, ancestor).ok()?;
+        // In a shallow clone, "no" may only mean that the history is cut.
+        if !descends && repo.is_shallow() {
+            return None;
+        }
+        Some(descends)
+    }
+}
+
 /// A unified diff of one file, as `git diff` shows it.
 pub fn unified_diff(path: &str, old: &str, new: &str) -> Result<String> {
     let patch = git2::Patch::from_buffers(

@@ -211,6 +211,8 @@ impl Devops {
 pub struct Run {
     command: Command,
     pub cwd: tempfile::TempDir,
+    /// Where the binary runs and promote.yaml is written: `cwd` unless `in_dir` moved it.
+    dir: PathBuf,
 }
 
 pub struct Done {
@@ -231,12 +233,20 @@ impl Run {
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("HOME", cwd.path())
             .stdin(Stdio::null());
-        Run { command, cwd }
+        let dir = cwd.path().to_path_buf();
+        Run { command, cwd, dir }
+    }
+
+    /// Runs in `dir` (e.g. an app checkout) instead of the fresh directory.
+    pub fn in_dir(mut self, dir: &Path) -> Run {
+        self.command.current_dir(dir);
+        self.dir = dir.to_path_buf();
+        self
     }
 
     /// Writes promote.yaml into the working directory.
     pub fn config(self, text: &str) -> Run {
-        std::fs::write(self.cwd.path().join("promote.yaml"), text).unwrap();
+        std::fs::write(self.dir.join("promote.yaml"), text).unwrap();
         self
     }
 

@@ -331,3 +331,88 @@ fn a_flags_only_run_needs_no_config() {
         )
     );
 }
+
+#[test]
+fn an_older_release_is_skipped_unless_downgrade_is_allowed() {
+    let devops = Devops::tomoda();
+    let head = devops.head();
+    let done = Run::new()
+        .config(&tomoda_config(&devops.url()))
+        .env("TAG_NAME", "v1.3.9")
+        .args(["--output", "json"])
+        .run();
+    let json = done.ok().json();
+    assert_eq!(json["skipped"], "older");
+    assert_eq!(json["pushed"], false);
+    assert_eq!(devops.head(), head, "nothing pushed");
+    Run::new()
+        .config(&tomoda_config(&devops.url()))
+        .env("TAG_NAME", "v1.3.9")
+        .run()
+        .ok()
+        .stdout_has("skipped: ")
+        .stdout_has("version v1.3.9 is older than v1.4.0")
+        .stdout_has("--allow-downgrade");
+    Run::new()
+        .config(&tomoda_config(&devops.url()))
+        .env("TAG_NAME", "v1.3.9")
+        .args(["--allow-downgrade"])
+        .run()
+        .ok();
+    assert!(devops.file(PROD).contains("newTag: v1.3.9"));
+}
+
+#[test]
+fn an_older_commit_of_the_checked_out_app_is_skipped() {
+    // The build runs inside the app's checkout, as Cloud Build's /workspace is.
+    let checkout = tempfile::tempdir().unwrap();
+    let app = checkout.path();
+    git(app, &["init", "-q", "-b", "main", "."]);
+    let mut commits = Vec::new();
+    for n in 0..3 {
+        git(
+            app,
+            &[
+                "commit",
+                "-q",
+                "--allow-empty",
+                "-m",
+                &format!("app change {n}"),
+            ],
+        );
+        commits.push(git(app, &["rev-parse", "HEAD"]).trim().to_string());
+    }
+    let dev = format!(
+        "images:\n  - name: {IMAGE}\n    newTag: \"{}\"\n",
+        commits[1]
+    );
+    let devops = Devops::with_files(&[(DEV, dev.as_str())]);
+    let done = Run::new()
+        .in_dir(app)
+        .config(&tomoda_config(&devops.url()))
+        .sha(&commits[0])
+        .args(["--output", "json"])
+        .run();
+    assert_eq!(done.ok().json()["skipped"], "older", "{}", done.stderr);
+    assert_eq!(devops.file(DEV), dev);
+
+    Run::new()
+        .config(&tomoda_config(&devops.url()))
+        .sha(&commits[2])
+        .args(["--source-repo", app.to_str().unwrap()])
+        .run()
+        .ok();
+    assert!(devops.file(DEV).contains(&commits[2]));
+}
+
+#[test]
+fn without_the_app_history_a_commit_is_promoted_and_the_reason_logged() {
+    let devops = Devops::tomoda();
+    Run::new()
+        .config(&tomoda_config(&devops.url()))
+        .sha(SHA)
+        .run()
+        .ok()
+        .stderr_has("cannot tell whether");
+    assert!(devops.file(DEV).contains(SHA));
+}
