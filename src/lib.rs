@@ -15,6 +15,7 @@ pub mod image;
 pub mod kustomize;
 pub mod logging;
 pub mod message;
+pub mod ordering;
 pub mod overlay;
 pub mod plan;
 pub mod promote;
@@ -196,4 +197,3 @@ fn load_config(cli: &Cli, cwd: &Path) -> Result<Option<(Config, PathBuf)>> {
     let dir = path.parent().map_or(cwd.to_path_buf(), Path::to_path_buf);
     Ok(Some((config, dir)))
 }
-pub mod ordering;
