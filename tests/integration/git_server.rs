@@ -57,6 +57,8 @@ pub struct GitServer {
     stop: Arc<AtomicBool>,
     log: Arc<Mutex<Vec<String>>>,
     accept_thread: Option<JoinHandle<()>>,
+    /// With [`GitServer::start_tls`]: the HTTPS address and its accept thread.
+    tls: Option<(SocketAddr, JoinHandle<()>)>,
 }
 
 impl GitServer {
@@ -86,7 +88,32 @@ impl GitServer {
     pub fn url(&self, repo_name: &str) -> String {
         let name = repo_name.trim_start_matches('/');
         let suffix = if name.ends_with(".git") { "" } else { ".git" };
-        format!("http://{}/{name}{suffix}", self.addr)
+        match &self.tls {
+            Some((addr, _)) => format!("https://{addr}/{name}{suffix}"),
+            None => format!("http://{}/{name}{suffix}", self.addr),
+        }
+    }
+
+    /// Where the plain-HTTP server listens (for a server started with
+    /// [`GitServer::start_tls`], the plain side behind the TLS front), e.g. for a
+    /// proxy to forward to.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Same as [`GitServer::start`], but [`GitServer::url`] is
+    /// `https://127.0.0.1:PORT/...`: a TLS front (rustls, ring) presents
+    /// `cert_chain_pem` (leaf first) with `key_pem` and hands the decrypted bytes to
+    /// the plain-HTTP server. A client that refuses the certificate never reaches it.
+    pub fn start_tls(root: &Path, cert_chain_pem: &str, key_pem: &str) -> GitServer {
+        let mut server = Self::start_inner(root, None);
+        server.tls = Some(tls_front::start(
+            cert_chain_pem,
+            key_pem,
+            server.addr,
+            Arc::clone(&server.stop),
+        ));
+        server
     }
 
     /// Installs a hook run before each request reaches `git http-backend`.
@@ -151,6 +178,7 @@ impl GitServer {
             stop,
             log,
             accept_thread: Some(accept_thread),
+            tls: None,
         }
     }
 }
@@ -161,6 +189,11 @@ impl Drop for GitServer {
     /// and joins every thread.
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
+        if let Some((_, handle)) = self.tls.take()
+            && handle.join().is_err()
+        {
+            eprintln!("git server {}: the TLS accept thread panicked", self.addr);
+        }
         if let Some(handle) = self.accept_thread.take() {
             if handle.join().is_err() {
                 eprintln!("git server {}: the accept thread panicked", self.addr);
@@ -875,4 +908,194 @@ fn base64(input: &[u8]) -> String {
         out.push(if chunk.len() > 2 { sextet(0) } else { '=' });
     }
     out
+}
+
+/// HTTPS for [`GitServer::start_tls`]: terminates TLS and relays the plain bytes to the
+/// plain-HTTP server, one backend connection per client connection, polling both sides
+/// so that every connection ends when either side closes, the server is dropped, or
+/// the CGI deadline passes.
+mod tls_front {
+    use super::*;
+
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    /// Read timeout of both sockets of a relayed connection: the relay's poll period.
+    const RELAY_POLL: Duration = Duration::from_millis(2);
+
+    pub(super) fn start(
+        cert_chain_pem: &str,
+        key_pem: &str,
+        backend: SocketAddr,
+        stop: Arc<AtomicBool>,
+    ) -> (SocketAddr, JoinHandle<()>) {
+        let chain = CertificateDer::pem_slice_iter(cert_chain_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap_or_else(|e| panic!("git server: bad certificate PEM: {e}"));
+        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+            .unwrap_or_else(|e| panic!("git server: bad private key PEM: {e}"));
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .and_then(|b| b.with_no_client_auth().with_single_cert(chain, key))
+            .unwrap_or_else(|e| panic!("git server: cannot set up TLS: {e}"));
+        let config = Arc::new(config);
+        let listener = TcpListener::bind(("127.0.0.1", 0))
+            .unwrap_or_else(|e| panic!("git server: cannot bind 127.0.0.1:0 for TLS: {e}"));
+        let addr = listener
+            .local_addr()
+            .unwrap_or_else(|e| panic!("git server: no local address: {e}"));
+        listener
+            .set_nonblocking(true)
+            .unwrap_or_else(|e| panic!("git server: cannot make the listener nonblocking: {e}"));
+        let handle = thread::Builder::new()
+            .name(format!("git-server-tls-{}", addr.port()))
+            .spawn(move || accept_loop(&listener, &config, backend, &stop))
+            .unwrap_or_else(|e| panic!("git server: cannot spawn the TLS accept thread: {e}"));
+        (addr, handle)
+    }
+
+    fn accept_loop(
+        listener: &TcpListener,
+        config: &Arc<rustls::ServerConfig>,
+        backend: SocketAddr,
+        stop: &Arc<AtomicBool>,
+    ) {
+        let mut connections: Vec<JoinHandle<()>> = Vec::new();
+        while !stop.load(Ordering::SeqCst) {
+            match listener.accept() {
+                Ok((stream, peer)) => {
+                    let config = Arc::clone(config);
+                    let stop = Arc::clone(stop);
+                    let spawned = thread::Builder::new()
+                        .name(format!("git-server-tls-conn-{}", peer.port()))
+                        .spawn(move || {
+                            if let Err(e) = relay(&stream, config, backend, &stop) {
+                                eprintln!("git server: TLS connection from {peer}: {e}");
+                            }
+                        });
+                    match spawned {
+                        Ok(handle) => connections.push(handle),
+                        Err(e) => eprintln!("git server: cannot spawn a TLS thread: {e}"),
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => thread::sleep(ACCEPT_POLL),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    eprintln!("git server: TLS accept failed: {e}");
+                    thread::sleep(ACCEPT_POLL);
+                }
+            }
+            let (finished, running): (Vec<_>, Vec<_>) =
+                connections.into_iter().partition(JoinHandle::is_finished);
+            connections = running;
+            join_all(finished);
+        }
+        join_all(connections);
+    }
+
+    fn idle(e: &io::Error) -> bool {
+        matches!(
+            e.kind(),
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+        )
+    }
+
+    fn relay(
+        tcp: &TcpStream,
+        config: Arc<rustls::ServerConfig>,
+        backend_addr: SocketAddr,
+        stop: &AtomicBool,
+    ) -> io::Result<()> {
+        tcp.set_nonblocking(false)?;
+        tcp.set_read_timeout(Some(RELAY_POLL))?;
+        tcp.set_write_timeout(Some(IO_TIMEOUT))?;
+        let mut tls = rustls::ServerConnection::new(config).map_err(io::Error::other)?;
+        let mut backend: Option<TcpStream> = None;
+        let mut client_done = false;
+        let deadline = Instant::now() + CGI_TIMEOUT + IO_TIMEOUT;
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            if stop.load(Ordering::SeqCst) || Instant::now() > deadline {
+                return Err(io::Error::other(
+                    "abandoned: the server is stopping or the connection is too old",
+                ));
+            }
+            // TLS records from the client.
+            if !client_done && tls.wants_read() {
+                match tls.read_tls(&mut &*tcp) {
+                    Ok(0) => client_done = true,
+                    Ok(_) => {
+                        if let Err(e) = tls.process_new_packets() {
+                            // Send our alert, if any, then give up on this connection.
+                            let _ = tls.write_tls(&mut &*tcp);
+                            return Err(io::Error::other(format!("TLS: {e}")));
+                        }
+                    }
+                    Err(e) if idle(&e) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            if backend.is_none() && !tls.is_handshaking() {
+                let stream = TcpStream::connect(backend_addr)?;
+                stream.set_read_timeout(Some(RELAY_POLL))?;
+                stream.set_write_timeout(Some(IO_TIMEOUT))?;
+                backend = Some(stream);
+            }
+            // Plain bytes from the client to the backend.
+            if let Some(b) = &backend {
+                loop {
+                    match tls.reader().read(&mut buf) {
+                        Ok(0) => {
+                            client_done = true;
+                            let _ = b.shutdown(Shutdown::Write);
+                            break;
+                        }
+                        Ok(n) => (&mut &*b).write_all(&buf[..n])?,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        // The client closed without close_notify.
+                        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                            client_done = true;
+                            let _ = b.shutdown(Shutdown::Write);
+                            break;
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                if client_done {
+                    let _ = b.shutdown(Shutdown::Write);
+                }
+            }
+            // The backend's answer to the client.
+            let mut backend_done = false;
+            if let Some(b) = &backend {
+                match (&mut &*b).read(&mut buf) {
+                    Ok(0) => backend_done = true,
+                    Ok(n) => tls.writer().write_all(&buf[..n])?,
+                    Err(e) if idle(&e) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            if backend_done {
+                tls.send_close_notify();
+            }
+            while tls.wants_write() {
+                match tls.write_tls(&mut &*tcp) {
+                    Ok(_) => {}
+                    Err(e) if client_done || backend_done => {
+                        let _ = e;
+                        break;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            if backend_done {
+                let _ = tcp.shutdown(Shutdown::Write);
+                return Ok(());
+            }
+            if client_done && backend.is_none() {
+                return Ok(());
+            }
+        }
+    }
 }

@@ -2,6 +2,7 @@
 //! fixture repositories built in temporary directories. One test binary, so the crate is
 //! built once.
 
+mod bounded;
 mod dsl;
 mod git_server;
 
