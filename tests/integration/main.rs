@@ -5,6 +5,7 @@
 mod bounded;
 mod dsl;
 mod git_server;
+mod proxy;
 
 mod cli;
 mod concurrency;
