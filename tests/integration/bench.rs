@@ -1,0 +1,74 @@
+//! The benchmark's promotion timing: not a test (it asserts nothing about speed), run by
+//! `scripts/bench` with `--ignored`. It promotes into a devops repository of realistic size
+//! through the real git server and prints wall time per promotion and the peak memory of one.
+
+use std::time::{Duration, Instant};
+
+use crate::dsl::*;
+
+#[test]
+#[ignore = "benchmark: run by scripts/bench"]
+fn bench_promotion() {
+    let bin = std::env::var("TOMODA_PROMOTE_BENCH_BIN").unwrap_or_else(|_| BIN.to_string());
+    // 400 apps with an overlay each, plus a 4 MB blob of history-free manifests: a large devops repo.
+    let mut files: Vec<(String, String)> = (0..400)
+        .map(|n| {
+            (
+                format!("apps/app{n}/overlays/dev/kustomization.yaml"),
+                format!("resources: [../../base]\nimages:\n- name: reg/app{n}\n  newTag: v0\n"),
+            )
+        })
+        .collect();
+    files.push((
+        "manifests/big.yaml".into(),
+        "x: ".to_string() + &"y".repeat(4 << 20) + "\n",
+    ));
+    let refs: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(p, c)| (p.as_str(), c.as_str()))
+        .collect();
+    let devops = Devops::with_files(&refs);
+    let runs = 10;
+    let mut times = Vec::new();
+    let mut peak_kb = 0u64;
+    for n in 1..=runs {
+        let start = Instant::now();
+        let out = std::process::Command::new("/usr/bin/time")
+            .args([
+                "-f",
+                "%M",
+                &bin,
+                "--repo",
+                &devops.url(),
+                "--overlay",
+                "apps/app7/overlays/dev",
+                "--image",
+                &format!("reg/app7:v{n}"),
+            ])
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .output()
+            .expect("/usr/bin/time runs");
+        times.push(start.elapsed());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        peak_kb = peak_kb.max(
+            stderr
+                .lines()
+                .last()
+                .and_then(|l| l.trim().parse().ok())
+                .unwrap_or(0),
+        );
+    }
+    times.sort();
+    let median = times[runs / 2];
+    let total: Duration = times.iter().sum();
+    eprintln!(
+        "bench: promotion into a 400-overlay, 4 MB repo over local smart HTTP: median {:.0} ms, min {:.0} ms, max {:.0} ms, mean {:.0} ms over {runs} runs; peak RSS {} KiB",
+        median.as_secs_f64() * 1e3,
+        times[0].as_secs_f64() * 1e3,
+        times[runs - 1].as_secs_f64() * 1e3,
+        total.as_secs_f64() * 1e3 / runs as f64,
+        peak_kb
+    );
+}
