@@ -270,7 +270,7 @@ fn a_connect_that_never_completes_times_out_and_exits_1() {
         .unwrap()
         .to_string();
     done.code(1)
-        .stderr_has(&format!("could not connect to {host} within 2s"));
+        .stderr_has(&format!("could not connect to {host} within "));
     assert_unchanged(&devops, &before);
     assert!(elapsed >= Duration::from_secs(2), "{elapsed:?}");
     assert!(elapsed < Duration::from_secs(40), "{elapsed:?}");

@@ -131,7 +131,7 @@ impl Leaks {
                     .unwrap_or(text.len());
                 self.found.push(format!(
                     "{label}: the secret ({form}) in {place}: …{}…",
-                    &text[from..to]
+                    text[from..to].replace('\n', "⏎")
                 ));
             }
         }
@@ -584,5 +584,29 @@ fn credentials_echoed_by_the_server_are_masked_in_every_format() {
         }
     }
     assert_eq!(devops.commit_count(), 1);
+    leaks.assert_clean();
+}
+
+/// `--help` shows the current value of each flag's environment variable: the token must
+/// not be among them, neither from GIT_TOKEN nor inside PROMOTE_REPO.
+#[test]
+fn help_and_usage_errors_never_show_the_token() {
+    let mut leaks = Leaks::new(TOKEN);
+    let repo = format!("https://{USER}:{TOKEN}@github.com/tomoda/devops.git");
+    for (label, args, code) in [
+        ("--help", &["--help"][..], 0),
+        ("-h", &["-h"][..], 0),
+        ("an unknown flag", &["--bogus"][..], 2),
+        ("a bad value", &["--max-attempts", "many"][..], 2),
+    ] {
+        leaks.run(
+            label,
+            Run::new()
+                .env("GIT_TOKEN", TOKEN)
+                .env("PROMOTE_REPO", &repo)
+                .args(args),
+            code,
+        );
+    }
     leaks.assert_clean();
 }
