@@ -68,8 +68,8 @@ pub enum Fault {
     Hang,
     /// Pass the whole request, let the server act on it, and never send the answer.
     ForwardThenHang,
-    /// Pass the whole request, send the first half of the server's answer (head and
-    /// some body), then go silent: a read that stalls in the middle of an answer.
+    /// Pass the whole request, send the server's answer head and the first half of its
+    /// body, then go silent: a read that stalls in the middle of an answer.
     StallAnswer,
 }
 
@@ -476,7 +476,12 @@ fn forward(
         Delivery::Reset => reset(client.try_clone()?),
         Delivery::Withhold => hold(client, shared, born),
         Delivery::Half => {
-            client.write_all_ref(&answer[..answer.len() / 2])?;
+            let head_end = answer
+                .windows(4)
+                .position(|w| w == b"\r\n\r\n")
+                .map_or(0, |i| i + 4);
+            let half = head_end + (answer.len() - head_end) / 2;
+            client.write_all_ref(&answer[..half])?;
             hold(client, shared, born);
         }
     }
