@@ -78,7 +78,12 @@ pub struct Cli {
     pub tag_name: Option<String>,
 
     /// The devops repository: an https URL or a local path (overrides promote.yaml)
-    #[arg(long, env = "PROMOTE_REPO", value_name = "URL|PATH")]
+    #[arg(
+        long,
+        env = "PROMOTE_REPO",
+        hide_env_values = true,
+        value_name = "URL|PATH"
+    )]
     pub repo: Option<String>,
 
     /// The branch to commit to (overrides promote.yaml) [default: main]

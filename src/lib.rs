@@ -45,6 +45,15 @@ pub fn run(cli: &Cli) -> Result<()> {
     let cwd = std::env::current_dir()
         .map_err(|e| Error::local(format!("cannot read the working directory: {e}")))?;
     let config = load_config(cli, &cwd)?;
+    for repo in [
+        cli.repo.as_deref(),
+        config.as_ref().and_then(|(c, _)| c.repo.as_deref()),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        secrets::register_userinfo(repo);
+    }
     let context = BuildContext::gather(cli.commit_sha.clone(), cli.tag_name.clone(), |k| {
         std::env::var(k).ok()
     });
@@ -81,7 +90,9 @@ pub fn run(cli: &Cli) -> Result<()> {
     };
     git::transport::install(git::transport::HttpSettings {
         auth,
-        connect_timeout: Duration::from_secs(cli.timeout.min(30)),
+        // Strictly below the request timeout, which covers the connect too: when both
+        // were equal the request's fired first and a dead host read as "no answer".
+        connect_timeout: (Duration::from_secs(cli.timeout) / 2).min(Duration::from_secs(30)),
         timeout: Duration::from_secs(cli.timeout),
         user_agent: format!("git/2.0 (tomoda-promote {})", env!("CARGO_PKG_VERSION")),
     })

@@ -320,6 +320,7 @@ fn check_branch(branch: &str) -> Result<()> {
 
 /// `https://user:token@host/path` gives the URL without credentials, and the credentials.
 pub fn parse_repo(text: &str, base: &Path) -> Result<RepoLocation> {
+    let text = text.trim();
     let lower = text.to_ascii_lowercase();
     if lower.starts_with("https://") || lower.starts_with("http://") {
         let scheme_end = text.find("://").map_or(0, |i| i + 3);
@@ -356,6 +357,15 @@ pub fn parse_repo(text: &str, base: &Path) -> Result<RepoLocation> {
         return Err(Error::usage(
             "ssh and git:// URLs are not supported",
             "use the https URL of the devops repository with a token in GIT_TOKEN",
+        ));
+    }
+    if let Some((scheme, _)) = text.split_once("://") {
+        return Err(Error::usage(
+            format!(
+                "`{}://` is not a scheme tomoda-promote speaks",
+                scheme.escape_debug()
+            ),
+            "write the repo as https://host/owner/devops.git, or as a local path",
         ));
     }
     // Lexically tidy (`a/./b` to `a/b`) so the path reads well in messages.
@@ -555,5 +565,10 @@ environments:
             .is_err()
         );
         assert!(plan(&["--author", "nobody"], Some("4d5e6f7a"), None).is_err());
+        let typo = plan(&["--repo", " htps://u:p@h/r.git"], Some("4d5e6f7a"), None).unwrap_err();
+        assert!(
+            typo.to_string().contains("`htps://` is not a scheme"),
+            "{typo}"
+        );
     }
 }

@@ -15,11 +15,37 @@ pub fn register(secret: &str) {
     if secret.len() < 4 {
         return;
     }
+    // Also as JSON strings and workflow commands escape it, since those are escaped
+    // before they are redacted.
+    let json = serde_json::to_string(secret).unwrap_or_default();
+    let forms = [
+        secret.to_string(),
+        json.get(1..json.len().saturating_sub(1))
+            .unwrap_or_default()
+            .to_string(),
+        secret
+            .replace('%', "%25")
+            .replace('\r', "%0D")
+            .replace('\n', "%0A"),
+    ];
     let mut all = SECRETS.lock().unwrap_or_else(PoisonError::into_inner);
-    if !all.iter().any(|s| s == secret) {
-        all.push(secret.to_string());
-        // Longest first, so a secret containing another is masked whole.
-        all.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    for form in forms {
+        if !form.is_empty() && !all.iter().any(|s| *s == form) {
+            all.push(form);
+        }
+    }
+    // Longest first, so a secret containing another is masked whole.
+    all.sort_by_key(|s| std::cmp::Reverse(s.len()));
+}
+
+/// Registers the password of anything shaped `user:password@` in a repo URL, even one
+/// mistyped into a local path, before anything shows it.
+pub fn register_userinfo(text: &str) {
+    let Some(at) = text.find('@') else { return };
+    let before = &text[..at];
+    let start = before.rfind(['/', ' ']).map_or(0, |i| i + 1);
+    if let Some((_, password)) = before[start..].split_once(':') {
+        register(password);
     }
 }
 

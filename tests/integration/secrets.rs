@@ -502,19 +502,21 @@ fn a_token_file_never_shows() {
 #[test]
 fn credentials_in_a_mistyped_repo_url_never_show() {
     let mut leaks = Leaks::new(TOKEN);
-    for repo in [
-        format!("htps://{USER}:{TOKEN}@github.com/tomoda/devops.git"),
-        format!(" https://{USER}:{TOKEN}@github.com/tomoda/devops.git"),
-        format!("https//{USER}:{TOKEN}@github.com/tomoda/devops.git"),
-        format!("ssh://{USER}:{TOKEN}@github.com/tomoda/devops.git"),
-        format!("https://{USER}:{TOKEN}@/devops.git"),
+    // Exit 2 for what is no repo URL at all; the leading space is trimmed, and nothing
+    // listens on port 9, so that one fails at the connection: exit 1.
+    for (repo, code) in [
+        (format!("htps://{USER}:{TOKEN}@github.com/tomoda/devops.git"), 2),
+        (format!(" http://{USER}:{TOKEN}@127.0.0.1:9/devops.git"), 1),
+        (format!("https//{USER}:{TOKEN}@github.com/tomoda/devops.git"), 2),
+        (format!("ssh://{USER}:{TOKEN}@github.com/tomoda/devops.git"), 2),
+        (format!("https://{USER}:{TOKEN}@/devops.git"), 2),
     ] {
         let done = leaks.run(
             &format!("--repo {repo:?}"),
             Run::new()
                 .sha(SHA)
                 .args(["--repo", &repo, "--overlay", "o", "--image", "app:v1"]),
-            2,
+            code,
         );
         assert!(
             done.stderr.contains("tomoda-promote: error:"),
