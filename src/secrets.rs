@@ -30,7 +30,7 @@ pub fn register(secret: &str) {
     ];
     let mut all = SECRETS.lock().unwrap_or_else(PoisonError::into_inner);
     for form in forms {
-        if !form.is_empty() && !all.iter().any(|s| *s == form) {
+        if !form.is_empty() && !all.contains(&form) {
             all.push(form);
         }
     }
