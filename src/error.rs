@@ -71,6 +71,18 @@ impl Error {
         }
     }
 
+    /// Adds a sentence to a remote error's message.
+    pub fn with_note(self, note: &str) -> Self {
+        match self {
+            Error::Remote { url, message, hint } => Error::Remote {
+                url,
+                message: format!("{message} ({note})"),
+                hint,
+            },
+            other => other,
+        }
+    }
+
     /// The one-line summary used by CI annotations.
     pub fn summary(&self) -> String {
         self.to_string()

@@ -348,6 +348,12 @@ pub fn parse_repo(text: &str, base: &Path) -> Result<RepoLocation> {
             ));
         }
         let url = format!("{}{host}{}", &text[..scheme_end], &text[authority_end..]);
+        if let Err(e) = reqwest::Url::parse(&url) {
+            return Err(Error::usage(
+                format!("the repo URL {url} is not valid: {e}"),
+                "write it as https://host[:port]/owner/devops.git",
+            ));
+        }
         return Ok(RepoLocation::Remote { url, credentials });
     }
     if let Some(path) = text.strip_prefix("file://") {
@@ -565,6 +571,8 @@ environments:
             .is_err()
         );
         assert!(plan(&["--author", "nobody"], Some("4d5e6f7a"), None).is_err());
+        let port = plan(&["--repo", "https://h:99999/r.git"], Some("4d5e6f7a"), None).unwrap_err();
+        assert!(port.to_string().contains("is not valid"), "{port}");
         let typo = plan(&["--repo", " htps://u:p@h/r.git"], Some("4d5e6f7a"), None).unwrap_err();
         assert!(
             typo.to_string().contains("`htps://` is not a scheme"),

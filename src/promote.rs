@@ -83,7 +83,13 @@ pub fn promote(plan: &Plan, settings: &Settings) -> Result<Outcome> {
                 {
                     transient_failures += 1;
                     let wait = match retry_after {
-                        Some(asked) if asked > MAX_RETRY_AFTER => return Err(error),
+                        Some(asked) if asked > MAX_RETRY_AFTER => {
+                            return Err(error.with_note(&format!(
+                                "the server asked to retry after {} s, longer than the {} s tomoda-promote waits",
+                                asked.as_secs(),
+                                MAX_RETRY_AFTER.as_secs()
+                            )));
+                        }
                         Some(asked) => asked,
                         None => backoff(attempt),
                     };
