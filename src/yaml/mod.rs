@@ -6,6 +6,15 @@ pub mod tree;
 
 use std::ops::Range;
 
+/// YAML's printable characters (1.2, 5.1). yaml-rust2 stops reading at a NUL, which would
+/// hide the rest of a file from the editor and its re-parse check alike, and kustomize
+/// refuses control characters: text with any other character is refused, and values
+/// written into a file escape them.
+pub fn is_printable(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\r' | ' '..='~' | '\u{85}' | '\u{a0}'..='\u{d7ff}' | '\u{e000}'..='\u{fffd}')
+        || c >= '\u{10000}'
+}
+
 /// Replace `range` of the source with `text` (an empty range inserts).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Splice {
@@ -74,9 +83,13 @@ pub fn next_line(source: &str, offset: usize) -> usize {
         .map_or(source.len(), |i| offset + i + 1)
 }
 
-/// The column (in characters) of `offset` on its line.
+/// The column (in characters) of `offset` on its line; a byte-order mark takes none.
 pub fn column(source: &str, offset: usize) -> usize {
-    source[line_start(source, offset)..offset].chars().count()
+    let line = &source[line_start(source, offset)..offset];
+    line.strip_prefix('\u{feff}')
+        .unwrap_or(line)
+        .chars()
+        .count()
 }
 
 /// The file's own line ending: CRLF if its first line break is one.
@@ -137,5 +150,13 @@ mod tests {
         assert_eq!(line_start(s, 6), 3);
         assert_eq!(next_line(s, 4), s.len());
         assert_eq!(column(s, 8), 4);
+    }
+
+    #[test]
+    fn a_byte_order_mark_takes_no_column() {
+        // Found by fuzzing: `images:` was added one column in, under a BOM-led first key.
+        let s = "\u{feff}a: 1\n";
+        assert_eq!(column(s, 3), 0);
+        assert_eq!(column(s, 4), 1);
     }
 }

@@ -9,7 +9,7 @@ use super::tree::Style;
 /// or kustomize would see a number where a tag belongs.
 pub fn render(value: &str, style: Style) -> String {
     match style {
-        Style::SingleQuoted if value.chars().all(|c| !c.is_control()) => {
+        Style::SingleQuoted if !value.chars().any(|c| c.is_control() || needs_escape(c)) => {
             format!("'{}'", value.replace('\'', "''"))
         }
         Style::SingleQuoted | Style::DoubleQuoted => double_quoted(value),
@@ -28,12 +28,18 @@ fn double_quoted(value: &str) -> String {
             '\n' => out.push_str("\\n"),
             '\t' => out.push_str("\\t"),
             '\r' => out.push_str("\\r"),
-            c if c.is_control() => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c if c.is_control() || needs_escape(c) => out.push_str(&format!("\\u{:04x}", c as u32)),
             c => out.push(c),
         }
     }
     out.push('"');
     out
+}
+
+/// Characters that a file may not hold as they are (U+FFFF), or that YAML 1.1 readers take
+/// for a line break (NEL, U+2028, U+2029) or a byte-order mark.
+fn needs_escape(c: char) -> bool {
+    !super::is_printable(c) || matches!(c, '\u{85}' | '\u{2028}' | '\u{2029}' | '\u{feff}')
 }
 
 /// True when a plain scalar with this text is read as this very string by YAML 1.1 and
@@ -48,7 +54,7 @@ pub fn plain_is_safe(value: &str) -> bool {
     if value.ends_with([' ', ':'])
         || value.contains(": ")
         || value.contains(" #")
-        || value.chars().any(|c| c.is_control())
+        || value.chars().any(|c| c.is_control() || needs_escape(c))
     {
         return false;
     }
@@ -78,6 +84,18 @@ mod tests {
         ] {
             assert_eq!(render(v, Style::Plain), v, "{v}");
         }
+    }
+
+    #[test]
+    fn characters_yaml_does_not_print_are_escaped() {
+        // Found by fuzzing: a raw U+FFFF was written into the file, which then was refused.
+        assert_eq!(render("a\u{ffff}b", Style::Plain), "\"a\\uffffb\"");
+        assert_eq!(render("a\u{ffff}b", Style::SingleQuoted), "\"a\\uffffb\"");
+        assert_eq!(
+            render("\u{feff}x\u{2028}", Style::DoubleQuoted),
+            "\"\\ufeffx\\u2028\""
+        );
+        assert_eq!(render("ü日本", Style::Plain), "ü日本");
     }
 
     #[test]

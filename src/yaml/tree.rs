@@ -139,13 +139,24 @@ pub fn parse(source: &str) -> Result<Vec<Document>, ParseError> {
         Some(rest) => (BOM.len(), rest),
         None => (0, source),
     };
+    let lines = LineIndex::new(text, bom);
+    if let Some(at) = text.find(|c| !super::is_printable(c)) {
+        let c = text[at..].chars().next().unwrap_or_default();
+        return Err(ParseError {
+            line: lines.line_of(at),
+            message: format!(
+                "the control character U+{:04X} is not allowed in YAML",
+                c as u32
+            ),
+        });
+    }
     let mut collector = Collector::default();
     let mut parser = Parser::new_from_str(text);
     parser.load(&mut collector, true).map_err(|e| ParseError {
-        line: e.marker().line(),
+        // At the end of the text the parser may point one line past the last.
+        line: e.marker().line().clamp(1, lines.starts.len()),
         message: e.info().to_string(),
     })?;
-    let lines = LineIndex::new(text, bom);
     let mut builder = Builder {
         text,
         lines: &lines,
@@ -193,6 +204,11 @@ impl LineIndex {
         LineIndex { starts, bom }
     }
 
+    /// The 1-based line holding byte `offset` of the text without the BOM.
+    fn line_of(&self, offset: usize) -> usize {
+        self.starts.partition_point(|&start| start <= offset)
+    }
+
     /// Offset into the text without the BOM.
     fn text_offset(&self, text: &str, marker: &Marker) -> usize {
         let line = marker.line().max(1);
@@ -208,7 +224,7 @@ impl LineIndex {
     fn pos(&self, text: &str, marker: &Marker) -> Pos {
         Pos {
             offset: self.bom + self.text_offset(text, marker),
-            line: marker.line().max(1),
+            line: marker.line().clamp(1, self.starts.len()),
         }
     }
 }
@@ -456,6 +472,34 @@ mod tests {
     fn errors_carry_the_line() {
         let err = parse("a: b\nc: [d\n").unwrap_err();
         assert!(err.line >= 2, "{err:?}");
+    }
+
+    #[test]
+    fn an_error_at_the_end_names_a_line_of_the_file() {
+        // Found by fuzzing: the parser reported line 4 of this 3-line text.
+        let err = parse("images:\n- mean\nimages ne").unwrap_err();
+        assert_eq!(err.line, 3, "{err:?}");
+    }
+
+    #[test]
+    fn a_node_at_the_very_end_is_on_the_last_line() {
+        // Found by fuzzing: an empty tagged scalar ending the text was put on line 3 of 2.
+        let docs = parse("\n!").unwrap();
+        assert_eq!(docs[0].root.line(), 2);
+    }
+
+    #[test]
+    fn control_characters_are_refused_at_their_line() {
+        // Found by fuzzing: yaml-rust2 ends the text at a NUL, so whatever followed it was
+        // invisible to the editor and to its re-parse check.
+        let err = parse("a: 1\n\0\0images: x\n").unwrap_err();
+        assert_eq!(err.line, 2, "{err:?}");
+        assert!(err.message.contains("U+0000"), "{err:?}");
+        for c in ['\u{1}', '\u{7f}', '\u{9b}', '\u{ffff}'] {
+            let err = parse(&format!("a: 1\r\nb: x{c}y\n")).unwrap_err();
+            assert_eq!(err.line, 2, "{c:?}");
+        }
+        assert!(parse("\u{feff}a: \"\u{85}\u{a0}\u{e000}\u{1f600}\"\t# ok\n").is_ok());
     }
 
     #[test]
