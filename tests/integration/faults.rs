@@ -318,6 +318,7 @@ fn a_retry_after_longer_than_30_seconds_fails_at_once() {
     let (done, elapsed) = promote_through(&proxy.url("devops.git"), &[]);
     done.code(1)
         .stderr_has("HTTP 429")
+        .stderr_has("the server asked to retry after 3600 s")
         .stderr_has(&proxy.url("devops.git"));
     assert_unchanged(&devops, &before);
     assert_eq!(proxy.count("429"), 1, "{:?}", proxy.log());
