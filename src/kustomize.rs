@@ -82,6 +82,7 @@ pub struct Edited {
 
 /// Sets `spec` in the kustomization `source`, changing only the bytes of the values.
 pub fn set_image(source: &str, spec: &ImageSpec) -> Result<Edited, EditError> {
+    check_line_breaks(source)?;
     let docs = tree::parse(source).map_err(|e| {
         EditError::new(
             e.line,
@@ -106,7 +107,16 @@ pub fn set_image(source: &str, spec: &ImageSpec) -> Result<Edited, EditError> {
     let root = match root {
         Some(Node::Map(map)) => Some(map),
         None => None,
-        Some(node) if node.is_null() => None,
+        // An empty document: `images:` can be written into it.
+        Some(Node::Scalar(s)) if s.value.is_empty() && !s.tagged && s.style == Style::Plain => None,
+        // `~` or `null` written out: anything appended would follow a finished scalar.
+        Some(node) if node.is_null() => {
+            return Err(EditError::new(
+                node.line(),
+                "the document is `null`, not a mapping of kustomization fields",
+                "replace the null with the kustomization's fields, such as `resources:` and `images:`",
+            ));
+        }
         Some(node) => {
             return Err(EditError::new(
                 node.line(),
@@ -326,7 +336,7 @@ impl Editor<'_> {
                 .collect();
             return Ok(Splice::insert(last_end, text));
         }
-        let indent = " ".repeat(yaml::column(self.src, map.entries[0].0.start().offset));
+        let indent = " ".repeat(self.key_column(map)?);
         let at = yaml::next_line(self.src, last_end);
         let mut text = self.break_before(at);
         for (field, value) in fields {
@@ -362,13 +372,16 @@ impl Editor<'_> {
         format!("{{{}}}", fields.join(", "))
     }
 
-    fn block_entry(&self, dash_indent: &str, key_indent: &str) -> String {
+    /// A block entry whose dash is at column `dash` and whose keys are at column `key`.
+    fn block_entry(&self, dash: usize, key: usize) -> String {
         let mut text = String::new();
         for (i, (k, v)) in self.new_entry_fields().iter().enumerate() {
             let lead = if i == 0 {
-                format!("{dash_indent}- ")
+                // `-  name:` when the file's entries put their keys further from the dash.
+                let gap = key.saturating_sub(dash + 1).max(1);
+                format!("{}-{}", " ".repeat(dash), " ".repeat(gap))
             } else {
-                key_indent.to_string()
+                " ".repeat(key.max(dash + 2))
             };
             text.push_str(&format!(
                 "{lead}{k}: {}{}",
@@ -403,7 +416,7 @@ impl Editor<'_> {
                 self.eol
             ));
         } else {
-            text.push_str(&self.block_entry(&" ".repeat(dash), &" ".repeat(key)));
+            text.push_str(&self.block_entry(dash, key));
         }
         Ok((vec![Splice::insert(at, text)], changes))
     }
@@ -425,7 +438,7 @@ impl Editor<'_> {
         let base = yaml::column(self.src, key.start().offset);
         let dash = base + root.map_or(0, |r| self.sequence_indent(r));
         let mut text = self.break_before(at);
-        text.push_str(&self.block_entry(&" ".repeat(dash), &" ".repeat(dash + 2)));
+        text.push_str(&self.block_entry(dash, dash + 2));
         splices.push(Splice::insert(at, text));
         Ok((splices, self.new_entry_changes()))
     }
@@ -438,15 +451,42 @@ impl Editor<'_> {
                 "write the kustomization in block style, or add `images: []` to it",
             ));
         }
-        let base = root
-            .and_then(|m| m.entries.first())
-            .map_or(0, |(k, _)| yaml::column(self.src, k.start().offset));
+        let base = match root {
+            Some(map) => self.key_column(map)?,
+            None => 0,
+        };
         let dash = base + root.map_or(0, |r| self.sequence_indent(r));
-        let at = self.src.len();
+        let at = document_end(self.src);
         let mut text = self.break_before(at);
         text.push_str(&format!("{}images:{}", " ".repeat(base), self.eol));
-        text.push_str(&self.block_entry(&" ".repeat(dash), &" ".repeat(dash + 2)));
+        text.push_str(&self.block_entry(dash, dash + 2));
         Ok((vec![Splice::insert(at, text)], self.new_entry_changes()))
+    }
+
+    /// The column of a block mapping's keys: that of a key that begins its line, or of a
+    /// first key after `- `. After a tag or an anchor the column is not the mapping's.
+    fn key_column(&self, map: &Map) -> Result<usize, EditError> {
+        let before = |k: &Node| {
+            let at = k.start().offset;
+            self.src[yaml::line_start(self.src, at)..at].trim_start_matches('\u{feff}')
+        };
+        let column = |k: &Node| yaml::column(self.src, k.start().offset);
+        if let Some((k, _)) = map
+            .entries
+            .iter()
+            .find(|(k, _)| before(k).trim().is_empty())
+        {
+            return Ok(column(k));
+        }
+        match map.entries.first() {
+            None => Ok(0),
+            Some((k, _)) if before(k).chars().all(|c| c == ' ' || c == '-') => Ok(column(k)),
+            Some((k, _)) => Err(EditError::new(
+                k.line(),
+                "cannot tell the indentation of this mapping: a tag or an anchor comes before its first key",
+                "put the first key on a line of its own",
+            )),
+        }
     }
 
     /// How far the file indents a block list under its key (`resources:` then `- x`):
@@ -560,6 +600,41 @@ fn internal(what: &str) -> EditError {
     )
 }
 
+/// Where the document's content ends: at a `...` end marker, or at the end of the text.
+/// Whatever is written after the marker would start a second document.
+fn document_end(src: &str) -> usize {
+    let mut offset = 0;
+    for line in src.split_inclusive('\n') {
+        if let Some(rest) = line.strip_prefix("...")
+            && (rest.is_empty() || rest.starts_with([' ', '\t', '\r', '\n']))
+        {
+            return offset;
+        }
+        offset += line.len();
+    }
+    src.len()
+}
+
+/// A lone CR is a line break to YAML but not to the editor, which finds lines by LF: it
+/// would splice at the wrong places. Such files (classic Mac line endings) are refused.
+fn check_line_breaks(source: &str) -> Result<(), EditError> {
+    let bytes = source.as_bytes();
+    let lone = (0..bytes.len()).find(|&i| bytes[i] == b'\r' && bytes.get(i + 1) != Some(&b'\n'));
+    match lone {
+        None => Ok(()),
+        Some(at) => {
+            let before = &source[..at];
+            let line = 1 + before.matches('\n').count() + before.matches('\r').count()
+                - before.matches("\r\n").count();
+            Err(EditError::new(
+                line,
+                "a carriage return (CR) without a line feed ends this line",
+                "save the file with LF or CRLF line endings",
+            ))
+        }
+    }
+}
+
 /// Anchors and aliases would make one edit change several places, or none.
 fn check_plain_images(seq: &Seq) -> Result<(), EditError> {
     fn visit(node: &Node) -> Result<(), EditError> {
@@ -584,6 +659,13 @@ fn check_plain_images(seq: &Seq) -> Result<(), EditError> {
 fn check_duplicate_keys(map: &Map) -> Result<(), EditError> {
     let mut seen = HashSet::new();
     for (key, value) in &map.entries {
+        if !matches!(key, Node::Scalar(_)) {
+            return Err(EditError::new(
+                key.line(),
+                format!("a key is {} (a `?` complex key)", key.kind_name()),
+                "write the kustomization with plain `key: value` pairs",
+            ));
+        }
         if let Some(k) = key.as_str()
             && !seen.insert(k)
         {
@@ -810,6 +892,60 @@ mod tests {
     }
 
     #[test]
+    fn an_appended_entry_puts_its_keys_where_the_file_does() {
+        // Found by fuzzing: with `-  newTag:` (two spaces) the new entry's keys were
+        // misaligned and the result did not parse.
+        let src = "images:\n-  newTag: v1\n   name: other\n";
+        assert_eq!(
+            edit(src, &tag("v2")),
+            format!("{src}-  name: {IMAGE}\n   newTag: v2\n")
+        );
+    }
+
+    #[test]
+    fn new_keys_go_to_the_column_of_the_keys_that_begin_their_lines() {
+        // Found by fuzzing: a tag before the first key put `images:` at that key's column.
+        let src = "!tagged first: 1\nsecond: 2\n";
+        assert_eq!(
+            edit(src, &tag("v2")),
+            format!("{src}images:\n- name: {IMAGE}\n  newTag: v2\n")
+        );
+        let err = set_image("!t only: 1\n", &tag("v2")).unwrap_err();
+        assert!(err.message.contains("indentation"), "{err:?}");
+    }
+
+    #[test]
+    fn a_lone_carriage_return_is_refused_at_its_line() {
+        // Found by fuzzing: YAML breaks lines at a lone CR, the editor at LF only, so an
+        // entry was appended inside a folded scalar.
+        let err = set_image("a: 1\r\nb: 2\rc: 3\n", &tag("v2")).unwrap_err();
+        assert_eq!(err.line, Some(2), "{err:?}");
+        assert!(err.message.contains("carriage return"), "{err:?}");
+        assert!(set_image("a: 1\r\n", &tag("v2")).is_ok());
+    }
+
+    #[test]
+    fn a_missing_images_key_goes_before_a_document_end_marker() {
+        // Found by fuzzing: `images:` was added after `...`, starting a second document.
+        let src = "resources:\n- a\n...\n# after the end\n";
+        assert_eq!(
+            edit(src, &tag("v2")),
+            format!(
+                "resources:\n- a\nimages:\n- name: {IMAGE}\n  newTag: v2\n...\n# after the end\n"
+            )
+        );
+    }
+
+    #[test]
+    fn complex_keys_are_refused() {
+        // Found by fuzzing: `images:` appended after `?\n-` became part of the key.
+        for src in ["?\n-", "? [a]\n: b\n", "images:\n- ? {x: 1}\n  : y\n"] {
+            let err = set_image(src, &tag("v2")).expect_err(src);
+            assert!(err.message.contains("complex key"), "{src:?}: {err:?}");
+        }
+    }
+
+    #[test]
     fn a_missing_images_key_is_added() {
         let src = "resources:\n  - ../../base\n";
         assert_eq!(
@@ -879,6 +1015,20 @@ mod tests {
             let err = set_image(src, &tag("v2")).expect_err(src);
             assert!(err.message.contains(needle), "{src:?}: {err:?}");
             assert!(err.line.is_some(), "{src:?}: {err:?}");
+        }
+    }
+
+    #[test]
+    fn a_document_that_is_an_explicit_null_is_refused() {
+        // Found by fuzzing: `images:` was appended after the `~`, which does not parse.
+        for src in ["~\n", "\t~", "--- null\n"] {
+            let err = set_image(src, &tag("v2")).expect_err(src);
+            assert!(err.message.contains("`null`"), "{src:?}: {err:?}");
+            assert_eq!(err.line, Some(1), "{src:?}");
+        }
+        assert!(set_image("!!null\n", &tag("v2")).is_err());
+        for empty in ["", "# only a comment\n", "---\n", "&a\n"] {
+            assert!(set_image(empty, &tag("v2")).is_ok(), "{empty:?}");
         }
     }
 
