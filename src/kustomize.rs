@@ -659,16 +659,22 @@ fn check_plain_images(seq: &Seq) -> Result<(), EditError> {
 fn check_duplicate_keys(map: &Map) -> Result<(), EditError> {
     let mut seen = HashSet::new();
     for (key, value) in &map.entries {
-        if !matches!(key, Node::Scalar(_)) {
+        let Node::Scalar(scalar) = key else {
             return Err(EditError::new(
                 key.line(),
                 format!("a key is {} (a `?` complex key)", key.kind_name()),
                 "write the kustomization with plain `key: value` pairs",
             ));
-        }
-        if let Some(k) = key.as_str()
-            && !seen.insert(k)
-        {
+        };
+        // Keys are the same when YAML reads them as the same value: `~` and `null`, `1`
+        // and `0x1`, `a` and `"a"`.
+        let identity = match (scalar.style, scalar.tagged) {
+            (Style::Plain, false) if scalar.value.is_empty() => Yaml::Null,
+            (Style::Plain, false) => Yaml::from_str(&scalar.value),
+            _ => Yaml::String(scalar.value.clone()),
+        };
+        if !seen.insert(identity) {
+            let k = &scalar.value;
             return Err(EditError::new(
                 key.line(),
                 format!("the key `{k}` appears twice in one mapping"),
@@ -934,6 +940,23 @@ mod tests {
                 "resources:\n- a\nimages:\n- name: {IMAGE}\n  newTag: v2\n...\n# after the end\n"
             )
         );
+    }
+
+    #[test]
+    fn keys_that_read_as_the_same_value_are_duplicates() {
+        // Found by fuzzing: `~:` and `null:` passed the duplicate check, and the re-parse
+        // check then refused the file with "please report this".
+        for src in [
+            "~: 1\nnull: 2\n",
+            "1: a\n0x1: b\n",
+            "a: 1\n\"a\": 2\n",
+            ": 1\n~: 2\n",
+        ] {
+            let err = set_image(src, &tag("v2")).expect_err(src);
+            assert!(err.message.contains("appears twice"), "{src:?}: {err:?}");
+            assert_eq!(err.line, Some(2), "{src:?}");
+        }
+        assert!(set_image("1: a\n'1': b\n", &tag("v2")).is_ok());
     }
 
     #[test]

@@ -5,11 +5,15 @@
 //! turns the parser's events into such a tree so the editor can splice bytes and leave
 //! everything else untouched.
 
-use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
+use yaml_rust2::parser::{Event, Parser};
 use yaml_rust2::scanner::{Marker, TScalarStyle};
 
 /// The UTF-8 byte-order mark; yaml-rust2 would otherwise read it as part of the first key.
 const BOM: &str = "\u{feff}";
+
+/// Deeper nesting is refused: building the tree recurses once per level, and a few
+/// thousand `- - - …` would overflow the stack. No kustomization comes near it.
+const MAX_DEPTH: usize = 200;
 
 /// A place in the source: a byte offset and the 1-based line it is on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,30 +154,44 @@ pub fn parse(source: &str) -> Result<Vec<Document>, ParseError> {
             ),
         });
     }
-    let mut collector = Collector::default();
-    let mut parser = Parser::new_from_str(text);
-    parser.load(&mut collector, true).map_err(|e| ParseError {
-        // At the end of the text the parser may point one line past the last.
-        line: e.marker().line().clamp(1, lines.starts.len()),
-        message: e.info().to_string(),
-    })?;
+    let events = events(text, &lines)?;
     let mut builder = Builder {
         text,
         lines: &lines,
-        events: collector.events.into_iter().peekable(),
+        events: events.into_iter().peekable(),
         has_anchors: false,
     };
     builder.documents()
 }
 
-#[derive(Default)]
-struct Collector {
-    events: Vec<(Event, Marker)>,
-}
-
-impl MarkedEventReceiver for Collector {
-    fn on_event(&mut self, event: Event, marker: Marker) {
-        self.events.push((event, marker));
+/// The parser's events, read one by one: yaml-rust2's own `load` recurses once per level
+/// of nesting, and so does building the tree, so depth is checked before either.
+fn events(text: &str, lines: &LineIndex) -> Result<Vec<(Event, Marker)>, ParseError> {
+    let mut parser = Parser::new_from_str(text);
+    let mut events = Vec::new();
+    let mut depth = 0usize;
+    loop {
+        let (event, marker) = parser.next_token().map_err(|e| ParseError {
+            // At the end of the text the parser may point one line past the last.
+            line: e.marker().line().clamp(1, lines.starts.len()),
+            message: e.info().to_string(),
+        })?;
+        match event {
+            Event::SequenceStart(..) | Event::MappingStart(..) => depth += 1,
+            Event::SequenceEnd | Event::MappingEnd => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        if depth > MAX_DEPTH {
+            return Err(ParseError {
+                line: lines.pos(text, &marker).line,
+                message: format!("collections are nested more than {MAX_DEPTH} levels deep"),
+            });
+        }
+        let end = event == Event::StreamEnd;
+        events.push((event, marker));
+        if end {
+            return Ok(events);
+        }
     }
 }
 
@@ -486,6 +504,19 @@ mod tests {
         // Found by fuzzing: an empty tagged scalar ending the text was put on line 3 of 2.
         let docs = parse("\n!").unwrap();
         assert_eq!(docs[0].root.line(), 2);
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_not_a_stack_overflow() {
+        // Found while building the hostile corpus: 10,000 `- ` on one line (20 kB) overflowed the stack.
+        let deep = format!("a: 1\nx:\n{}\n", "- ".repeat(10_000));
+        let err = parse(&deep).unwrap_err();
+        assert_eq!(err.line, 3, "{err:?}");
+        assert!(
+            err.message.contains("nested more than 200 levels"),
+            "{err:?}"
+        );
+        assert!(parse(&format!("x:\n{}y\n", "- ".repeat(150))).is_ok());
     }
 
     #[test]
