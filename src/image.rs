@@ -60,6 +60,7 @@ pub fn check_name(name: &str) -> Result<(), String> {
         || name.starts_with('/')
         || name.ends_with('/')
         || name.contains("//")
+        || !colon_is_a_port(name)
     {
         return Err(format!(
             "`{}` is not an image name: use letters, digits, `.`, `_`, `-`, `/` and a registry port, as in asia-east1-docker.pkg.dev/project/repo/app",
@@ -67,6 +68,25 @@ pub fn check_name(name: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// A `:` belongs only to a registry's port (`localhost:5000/app`); anywhere else it
+/// would be a tag taken for part of the name (`app:v1:2` is not the image `app:v1`).
+fn colon_is_a_port(name: &str) -> bool {
+    let mut parts = name.split('/');
+    let first = parts.next().unwrap_or_default();
+    if parts.clone().any(|p| p.contains(':')) {
+        return false;
+    }
+    match first.split_once(':') {
+        None => true,
+        Some((host, port)) => {
+            !host.is_empty()
+                && !port.is_empty()
+                && port.bytes().all(|b| b.is_ascii_digit())
+                && name.contains('/')
+        }
+    }
 }
 
 /// Tags as the OCI distribution spec defines them: `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`.
@@ -161,6 +181,25 @@ mod tests {
             parse_spec("app=other").unwrap(),
             spec("app", Some("other"), None, None)
         );
+    }
+
+    #[test]
+    fn a_colon_in_a_name_is_only_a_registry_port() {
+        // Found by the hostile corpus: `app:v1:2` set the tag `2` of an image named `app:v1`.
+        let e = parse_spec("reg.io/app:v1:2").unwrap_err();
+        assert!(e.contains("`reg.io/app:v1` is not an image name"), "{e}");
+        for bad in [
+            "app:v1",
+            "reg:x/app",
+            ":5000/app",
+            "reg:/app",
+            "localhost:5000",
+        ] {
+            assert!(check_name(bad).is_err(), "{bad}");
+        }
+        for good in ["localhost:5000/app", "reg.io:443/p/app", "app"] {
+            assert!(check_name(good).is_ok(), "{good}");
+        }
     }
 
     #[test]

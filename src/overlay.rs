@@ -61,10 +61,21 @@ pub fn promote_overlay(
             format!("{overlay}/{name}")
         }
     };
-    let found = kustomize::FILE_NAMES
+    let mut present = kustomize::FILE_NAMES
         .iter()
         .map(|name| (join(name), lookup(&join(name))))
-        .find(|(_, e)| *e != Entry::Missing);
+        .filter(|(_, e)| *e != Entry::Missing);
+    let found = present.next();
+    if let (Some((first, _)), Some((second, _))) = (&found, present.next()) {
+        return Err(Error::input(
+            shown_overlay,
+            None,
+            format!(
+                "holds both {first} and {second} in {place}; kustomize refuses an overlay with more than one kustomization file"
+            ),
+            "keep one of them in the devops repository",
+        ));
+    }
     let (path, bytes) = match found {
         Some((path, Entry::File(bytes))) => (path, bytes),
         Some((path, Entry::Symlink)) => {
@@ -110,14 +121,16 @@ pub fn promote_overlay(
         ));
     }
     let old = String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let line = 1 + e.as_bytes()[..at].iter().filter(|&&b| b == b'\n').count();
         Error::input(
             &path,
-            None,
+            Some(line),
             format!(
-                "is not UTF-8 text (invalid byte at offset {})",
-                e.utf8_error().valid_up_to()
+                "is not UTF-8 text (byte 0x{:02x} at offset {at})",
+                e.as_bytes()[at]
             ),
-            "save the file as UTF-8",
+            "save the file as UTF-8 (a Windows-1252 or Latin-1 editor writes `é` as one byte)",
         )
     })?;
     let mut new = old.clone();
@@ -159,9 +172,8 @@ mod tests {
     }
 
     #[test]
-    fn the_first_kustomization_name_kustomize_knows_is_edited() {
-        static FILES: [(&str, Entry); 2] =
-            [("ov", Entry::Dir), ("ov/Kustomization", Entry::Symlink)];
+    fn a_kustomization_under_another_name_kustomize_knows_is_edited() {
+        static FILES: [(&str, Entry); 1] = [("ov", Entry::Dir)];
         let lookup = |p: &str| match p {
             "ov/kustomization.yml" => Entry::File(b"images:\n- name: app\n  newTag: v1\n".to_vec()),
             other => snapshot(&FILES)(other),
@@ -194,6 +206,40 @@ mod tests {
         };
         let e = promote_overlay(binary, "ov", &spec(), "b").unwrap_err();
         assert!(e.to_string().contains("not UTF-8"), "{e}");
+    }
+
+    #[test]
+    fn a_file_that_is_not_utf8_is_refused_at_its_line() {
+        // Found by the hostile corpus: the error named an offset but no line.
+        let cp1252 = |p: &str| match p {
+            "ov" => Entry::Dir,
+            "ov/kustomization.yaml" => Entry::File(b"a: 1\r\n# caf\xe9\r\n".to_vec()),
+            _ => Entry::Missing,
+        };
+        let e = promote_overlay(cp1252, "ov", &spec(), "b").unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("ov/kustomization.yaml:2: is not UTF-8 text (byte 0xe9 at offset 11)"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn two_kustomization_files_are_refused_as_kustomize_refuses_them() {
+        // Found by the hostile corpus: the first was edited, though kustomize renders neither.
+        let both = |p: &str| match p {
+            "ov" => Entry::Dir,
+            "ov/kustomization.yaml" | "ov/Kustomization" => {
+                Entry::File(b"images:\n- name: app\n  newTag: v1\n".to_vec())
+            }
+            _ => Entry::Missing,
+        };
+        let e = promote_overlay(both, "ov", &spec(), "b").unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("ov: holds both ov/kustomization.yaml and ov/Kustomization in b"),
+            "{e}"
+        );
     }
 
     #[test]
