@@ -313,6 +313,189 @@ fn a_user_other_than_root_can_use_the_images_tmp() {
     assert_dev_promoted(&devops);
 }
 
+#[test]
+fn the_builder_pipelines_smoke_steps_pass_in_the_image() {
+    // cloudbuild.yaml's steps that run the image, run here as Cloud Build runs them: the
+    // repository at /workspace, the step's args and environment.
+    let Some(image) = image() else { return };
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let steps: Vec<BuildStep> =
+        cloud_build_steps("cloudbuild.yaml", &cloud_build_substitutions(""))
+            .into_iter()
+            .filter(|step| step.name.contains("/builders/tomoda-promote:"))
+            .collect();
+    assert!(
+        steps.len() >= 3,
+        "cloudbuild.yaml has --version and --plan smoke steps"
+    );
+    for step in steps {
+        let args: Vec<&str> = step.args.iter().map(String::as_str).collect();
+        let done = step.container(root).run(&image, &args);
+        assert_eq!(
+            done.code, 0,
+            "step {}: {}{}",
+            step.id, done.stdout, done.stderr
+        );
+    }
+}
+
+#[test]
+fn the_example_pipelines_promote_step_promotes_dev_then_prod() {
+    let Some(image) = image() else { return };
+    let devops = Devops::with_auth(&tomoda_files(), "x-access-token", TOKEN);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    // The example's promote.yaml, pointed at the test server instead of ./devops.
+    let config = std::fs::read_to_string(root.join("examples/tomoda/promote.yaml")).unwrap();
+    assert!(config.contains("repo: ./devops"));
+    let ws = tempfile::tempdir().expect("temp dir");
+    std::fs::write(
+        ws.path().join("promote.yaml"),
+        config.replace("repo: ./devops", &format!("repo: {}", devops.url())),
+    )
+    .unwrap();
+
+    for (tag, file, want) in [("", DEV, SHA), ("v1.5.0", PROD, "v1.5.0")] {
+        let step = cloud_build_steps(
+            "examples/tomoda/cloudbuild.yaml",
+            &cloud_build_substitutions(tag),
+        )
+        .into_iter()
+        .find(|step| step.id == "promote")
+        .expect("a step with id promote");
+        assert!(
+            step.name.contains("/builders/tomoda-promote"),
+            "{}",
+            step.name
+        );
+        assert_eq!(step.secret_env, ["GIT_TOKEN"]);
+        let args: Vec<&str> = step.args.iter().map(String::as_str).collect();
+        step.container(ws.path())
+            .secret_env("GIT_TOKEN", TOKEN)
+            .run(&image, &args)
+            .ok()
+            .never_shows(TOKEN);
+        assert!(
+            devops.file(file).contains(&format!("newTag: \"{want}\""))
+                || devops.file(file).contains(&format!("newTag: {want} ")),
+            "{file}:\n{}",
+            devops.file(file)
+        );
+    }
+    assert_eq!(devops.commit_count(), 3);
+}
+
+/// A step of a cloudbuild.yaml as Cloud Build hands it to the container: substitutions
+/// applied to its name and args, its `env:`, and the substitutions as variables when
+/// `automapSubstitutions` is on.
+struct BuildStep {
+    id: String,
+    name: String,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    secret_env: Vec<String>,
+}
+
+impl BuildStep {
+    /// The step's container, /workspace holding `workspace` and being the working directory.
+    fn container(&self, workspace: &Path) -> Container {
+        let mut container = Container::new(workspace, "/workspace").workdir("/workspace");
+        for (key, value) in &self.env {
+            container = container.env(key, value);
+        }
+        container
+    }
+}
+
+/// The built-in substitutions of a triggered build of SHA: a push to main, or of `tag`.
+fn cloud_build_substitutions(tag: &str) -> Vec<(String, String)> {
+    let ref_name = if tag.is_empty() { "main" } else { tag };
+    let branch = if tag.is_empty() { "main" } else { "" };
+    [
+        ("PROJECT_ID", "development-485000"),
+        ("BUILD_ID", "0b1c2d3e-build"),
+        ("LOCATION", "asia-east1"),
+        ("COMMIT_SHA", SHA),
+        ("REVISION_ID", SHA),
+        ("SHORT_SHA", &SHA[..7]),
+        ("REPO_NAME", "tomoda"),
+        ("BRANCH_NAME", branch),
+        ("TAG_NAME", tag),
+        ("REF_NAME", ref_name),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+/// The steps of a cloudbuild.yaml (relative to the repository root) with `builtins` and
+/// the file's own `substitutions:` applied.
+fn cloud_build_steps(file: &str, builtins: &[(String, String)]) -> Vec<BuildStep> {
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(file))
+        .unwrap_or_else(|e| panic!("{file}: {e}"));
+    let build = &YamlLoader::load_from_str(&text).expect("YAML")[0];
+    let mut values = builtins.to_vec();
+    if let Some(user) = build["substitutions"].as_hash() {
+        for (key, value) in user {
+            values.push((key.as_str().unwrap().into(), value.as_str().unwrap().into()));
+        }
+    }
+    // Longest names first, so that $SHORT_SHA is not read as $SHORT followed by _SHA.
+    values.sort_by_key(|(key, _)| std::cmp::Reverse(key.len()));
+    let substitute = |text: &str, values: &[(String, String)]| {
+        let mut out = text.to_string();
+        for (key, value) in values {
+            out = out
+                .replace(&format!("${{{key}}}"), value)
+                .replace(&format!("${key}"), value);
+        }
+        out
+    };
+    // dynamicSubstitutions: user substitutions may be made of others.
+    let resolved: Vec<(String, String)> = values
+        .iter()
+        .map(|(key, value)| (key.clone(), substitute(value, &values)))
+        .collect();
+    let automap_all = build["options"]["automapSubstitutions"]
+        .as_bool()
+        .unwrap_or(false);
+    let strings = |yaml: &Yaml| -> Vec<String> {
+        yaml.as_vec()
+            .map(|items| {
+                items
+                    .iter()
+                    .map(|item| substitute(item.as_str().expect("a string"), &resolved))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    build["steps"]
+        .as_vec()
+        .expect("steps:")
+        .iter()
+        .map(|step| {
+            let automap = step["automapSubstitutions"]
+                .as_bool()
+                .unwrap_or(automap_all);
+            let mut env = if automap {
+                resolved.clone()
+            } else {
+                Vec::new()
+            };
+            for entry in strings(&step["env"]) {
+                let (key, value) = entry.split_once('=').expect("env: KEY=VALUE");
+                env.push((key.to_string(), value.to_string()));
+            }
+            BuildStep {
+                id: step["id"].as_str().unwrap_or_default().to_string(),
+                name: substitute(step["name"].as_str().expect("name:"), &resolved),
+                args: strings(&step["args"]),
+                env,
+                secret_env: strings(&step["secretEnv"]),
+            }
+        })
+        .collect()
+}
+
 /// The runner's file-command files (outputs, step summary), in a directory mounted where
 /// the runner mounts it.
 fn runner_file_commands() -> tempfile::TempDir {
