@@ -200,12 +200,19 @@ impl Editor<'_> {
             }
             match found {
                 None => found = Some(map),
-                Some(first) => tracing::warn!(
-                    "line {}: a second `images:` entry for {} is ignored by kustomize; the entry at line {} is the one edited",
-                    map.start_line(),
-                    self.spec.name,
-                    first.start_line()
-                ),
+                // kustomize applies every entry in turn: the second one wins unless the
+                // first renamed the image. Editing either could change nothing rendered.
+                Some(first) => {
+                    return Err(EditError::new(
+                        map.start_line(),
+                        format!(
+                            "a second `images:` entry for {} (the first is at line {}); kustomize applies both, in order",
+                            self.spec.name,
+                            first.start_line()
+                        ),
+                        "remove one of the two entries",
+                    ));
+                }
             }
         }
         Ok(found)
@@ -960,6 +967,18 @@ mod tests {
     }
 
     #[test]
+    fn two_entries_for_the_image_are_refused() {
+        // Found by the hostile corpus: the first entry was edited, but `kubectl kustomize`
+        // renders the second one's tag, so the promotion changed nothing.
+        let src = format!(
+            "images:\n- name: {IMAGE}\n  newTag: b\n- name: other\n- name: {IMAGE}\n  newTag: c\n"
+        );
+        let err = set_image(&src, &tag("v2")).unwrap_err();
+        assert_eq!(err.line, Some(5));
+        assert!(err.message.contains("the first is at line 2"), "{err:?}");
+    }
+
+    #[test]
     fn complex_keys_are_refused() {
         // Found by fuzzing: `images:` appended after `?\n-` became part of the key.
         for src in ["?\n-", "? [a]\n: b\n", "images:\n- ? {x: 1}\n  : y\n"] {
@@ -1002,9 +1021,8 @@ mod tests {
 
     #[test]
     fn names_match_exactly_as_kustomize_compares_them() {
-        let src = format!(
-            "images:\n- name: {IMAGE}-worker\n  newTag: a\n- name: {IMAGE}\n  newTag: b\n- name: {IMAGE}\n  newTag: c\n"
-        );
+        let src =
+            format!("images:\n- name: {IMAGE}-worker\n  newTag: a\n- name: {IMAGE}\n  newTag: b\n");
         let edited = edit(&src, &tag("v2"));
         assert_eq!(edited, src.replacen("newTag: b", "newTag: v2", 1));
         let regexy = ImageSpec {
