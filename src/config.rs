@@ -160,9 +160,20 @@ impl Config {
         let Node::Map(envs) = environments_node else {
             return Err(reader.expected(environments_node, "a mapping of environment names"));
         };
-        let mut environments = Vec::new();
+        let mut environments: Vec<Environment> = Vec::new();
         for (key, value) in &envs.entries {
-            environments.push(reader.environment(key, value)?);
+            let environment = reader.environment(key, value)?;
+            if let Some(first) = environments.iter().find(|e| e.name == environment.name) {
+                return Err(bad(
+                    Some(environment.line),
+                    format!(
+                        "environment `{}` is given twice (first at line {})",
+                        environment.name, first.line
+                    ),
+                    "rename or remove one of them",
+                ));
+            }
+            environments.push(environment);
         }
         if environments.is_empty() {
             return Err(bad(
@@ -456,6 +467,16 @@ environments:
         let e = error("environments:\n  dev:\n    when: commit\n    images: []\n");
         assert!(
             e.starts_with("promote.yaml:2: environment `dev` has no `overlay:`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn an_environment_given_twice_is_refused() {
+        // Found by the hostile corpus: the second `dev:` was silently ignored.
+        let e = error(&EXAMPLE.replace("  prod:", "  dev:"));
+        assert!(
+            e.starts_with("promote.yaml:10: environment `dev` is given twice (first at line 4)"),
             "{e}"
         );
     }

@@ -588,9 +588,10 @@ fn key_display(key: &Node) -> &str {
     key.as_str().unwrap_or("?")
 }
 
-fn not_editable(key: &Node, value: &Node) -> EditError {
+/// Names the key's line: a block scalar's own position is the line after its `|`.
+fn not_editable(key: &Node, _value: &Node) -> EditError {
     EditError::new(
-        value.line(),
+        key.line(),
         format!(
             "cannot edit `{}`: its value is not a one-line string",
             key_display(key)
@@ -976,6 +977,13 @@ mod tests {
         let err = set_image(&src, &tag("v2")).unwrap_err();
         assert_eq!(err.line, Some(5));
         assert!(err.message.contains("the first is at line 2"), "{err:?}");
+    }
+
+    #[test]
+    fn a_value_that_cannot_be_edited_is_named_at_its_key() {
+        // Found by the hostile corpus: a block scalar was reported at the line after `|`.
+        let src = format!("images:\n- name: {IMAGE}\n  newTag: |\n    v1\n");
+        assert_eq!(set_image(&src, &tag("v2")).unwrap_err().line, Some(3));
     }
 
     #[test]
