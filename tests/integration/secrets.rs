@@ -505,10 +505,19 @@ fn credentials_in_a_mistyped_repo_url_never_show() {
     // Exit 2 for what is no repo URL at all; the leading space is trimmed, and nothing
     // listens on port 9, so that one fails at the connection: exit 1.
     for (repo, code) in [
-        (format!("htps://{USER}:{TOKEN}@github.com/tomoda/devops.git"), 2),
+        (
+            format!("htps://{USER}:{TOKEN}@github.com/tomoda/devops.git"),
+            2,
+        ),
         (format!(" http://{USER}:{TOKEN}@127.0.0.1:9/devops.git"), 1),
-        (format!("https//{USER}:{TOKEN}@github.com/tomoda/devops.git"), 2),
-        (format!("ssh://{USER}:{TOKEN}@github.com/tomoda/devops.git"), 2),
+        (
+            format!("https//{USER}:{TOKEN}@github.com/tomoda/devops.git"),
+            2,
+        ),
+        (
+            format!("ssh://{USER}:{TOKEN}@github.com/tomoda/devops.git"),
+            2,
+        ),
         (format!("https://{USER}:{TOKEN}@/devops.git"), 2),
     ] {
         let done = leaks.run(
