@@ -413,7 +413,7 @@ impl Editor<'_> {
         }
         let last = last.ok_or_else(|| internal("empty block sequence"))?;
         let at = yaml::next_line(self.src, self.item_end(last)?);
-        let (dash, key) = self.item_indents(last);
+        let (dash, key) = self.item_indents(last)?;
         let mut text = self.break_before(at);
         if matches!(last, Node::Map(m) if m.flow) {
             text.push_str(&format!(
@@ -503,7 +503,7 @@ impl Editor<'_> {
             .iter()
             .find_map(|(k, v)| match v {
                 Node::Seq(s) if !s.flow && !s.items.is_empty() => {
-                    let (dash, _) = self.item_indents(&s.items[0]);
+                    let (dash, _) = self.item_indents(&s.items[0]).ok()?;
                     Some(dash.saturating_sub(yaml::column(self.src, k.start().offset)))
                 }
                 _ => None,
@@ -512,7 +512,7 @@ impl Editor<'_> {
     }
 
     /// The columns of an item's dash and of its content.
-    fn item_indents(&self, item: &Node) -> (usize, usize) {
+    fn item_indents(&self, item: &Node) -> Result<(usize, usize), EditError> {
         let content = match item {
             Node::Map(m) if !m.flow => m
                 .entries
@@ -520,12 +520,18 @@ impl Editor<'_> {
                 .map_or(item.start().offset, |(k, _)| k.start().offset),
             _ => item.start().offset,
         };
-        let key_col = yaml::column(self.src, content);
+        // A key after `- &anchor ` or `- !tag ` is not at the column of the entry's keys.
+        let key_col = match item {
+            Node::Map(m) if !m.flow => self.key_column(m)?,
+            _ => yaml::column(self.src, content),
+        };
         let before = &self.src[yaml::line_start(self.src, content)..content];
-        match before.trim_end().strip_suffix('-') {
-            Some(lead) if lead.trim().is_empty() => (lead.chars().count(), key_col),
-            _ => (key_col.saturating_sub(2), key_col),
-        }
+        let before = before.strip_prefix('\u{feff}').unwrap_or(before);
+        let lead = before.len() - before.trim_start().len();
+        Ok(match before.trim_start().starts_with('-') {
+            true => (lead, key_col),
+            false => (key_col.saturating_sub(2), key_col),
+        })
     }
 
     /// A line break to write first when the insertion point ends a last line that has none.
@@ -993,6 +999,23 @@ mod tests {
             let err = set_image(src, &tag("v2")).expect_err(src);
             assert!(err.message.contains("complex key"), "{src:?}: {err:?}");
         }
+    }
+
+    #[test]
+    fn an_entry_appended_after_an_anchored_one_lines_up_with_it() {
+        // Found by fuzzing: after `- &a name: other` the new entry went to column 5.
+        let src = "images:\n  - &a name: other\n    newTag: a\n";
+        assert_eq!(
+            edit(src, &tag("v2")),
+            format!("{src}  - name: {IMAGE}\n    newTag: v2\n")
+        );
+        let alone = "images:\n  - &a name: other\n";
+        assert!(
+            set_image(alone, &tag("v2"))
+                .unwrap_err()
+                .message
+                .contains("indentation")
+        );
     }
 
     #[test]
