@@ -273,49 +273,62 @@ fn commit_contents(devops: &Devops, files: &[(String, Content)]) {
     );
 }
 
-/// With TOMODA_WRITE_FUZZ_SEEDS set, the case's kustomization and image become a seed of
-/// the set_image fuzz target (its input format: the edit on the first line, then the file).
+/// With TOMODA_WRITE_FUZZ_SEEDS set, the case becomes seeds of the fuzz targets: its
+/// kustomization and image for set_image (the edit on the first line, then the file, as
+/// fuzz/src/lib.rs reads it), its `--image` for parse_spec, its promote.yaml for
+/// config_parse.
 fn write_seed(case: &Case) {
     if std::env::var_os("TOMODA_WRITE_FUZZ_SEEDS").is_none() {
         return;
     }
-    let How::Image(spec, _) = &case.how else {
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
+    let write = |target: &str, bytes: &[u8]| {
+        let dir = corpus.join(target);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(format!("hostile-{}", case.name)), bytes).unwrap();
+    };
+    let spec = match &case.how {
+        How::Image(spec, _) => {
+            write("parse_spec", spec.as_bytes());
+            tomoda_promote::image::parse_spec(spec).ok()
+        }
+        How::Config(config, _) => {
+            write("config_parse", config.as_bytes());
+            None
+        }
+    };
+    let spec = spec.unwrap_or_else(|| tomoda_promote::kustomize::ImageSpec {
+        name: IMAGE.into(),
+        new_name: None,
+        new_tag: Some(TAG.into()),
+        digest: None,
+    });
+    let Some((_, Content::Bytes(kustomization))) =
+        case.files.iter().find(|(p, _)| *p == case.edited)
+    else {
         return;
     };
-    let Some((_, Content::Bytes(dev))) = case.files.iter().find(|(p, _)| p == DEV) else {
-        return;
-    };
-    if dev.len() > 64 << 10 {
+    if kustomization.len() > 64 << 10 {
         return;
     }
-    let (name, rest) = spec.split_once('=').map_or_else(
-        || match spec.rsplit_once(':') {
-            Some((n, t)) if !t.contains('/') => (n.to_string(), format!("~\t{t}")),
-            _ => (spec.to_string(), "~\t~".to_string()),
-        },
-        |(n, r)| (n.to_string(), format!("{r}\t~")),
-    );
-    let esc = |s: &str| {
-        s.replace('\\', "\\\\")
-            .replace('\n', "\\n")
-            .replace('\r', "\\r")
-            .replace('\t', "\\t")
-    };
-    let (digest, rest) = match rest.split_once('@') {
-        Some((r, d)) => (d.to_string(), r.to_string()),
-        None => ("~".to_string(), rest),
+    let field = |v: &Option<String>| {
+        v.as_deref().map_or("~".to_string(), |v| {
+            v.replace('\\', "\\\\")
+                .replace('\n', "\\n")
+                .replace('\r', "\\r")
+                .replace('\t', "\\t")
+        })
     };
     let mut seed = format!(
-        "{}\t{}\t{}\n",
-        esc(&name),
-        esc(&rest).replace("\\t", "\t"),
-        digest
+        "{}\t{}\t{}\t{}\n",
+        field(&Some(spec.name.clone())),
+        field(&spec.new_name),
+        field(&spec.new_tag),
+        field(&spec.digest)
     )
     .into_bytes();
-    seed.extend_from_slice(dev);
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/set_image");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join(format!("hostile-{}", case.name)), seed).unwrap();
+    seed.extend_from_slice(kustomization);
+    write("set_image", &seed);
 }
 
 fn entry(tag_line: &str) -> String {

@@ -1,0 +1,6 @@
+#![no_main]
+//! See `tomoda_promote_fuzz::check_parse_spec` for the property.
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| tomoda_promote_fuzz::check_parse_spec(data));
