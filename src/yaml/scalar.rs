@@ -51,7 +51,9 @@ pub fn plain_is_safe(value: &str) -> bool {
     if first.is_ascii_digit() || "-+.?:,[]{}#&*!|>'\"%@`~ \t".contains(first) {
         return false;
     }
+    // `,[]{}` end a plain scalar inside a flow collection (`images: [{newTag: v]}]`).
     if value.ends_with([' ', ':'])
+        || value.contains([',', '[', ']', '{', '}'])
         || value.contains(": ")
         || value.contains(" #")
         || value.chars().any(|c| c.is_control() || needs_escape(c))
@@ -96,6 +98,14 @@ mod tests {
             "\"\\ufeffx\\u2028\""
         );
         assert_eq!(render("ü日本", Style::Plain), "ü日本");
+    }
+
+    #[test]
+    fn flow_indicators_anywhere_are_quoted() {
+        // Found by fuzzing: `v]` was written plain into `[{…, newTag: v]}]`.
+        for v in ["v]", "a,b", "x{y", "t}"] {
+            assert_eq!(render(v, Style::Plain), format!("\"{v}\""), "{v}");
+        }
     }
 
     #[test]
