@@ -156,6 +156,21 @@ pub struct Cli {
     pub timeout: u64,
 }
 
+/// Removes the environment variables of our flags that are set but empty, so they count
+/// as unset: a GitHub Action passes every input, given or not, and Cloud Build maps an
+/// absent substitution such as `$TAG_NAME` to "".
+pub fn forget_empty_env() {
+    use clap::CommandFactory;
+    for arg in Cli::command().get_arguments() {
+        if let Some(name) = arg.get_env()
+            && std::env::var_os(name).is_some_and(|v| v.is_empty())
+        {
+            // SAFETY: called first thing in main, while the process has one thread.
+            unsafe { std::env::remove_var(name) };
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

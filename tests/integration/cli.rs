@@ -179,3 +179,25 @@ fn on_github_actions_outputs_summary_annotations_and_a_folded_diff_are_written()
         .code(2)
         .stdout_has("::error title=tomoda-promote::no environment in promote.yaml takes a build of tag nightly%0A");
 }
+
+#[test]
+fn empty_environment_variables_count_as_unset() {
+    // What a GitHub Action passes for inputs the workflow did not give.
+    let devops = Devops::tomoda();
+    let mut run = Run::new().config(&tomoda_config(&devops.url())).sha(SHA);
+    for name in [
+        "PROMOTE_ENV",
+        "PROMOTE_BRANCH",
+        "PROMOTE_REPO",
+        "PROMOTE_OVERLAY",
+        "PROMOTE_OUTPUT",
+        "PROMOTE_CONFIG",
+        "PROMOTE_IMAGES",
+        "GIT_TOKEN",
+        "TAG_NAME",
+    ] {
+        run = run.env(name, "");
+    }
+    run.run().ok().stdout_has("pushed ");
+    assert!(devops.file(DEV).contains(SHA));
+}

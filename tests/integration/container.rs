@@ -191,7 +191,6 @@ fn the_image_runs_as_a_container_action_in_github_workspace() {
 }
 
 #[test]
-#[ignore = "needs the CLI to read an empty PROMOTE_* or GIT_TOKEN value as unset: GitHub passes every input of action.yml, given or not"]
 fn the_env_of_action_yml_drives_a_promotion_with_a_config() {
     let Some(image) = image() else { return };
     let devops = Devops::with_auth(&tomoda_files(), "x-access-token", TOKEN);
@@ -206,7 +205,6 @@ fn the_env_of_action_yml_drives_a_promotion_with_a_config() {
 }
 
 #[test]
-#[ignore = "needs the CLI to read an empty PROMOTE_* value as unset and to split PROMOTE_IMAGES on newlines too"]
 fn the_env_of_action_yml_drives_a_promotion_without_a_config() {
     let Some(image) = image() else { return };
     let devops = Devops::with_auth(&tomoda_files(), "x-access-token", TOKEN);
