@@ -19,9 +19,8 @@ fn help_teaches_the_flags_their_env_vars_and_hides_the_token() {
         .never_shows("ghs_helpTokenValue123");
 }
 
-#[test]
-fn the_readme_example_plans_offline() {
-    // The README's first command, run from the repository root.
+/// The binary run from the repository root on the bundled example, as the README says.
+fn run_example(extra: &[&str]) -> Done {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let out = std::process::Command::new(BIN)
         .current_dir(root)
@@ -31,12 +30,17 @@ fn the_readme_example_plans_offline() {
             "examples/tomoda/promote.yaml",
             "--commit-sha",
             SHA,
-            "--plan",
         ])
+        .args(extra)
         .output()
         .unwrap();
-    let done = Done::from(out);
-    done.ok()
+    Done::from(out)
+}
+
+#[test]
+fn the_readme_example_plans_offline() {
+    run_example(&["--plan"])
+        .ok()
         .stdout_has("+++ b/k8s/apps/tomoda/overlays/dev/kustomization.yaml")
         .stdout_has(&format!("+    newTag: \"{SHA}\" # commit on main"))
         .stdout_has("promote(dev): tomoda-backend 0a1b2c3 -> 4d5e6f7");
@@ -44,19 +48,7 @@ fn the_readme_example_plans_offline() {
 
 #[test]
 fn a_plain_directory_cannot_be_pushed_to() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let out = std::process::Command::new(BIN)
-        .current_dir(root)
-        .env_clear()
-        .args([
-            "--config",
-            "examples/tomoda/promote.yaml",
-            "--commit-sha",
-            SHA,
-        ])
-        .output()
-        .unwrap();
-    Done::from(out)
+    run_example(&[])
         .code(2)
         .stderr_has("is a directory, not a git repository")
         .stderr_has("--plan");

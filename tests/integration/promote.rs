@@ -21,6 +21,7 @@ fn a_commit_build_promotes_dev_with_one_commit_that_changes_only_the_tag() {
     assert_eq!(devops.file(PROD), tomoda_files()[3].1, "prod untouched");
     assert_eq!(devops.commit_count(), 2);
     assert_eq!(git(&devops.bare(), &["rev-parse", "main^"]).trim(), before);
+    assert_renders(&devops, "dev", &format!("image: {IMAGE}:{SHA}"));
     let changed = git(&devops.bare(), &["diff", "--name-only", "main^", "main"]);
     assert_eq!(changed.trim(), DEV);
 
@@ -60,28 +61,7 @@ fn a_release_tag_promotes_prod_keeping_new_name_and_kustomize_renders_it() {
     );
     assert!(log.contains("Source-Tag: v1.5.0"), "{log}");
 
-    let checkout = devops.checkout();
-    let rendered = kustomize_render(checkout.path(), "k8s/apps/tomoda/overlays/prod");
-    assert!(
-        rendered.contains(&format!("image: {PROD_IMAGE}:v1.5.0")),
-        "{rendered}"
-    );
-}
-
-#[test]
-fn the_dev_render_carries_the_commit_sha_image() {
-    let devops = Devops::tomoda();
-    Run::new()
-        .config(&tomoda_config(&devops.url()))
-        .sha(SHA)
-        .run()
-        .ok();
-    let checkout = devops.checkout();
-    let rendered = kustomize_render(checkout.path(), "k8s/apps/tomoda/overlays/dev");
-    assert!(
-        rendered.contains(&format!("image: {IMAGE}:{SHA}")),
-        "{rendered}"
-    );
+    assert_renders(&devops, "prod", &format!("image: {PROD_IMAGE}:v1.5.0"));
 }
 
 #[test]
@@ -415,4 +395,14 @@ fn without_the_app_history_a_commit_is_promoted_and_the_reason_logged() {
         .ok()
         .stderr_has("cannot tell whether");
     assert!(devops.file(DEV).contains(SHA));
+}
+
+/// What Argo CD would render from the overlay of the pushed branch holds `image`.
+fn assert_renders(devops: &Devops, overlay: &str, image: &str) {
+    let checkout = devops.checkout();
+    let rendered = kustomize_render(
+        checkout.path(),
+        &format!("k8s/apps/tomoda/overlays/{overlay}"),
+    );
+    assert!(rendered.contains(image), "{rendered}");
 }
