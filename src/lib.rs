@@ -44,62 +44,10 @@ pub fn run(cli: &Cli) -> Result<()> {
     let token = read_token(cli)?;
     let cwd = std::env::current_dir()
         .map_err(|e| Error::local(format!("cannot read the working directory: {e}")))?;
-    let config = load_config(cli, &cwd)?;
-    for repo in [
-        cli.repo.as_deref(),
-        config.as_ref().and_then(|(c, _)| c.repo.as_deref()),
-    ]
-    .into_iter()
-    .flatten()
-    {
-        secrets::register_userinfo(repo);
-    }
-    let context = BuildContext::gather(cli.commit_sha.clone(), cli.tag_name.clone(), |k| {
-        std::env::var(k).ok()
-    });
-    let config_dir = config.as_ref().map_or(cwd.clone(), |(_, dir)| dir.clone());
-    let bases = Bases {
-        config_dir: &config_dir,
-        cwd: &cwd,
-    };
-    let plan = plan::resolve(cli, config.as_ref().map(|(c, _)| c), context, &bases)?;
-    tracing::info!(
-        "environment {}: {} on branch {} of {}",
-        plan.environment,
-        plan.overlay,
-        plan.branch,
-        plan.repo.display()
-    );
-
-    let url_credentials = match &plan.repo {
-        RepoLocation::Remote { credentials, .. } => credentials.clone(),
-        RepoLocation::Local(_) => None,
-    };
-    if let Some(c) = &url_credentials {
-        secrets::register(&c.password);
-    }
-    let auth = match token {
-        Some(password) => Some(git::transport::BasicAuth {
-            username: cli.git_username.clone(),
-            password,
-        }),
-        None => url_credentials.map(|c| git::transport::BasicAuth {
-            username: c.username,
-            password: c.password,
-        }),
-    };
-    git::transport::install(git::transport::HttpSettings {
-        auth,
-        // Strictly below the request timeout, which covers the connect too: when both
-        // were equal the request's fired first and a dead host read as "no answer".
-        connect_timeout: (Duration::from_secs(cli.timeout) / 2).min(Duration::from_secs(30)),
-        timeout: Duration::from_secs(cli.timeout),
-        user_agent: format!("git/2.0 (tomoda-promote {})", env!("CARGO_PKG_VERSION")),
-    })
-    .map_err(|e| Error::local(format!("cannot set up the HTTP transport: {}", e.message())))?;
-
-    let history =
-        git::AppHistory::discover(&cwd.join(cli.source_repo.as_deref().unwrap_or(Path::new("."))));
+    let plan = resolve_plan(cli, &cwd)?;
+    install_transport(cli, &plan, token)?;
+    let source_repo = cwd.join(cli.source_repo.as_deref().unwrap_or(Path::new(".")));
+    let history = git::AppHistory::discover(&source_repo);
     let outcome = promote::promote(
         &plan,
         &promote::Settings {
@@ -118,6 +66,66 @@ pub fn run(cli: &Cli) -> Result<()> {
         github::publish(&outcome)?;
     }
     Ok(())
+}
+
+/// Flags, promote.yaml and the build's environment, resolved into one checked plan.
+fn resolve_plan(cli: &Cli, cwd: &Path) -> Result<plan::Plan> {
+    let config = load_config(cli, cwd)?;
+    let config_repo = config.as_ref().and_then(|(c, _)| c.repo.as_deref());
+    // Before anything can show a repo URL, even one too mistyped to parse.
+    for repo in [cli.repo.as_deref(), config_repo].into_iter().flatten() {
+        secrets::register_userinfo(repo);
+    }
+    let context = BuildContext::gather(cli.commit_sha.clone(), cli.tag_name.clone(), |k| {
+        std::env::var(k).ok()
+    });
+    let config_dir = config
+        .as_ref()
+        .map_or(cwd.to_path_buf(), |(_, dir)| dir.clone());
+    let bases = Bases {
+        config_dir: &config_dir,
+        cwd,
+    };
+    let plan = plan::resolve(cli, config.as_ref().map(|(c, _)| c), context, &bases)?;
+    tracing::info!(
+        "environment {}: {} on branch {} of {}",
+        plan.environment,
+        plan.overlay,
+        plan.branch,
+        plan.repo.display()
+    );
+    Ok(plan)
+}
+
+/// Git over HTTP(S) with the token (or the credentials written into the repo URL).
+fn install_transport(cli: &Cli, plan: &plan::Plan, token: Option<String>) -> Result<()> {
+    let url_credentials = match &plan.repo {
+        RepoLocation::Remote { credentials, .. } => credentials.clone(),
+        RepoLocation::Local(_) => None,
+    };
+    if let Some(c) = &url_credentials {
+        secrets::register(&c.password);
+    }
+    let auth = match (token, url_credentials) {
+        (Some(password), _) => Some(git::transport::BasicAuth {
+            username: cli.git_username.clone(),
+            password,
+        }),
+        (None, Some(c)) => Some(git::transport::BasicAuth {
+            username: c.username,
+            password: c.password,
+        }),
+        (None, None) => None,
+    };
+    git::transport::install(git::transport::HttpSettings {
+        auth,
+        // Strictly below the request timeout, which covers the connect too: when both
+        // were equal the request's fired first and a dead host read as "no answer".
+        connect_timeout: (Duration::from_secs(cli.timeout) / 2).min(Duration::from_secs(30)),
+        timeout: Duration::from_secs(cli.timeout),
+        user_agent: format!("git/2.0 (tomoda-promote {})", env!("CARGO_PKG_VERSION")),
+    })
+    .map_err(|e| Error::local(format!("cannot set up the HTTP transport: {}", e.message())))
 }
 
 /// Tells the user what failed, once, in the form the log format asks for.
