@@ -17,6 +17,7 @@ pub mod logging;
 pub mod message;
 pub mod ordering;
 pub mod overlay;
+pub mod percent;
 pub mod plan;
 pub mod promote;
 pub mod report;

@@ -10,6 +10,7 @@ use crate::context::BuildContext;
 use crate::error::{Error, Result};
 use crate::image;
 use crate::kustomize::ImageSpec;
+use crate::percent;
 
 pub const DEFAULT_BRANCH: &str = "main";
 pub const DEFAULT_AUTHOR: &str = "tomoda-promote <tomoda-promote@users.noreply.github.com>";
@@ -333,8 +334,8 @@ pub fn parse_repo(text: &str, base: &Path) -> Result<RepoLocation> {
                 let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
                 (
                     Some(Credentials {
-                        username: percent_decode(user),
-                        password: percent_decode(password),
+                        username: percent::decode(user),
+                        password: percent::decode(password),
                     }),
                     host,
                 )
@@ -376,30 +377,6 @@ pub fn parse_repo(text: &str, base: &Path) -> Result<RepoLocation> {
     }
     // Lexically tidy (`a/./b` to `a/b`) so the path reads well in messages.
     Ok(RepoLocation::Local(base.join(text).components().collect()))
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        match (
-            bytes[i],
-            bytes.get(i + 1).and_then(|b| hex(*b)),
-            bytes.get(i + 2).and_then(|b| hex(*b)),
-        ) {
-            (b'%', Some(h), Some(l)) => {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-            }
-            (b, _, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// `Name <email>`.
