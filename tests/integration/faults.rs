@@ -31,6 +31,12 @@ fn on_pushes(
     }
 }
 
+/// The fault on the first push; everything else goes through.
+fn first_push_only(fault: Fault) -> impl FnMut(&Request) -> Fault + Send + 'static {
+    let mut fault = Some(fault);
+    on_pushes(move |_| fault.take().unwrap_or(Fault::Forward))
+}
+
 fn promote_through(proxy_url: &str, extra: &[&str]) -> (Done, Duration) {
     let run = Run::new()
         .config(&tomoda_config(proxy_url))
@@ -73,13 +79,7 @@ fn a_500_on_the_first_push_is_retried_and_lands_whole() {
     let before = devops.head();
     let proxy = Proxy::start(
         devops.server.addr(),
-        on_pushes(|n| {
-            if n == 1 {
-                Fault::status("500 Internal Server Error")
-            } else {
-                Fault::Forward
-            }
-        }),
+        first_push_only(Fault::status("500 Internal Server Error")),
     );
     let (done, _) = promote_through(&proxy.url("devops.git"), &[]);
     assert_landed_whole(&devops, &before, &done);
@@ -120,16 +120,7 @@ fn a_500_on_every_push_exits_1_naming_the_status_and_url_and_changes_nothing() {
 fn a_connection_reset_in_the_middle_of_the_upload_is_retried_and_lands_whole() {
     let devops = Devops::tomoda();
     let before = devops.head();
-    let proxy = Proxy::start(
-        devops.server.addr(),
-        on_pushes(|n| {
-            if n == 1 {
-                Fault::ResetMidUpload
-            } else {
-                Fault::Forward
-            }
-        }),
-    );
+    let proxy = Proxy::start(devops.server.addr(), first_push_only(Fault::ResetMidUpload));
     let (done, _) = promote_through(&proxy.url("devops.git"), &[]);
     let log = proxy.log();
     assert!(log.iter().any(|l| l.contains("reset after")), "{log:?}");
@@ -164,16 +155,7 @@ fn a_reset_on_every_upload_exits_1_and_changes_nothing() {
 fn a_push_that_landed_but_whose_answer_was_lost_is_reported_as_pushed_once() {
     let devops = Devops::tomoda();
     let before = devops.head();
-    let proxy = Proxy::start(
-        devops.server.addr(),
-        on_pushes(|n| {
-            if n == 1 {
-                Fault::LoseAnswer
-            } else {
-                Fault::Forward
-            }
-        }),
-    );
+    let proxy = Proxy::start(devops.server.addr(), first_push_only(Fault::LoseAnswer));
     let (done, _) = promote_through(&proxy.url("devops.git"), &[]);
     assert_landed_whole(&devops, &before, &done);
     assert_eq!(
@@ -190,13 +172,7 @@ fn a_push_that_landed_but_whose_answer_never_came_is_reported_as_pushed_once() {
     let before = devops.head();
     let proxy = Proxy::start(
         devops.server.addr(),
-        on_pushes(|n| {
-            if n == 1 {
-                Fault::ForwardThenHang
-            } else {
-                Fault::Forward
-            }
-        }),
+        first_push_only(Fault::ForwardThenHang),
     );
     let (done, elapsed) = promote_through(&proxy.url("devops.git"), &["--timeout", "2"]);
     assert_landed_whole(&devops, &before, &done);
