@@ -194,10 +194,10 @@ impl Drop for GitServer {
         {
             eprintln!("git server {}: the TLS accept thread panicked", self.addr);
         }
-        if let Some(handle) = self.accept_thread.take() {
-            if handle.join().is_err() {
-                eprintln!("git server {}: the accept thread panicked", self.addr);
-            }
+        if let Some(handle) = self.accept_thread.take()
+            && handle.join().is_err()
+        {
+            eprintln!("git server {}: the accept thread panicked", self.addr);
         }
     }
 }
