@@ -41,7 +41,7 @@ pub fn find_older(changes: &[Change], history: &dyn History) -> Option<Older> {
             Some(true) => Some(older(format!("commit {w} is an ancestor of the deployed {d}"))),
             Some(false) => None,
             None => {
-                tracing::info!("cannot tell whether {w} is older than the deployed {d} (no full history of the app here); promoting");
+                tracing::info!("cannot tell whether {w} is older than the deployed {d} (no checkout of the app here holds both commits); promoting");
                 None
             }
         }
