@@ -233,39 +233,53 @@ impl Config {
 }
 
 fn accept_loop(listener: &TcpListener, config: &Arc<Config>) {
+    let handler = Arc::clone(config);
+    serve(listener, &config.stop, "git-server", move |stream, peer| {
+        handle_connection(stream, peer, &handler)
+    });
+}
+
+/// The accept loop of every test server (plain, TLS front, fault proxy): one thread per
+/// connection, finished ones reaped as it goes, all joined once `stop` is set. The listener
+/// must be nonblocking, or `stop` would not be seen while no client connects.
+pub fn serve<F>(listener: &TcpListener, stop: &AtomicBool, who: &str, handle: F)
+where
+    F: Fn(TcpStream, SocketAddr) + Send + Sync + 'static,
+{
+    let handle = Arc::new(handle);
     let mut connections: Vec<JoinHandle<()>> = Vec::new();
-    while !config.stop.load(Ordering::SeqCst) {
+    while !stop.load(Ordering::SeqCst) {
         match listener.accept() {
             Ok((stream, peer)) => {
-                let config = Arc::clone(config);
+                let handle = Arc::clone(&handle);
                 let spawned = thread::Builder::new()
-                    .name(format!("git-server-conn-{}", peer.port()))
-                    .spawn(move || handle_connection(stream, peer, &config));
+                    .name(format!("{who}-conn-{}", peer.port()))
+                    .spawn(move || handle(stream, peer));
                 match spawned {
-                    Ok(handle) => connections.push(handle),
-                    Err(e) => eprintln!("git server: cannot spawn a connection thread: {e}"),
+                    Ok(thread) => connections.push(thread),
+                    Err(e) => eprintln!("{who}: cannot spawn a connection thread: {e}"),
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => thread::sleep(ACCEPT_POLL),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => {
                 // E.g. out of file descriptors: keep serving, but say so.
-                eprintln!("git server: accept failed: {e}");
+                eprintln!("{who}: accept failed: {e}");
                 thread::sleep(ACCEPT_POLL);
             }
         }
         let (finished, running): (Vec<_>, Vec<_>) =
             connections.into_iter().partition(JoinHandle::is_finished);
         connections = running;
-        join_all(finished);
+        join_all(finished, who);
     }
-    join_all(connections);
+    join_all(connections, who);
 }
 
-fn join_all(handles: Vec<JoinHandle<()>>) {
+fn join_all(handles: Vec<JoinHandle<()>>, who: &str) {
     for handle in handles {
         if handle.join().is_err() {
-            eprintln!("git server: a connection thread panicked");
+            eprintln!("{who}: a connection thread panicked");
         }
     }
 }
@@ -961,37 +975,12 @@ mod tls_front {
         backend: SocketAddr,
         stop: &Arc<AtomicBool>,
     ) {
-        let mut connections: Vec<JoinHandle<()>> = Vec::new();
-        while !stop.load(Ordering::SeqCst) {
-            match listener.accept() {
-                Ok((stream, peer)) => {
-                    let config = Arc::clone(config);
-                    let stop = Arc::clone(stop);
-                    let spawned = thread::Builder::new()
-                        .name(format!("git-server-tls-conn-{}", peer.port()))
-                        .spawn(move || {
-                            if let Err(e) = relay(&stream, config, backend, &stop) {
-                                eprintln!("git server: TLS connection from {peer}: {e}");
-                            }
-                        });
-                    match spawned {
-                        Ok(handle) => connections.push(handle),
-                        Err(e) => eprintln!("git server: cannot spawn a TLS thread: {e}"),
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => thread::sleep(ACCEPT_POLL),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    eprintln!("git server: TLS accept failed: {e}");
-                    thread::sleep(ACCEPT_POLL);
-                }
+        let (config, relay_stop) = (Arc::clone(config), Arc::clone(stop));
+        serve(listener, stop, "git-server-tls", move |stream, peer| {
+            if let Err(e) = relay(&stream, Arc::clone(&config), backend, &relay_stop) {
+                eprintln!("git server: TLS connection from {peer}: {e}");
             }
-            let (finished, running): (Vec<_>, Vec<_>) =
-                connections.into_iter().partition(JoinHandle::is_finished);
-            connections = running;
-            join_all(finished);
-        }
-        join_all(connections);
+        });
     }
 
     fn idle(e: &io::Error) -> bool {

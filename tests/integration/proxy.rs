@@ -181,36 +181,12 @@ impl Drop for Proxy {
 }
 
 fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
-    let mut connections: Vec<JoinHandle<()>> = Vec::new();
-    while !shared.stop.load(Ordering::SeqCst) {
-        match listener.accept() {
-            Ok((stream, _)) => {
-                let shared = Arc::clone(shared);
-                connections.push(thread::spawn(move || {
-                    if let Err(e) = handle(stream, &shared) {
-                        shared.record(format!("(connection failed: {e})"));
-                    }
-                }));
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                thread::sleep(Duration::from_millis(2))
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => {
-                eprintln!("proxy: accept failed: {e}");
-                thread::sleep(POLL);
-            }
+    let handler = Arc::clone(shared);
+    crate::git_server::serve(listener, &shared.stop, "proxy", move |stream, _| {
+        if let Err(e) = handle(stream, &handler) {
+            handler.record(format!("(connection failed: {e})"));
         }
-        let (finished, running): (Vec<_>, Vec<_>) =
-            connections.into_iter().partition(JoinHandle::is_finished);
-        connections = running;
-        for handle in finished {
-            let _ = handle.join();
-        }
-    }
-    for handle in connections {
-        let _ = handle.join();
-    }
+    });
 }
 
 impl Shared {
