@@ -93,8 +93,7 @@ fn completions_and_the_man_page_come_from_the_flag_definitions() {
 #[test]
 fn json_logs_carry_severity_and_message_for_cloud_logging() {
     let devops = Devops::tomoda();
-    let done = Run::new()
-        .config(&tomoda_config(&devops.url()))
+    let done = Run::tomoda(&devops)
         .sha(SHA)
         .env("PROMOTE_LOG_FORMAT", "json")
         .run();
@@ -111,10 +110,7 @@ fn json_logs_carry_severity_and_message_for_cloud_logging() {
                 && l["message"].as_str().unwrap().starts_with("pushing ")),
         "{lines:?}"
     );
-    let failed = Run::new()
-        .config(&tomoda_config(&devops.url()))
-        .args(["--log-format", "json"])
-        .run();
+    let failed = Run::tomoda(&devops).args(["--log-format", "json"]).run();
     failed.code(2);
     let last: serde_json::Value =
         serde_json::from_str(failed.stderr.lines().last().unwrap()).unwrap();
@@ -136,19 +132,13 @@ fn on_github_actions_outputs_summary_annotations_and_a_folded_diff_are_written()
             .env("GITHUB_REF_TYPE", "branch")
             .env("GITHUB_REF_NAME", "main")
     };
-    github(
-        Run::new()
-            .config(&tomoda_config(&devops.url()))
-            .args(["--plan"]),
-    )
-    .run()
-    .ok()
-    .stdout_has(&format!("::group::diff of {DEV}\ndiff --git"))
-    .stdout_has("::endgroup::\n");
-    std::fs::remove_file(&output).unwrap();
-    github(Run::new().config(&tomoda_config(&devops.url())))
+    github(Run::tomoda(&devops).args(["--plan"]))
         .run()
-        .ok();
+        .ok()
+        .stdout_has(&format!("::group::diff of {DEV}\ndiff --git"))
+        .stdout_has("::endgroup::\n");
+    std::fs::remove_file(&output).unwrap();
+    github(Run::tomoda(&devops)).run().ok();
     let written = std::fs::read_to_string(&output).unwrap();
     let head = devops.head();
     assert!(
@@ -166,7 +156,7 @@ fn on_github_actions_outputs_summary_annotations_and_a_folded_diff_are_written()
         "{table}"
     );
 
-    github(Run::new().config(&tomoda_config(&devops.url())).env("TAG_NAME", "nightly"))
+    github(Run::tomoda(&devops).env("TAG_NAME", "nightly"))
         .run()
         .code(2)
         .stdout_has("::error title=tomoda-promote::no environment in promote.yaml takes a build of tag nightly%0A");
@@ -176,7 +166,7 @@ fn on_github_actions_outputs_summary_annotations_and_a_folded_diff_are_written()
 fn empty_environment_variables_count_as_unset() {
     // What a GitHub Action passes for inputs the workflow did not give.
     let devops = Devops::tomoda();
-    let mut run = Run::new().config(&tomoda_config(&devops.url())).sha(SHA);
+    let mut run = Run::tomoda(&devops).sha(SHA);
     for name in [
         "PROMOTE_ENV",
         "PROMOTE_BRANCH",

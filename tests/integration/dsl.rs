@@ -237,6 +237,11 @@ impl Run {
         Run { command, cwd, dir }
     }
 
+    /// A run with the tomoda promote.yaml pointing at `devops`: the usual "given this repo".
+    pub fn tomoda(devops: &Devops) -> Run {
+        Run::new().config(&tomoda_config(&devops.url()))
+    }
+
     /// Runs in `dir` (e.g. an app checkout) instead of the fresh directory.
     pub fn in_dir(mut self, dir: &Path) -> Run {
         self.command.current_dir(dir);

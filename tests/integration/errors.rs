@@ -11,8 +11,7 @@ fn invalid_yaml_in_the_overlay_exits_2_names_the_line_and_pushes_nothing() {
         format!("images:\n  - name: {IMAGE}\n    newTag: [oops\n"),
     )]);
     let head = devops.head();
-    Run::new()
-        .config(&tomoda_config(&devops.url()))
+    Run::tomoda(&devops)
         .sha(SHA)
         .run()
         .code(2)
@@ -24,8 +23,7 @@ fn invalid_yaml_in_the_overlay_exits_2_names_the_line_and_pushes_nothing() {
 #[test]
 fn a_missing_sha_says_how_to_map_cloud_build_substitutions() {
     let devops = Devops::tomoda();
-    Run::new()
-        .config(&tomoda_config(&devops.url()))
+    Run::tomoda(&devops)
         .run()
         .code(2)
         .stderr_has("no commit SHA: none of --commit-sha, COMMIT_SHA or GITHUB_SHA is set")
@@ -35,8 +33,7 @@ fn a_missing_sha_says_how_to_map_cloud_build_substitutions() {
 #[test]
 fn a_tag_no_environment_takes_exits_2_with_the_rules() {
     let devops = Devops::tomoda();
-    Run::new()
-        .config(&tomoda_config(&devops.url()))
+    Run::tomoda(&devops)
         .sha(SHA)
         .env("TAG_NAME", "nightly-3")
         .run()
@@ -66,8 +63,7 @@ fn a_wrong_token_exits_1_with_a_clear_message_and_never_shows_the_token() {
     let devops = Devops::with_auth(&tomoda_files(), "x-access-token", "the-right-one-123");
     let head = devops.head();
     for rust_log in ["info", "trace"] {
-        let done = Run::new()
-            .config(&tomoda_config(&devops.url()))
+        let done = Run::tomoda(&devops)
             .sha(SHA)
             .env("GIT_TOKEN", TOKEN)
             .env("RUST_LOG", rust_log)
@@ -84,8 +80,7 @@ fn a_wrong_token_exits_1_with_a_clear_message_and_never_shows_the_token() {
 #[test]
 fn the_right_token_pushes_and_is_never_shown() {
     let devops = Devops::with_auth(&tomoda_files(), "x-access-token", TOKEN);
-    let done = Run::new()
-        .config(&tomoda_config(&devops.url()))
+    let done = Run::tomoda(&devops)
         .sha(SHA)
         .env("GIT_TOKEN", TOKEN)
         .env("RUST_LOG", "trace")
@@ -130,8 +125,7 @@ fn a_token_file_and_credentials_in_the_url_work_and_stay_hidden() {
 #[test]
 fn a_missing_branch_and_an_empty_repo_exit_2() {
     let devops = Devops::tomoda();
-    Run::new()
-        .config(&tomoda_config(&devops.url()))
+    Run::tomoda(&devops)
         .sha(SHA)
         .args(["--branch", "release"])
         .run()
@@ -150,8 +144,7 @@ fn a_missing_branch_and_an_empty_repo_exit_2() {
 #[test]
 fn a_missing_overlay_exits_2() {
     let devops = Devops::with_files(&[("README.md", "nothing here\n")]);
-    Run::new()
-        .config(&tomoda_config(&devops.url()))
+    Run::tomoda(&devops)
         .sha(SHA)
         .run()
         .code(2)
@@ -193,8 +186,7 @@ fn a_push_refused_by_a_server_hook_is_not_retried_in_vain() {
     std::fs::write(&hook, "#!/bin/sh\necho 'main is protected' >&2\nexit 1\n").unwrap();
     std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let head = devops.head();
-    Run::new()
-        .config(&tomoda_config(&devops.url()))
+    Run::tomoda(&devops)
         .sha(SHA)
         .run()
         .code(1)

@@ -6,8 +6,7 @@ use crate::dsl::*;
 fn a_commit_build_promotes_dev_with_one_commit_that_changes_only_the_tag() {
     let devops = Devops::tomoda();
     let before = devops.head();
-    let done = Run::new()
-        .config(&tomoda_config(&devops.url()))
+    let done = Run::tomoda(&devops)
         .sha(SHA)
         .env("BUILD_ID", "build-77")
         .env("REPO_NAME", "tomoda")
@@ -40,8 +39,7 @@ fn a_commit_build_promotes_dev_with_one_commit_that_changes_only_the_tag() {
 #[test]
 fn a_release_tag_promotes_prod_keeping_new_name_and_kustomize_renders_it() {
     let devops = Devops::tomoda();
-    Run::new()
-        .config(&tomoda_config(&devops.url()))
+    Run::tomoda(&devops)
         .sha(SHA)
         .env("TAG_NAME", "v1.5.0")
         .args(["--author", "Release Bot <release@tomoda.example>"])
@@ -70,11 +68,7 @@ fn comments_quotes_crlf_and_utf8_stay_byte_for_byte() {
         "# Überblick: dev overlay — 開発\r\napiVersion: kustomize.config.k8s.io/v1beta1\r\nkind: Kustomization\r\n\r\nresources:\r\n    - ../../base   # base\r\n\r\nimages:\r\n    -   name: \"{IMAGE}\"   # the API\r\n        newName: '{IMAGE}'\r\n        newTag: 'old-tag'    # written by CI ✓\r\n    - name: other/image\r\n      newTag: keep\r\n# end\r\n"
     );
     let devops = Devops::with_files(&[(DEV, original.as_str())]);
-    Run::new()
-        .config(&tomoda_config(&devops.url()))
-        .sha(SHA)
-        .run()
-        .ok();
+    Run::tomoda(&devops).sha(SHA).run().ok();
     assert_eq!(
         devops.file(DEV),
         original.replace("'old-tag'", &format!("'{SHA}'"))
@@ -90,19 +84,14 @@ fn a_missing_entry_is_appended_and_a_missing_images_key_is_added() {
         ),
         (PROD, "resources:\n- ../../base\n".to_string()),
     ]);
-    Run::new()
-        .config(&tomoda_config(&devops.url()))
-        .sha(SHA)
-        .run()
-        .ok();
+    Run::tomoda(&devops).sha(SHA).run().ok();
     assert_eq!(
         devops.file(DEV),
         format!(
             "resources:\n  - ../../base\nimages:\n  - name: other\n    newTag: a\n  - name: {IMAGE}\n    newTag: \"{SHA}\"\n"
         )
     );
-    Run::new()
-        .config(&tomoda_config(&devops.url()))
+    Run::tomoda(&devops)
         .sha(SHA)
         .env("TAG_NAME", "v2.0.0")
         .run()
@@ -145,11 +134,7 @@ fn plan_shows_the_diff_and_message_and_pushes_nothing() {
     let devops = Devops::tomoda();
     let head = devops.head();
     let requests_before = devops.server.request_count();
-    let done = Run::new()
-        .config(&tomoda_config(&devops.url()))
-        .sha(SHA)
-        .args(["--plan"])
-        .run();
+    let done = Run::tomoda(&devops).sha(SHA).args(["--plan"]).run();
     done.ok()
         .stdout_has(&format!("--- a/{DEV}\n+++ b/{DEV}\n"))
         .stdout_has(&format!(
@@ -171,8 +156,7 @@ fn plan_shows_the_diff_and_message_and_pushes_nothing() {
 #[test]
 fn json_output_reports_the_change_and_the_commit() {
     let devops = Devops::tomoda();
-    let done = Run::new()
-        .config(&tomoda_config(&devops.url()))
+    let done = Run::tomoda(&devops)
         .sha(SHA)
         .args(["--output", "json"])
         .run();
@@ -245,8 +229,7 @@ fn race_at(moment: &'static str) {
             );
         }
     });
-    let done = Run::new()
-        .config(&tomoda_config(&devops.url()))
+    let done = Run::tomoda(&devops)
         .sha(SHA)
         .args(["--output", "json"])
         .run();
@@ -278,11 +261,7 @@ fn a_hand_edit_on_the_branch_is_kept() {
         &[(PROD, tomoda_files()[3].1.replace("v1.4.0", "v1.4.1"))],
         "hand edit",
     );
-    Run::new()
-        .config(&tomoda_config(&devops.url()))
-        .sha(SHA)
-        .run()
-        .ok();
+    Run::tomoda(&devops).sha(SHA).run().ok();
     assert!(devops.file(PROD).contains("v1.4.1"));
     assert!(devops.file(DEV).contains(SHA));
     assert_eq!(devops.commit_count(), 3);
@@ -316,8 +295,7 @@ fn a_flags_only_run_needs_no_config() {
 fn an_older_release_is_skipped_unless_downgrade_is_allowed() {
     let devops = Devops::tomoda();
     let head = devops.head();
-    let done = Run::new()
-        .config(&tomoda_config(&devops.url()))
+    let done = Run::tomoda(&devops)
         .env("TAG_NAME", "v1.3.9")
         .args(["--output", "json"])
         .run();
@@ -325,16 +303,14 @@ fn an_older_release_is_skipped_unless_downgrade_is_allowed() {
     assert_eq!(json["skipped"], "older");
     assert_eq!(json["pushed"], false);
     assert_eq!(devops.head(), head, "nothing pushed");
-    Run::new()
-        .config(&tomoda_config(&devops.url()))
+    Run::tomoda(&devops)
         .env("TAG_NAME", "v1.3.9")
         .run()
         .ok()
         .stdout_has("skipped: ")
         .stdout_has("version v1.3.9 is older than v1.4.0")
         .stdout_has("--allow-downgrade");
-    Run::new()
-        .config(&tomoda_config(&devops.url()))
+    Run::tomoda(&devops)
         .env("TAG_NAME", "v1.3.9")
         .args(["--allow-downgrade"])
         .run()
@@ -376,8 +352,7 @@ fn an_older_commit_of_the_checked_out_app_is_skipped() {
     assert_eq!(done.ok().json()["skipped"], "older", "{}", done.stderr);
     assert_eq!(devops.file(DEV), dev);
 
-    Run::new()
-        .config(&tomoda_config(&devops.url()))
+    Run::tomoda(&devops)
         .sha(&commits[2])
         .args(["--source-repo", app.to_str().unwrap()])
         .run()
@@ -388,8 +363,7 @@ fn an_older_commit_of_the_checked_out_app_is_skipped() {
 #[test]
 fn without_the_app_history_a_commit_is_promoted_and_the_reason_logged() {
     let devops = Devops::tomoda();
-    Run::new()
-        .config(&tomoda_config(&devops.url()))
+    Run::tomoda(&devops)
         .sha(SHA)
         .run()
         .ok()

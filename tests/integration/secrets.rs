@@ -465,16 +465,14 @@ fn a_token_file_never_shows() {
 
     leaks.run(
         "token file: success",
-        Run::new()
-            .config(&tomoda_config(&devops.url()))
+        Run::tomoda(&devops)
             .sha(&sha(1))
             .args(["--git-token-file", token_file]),
         0,
     );
     leaks.run(
         "GIT_TOKEN_FILE: trace, JSON",
-        Run::new()
-            .config(&tomoda_config(&devops.url()))
+        Run::tomoda(&devops)
             .sha(&sha(2))
             .env("GIT_TOKEN_FILE", token_file)
             .env("RUST_LOG", "trace")
