@@ -42,10 +42,7 @@ fn append(path: &Path, text: &str) -> Result<()> {
 
 /// A heredoc delimiter no value can contain, as GitHub recommends for multi-line outputs.
 fn delimiter() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u32(std::process::id());
-    format!("ghadelimiter_{:016x}", hasher.finish())
+    format!("ghadelimiter_{:016x}", crate::random_u64())
 }
 
 fn outputs(outcome: &Outcome, delimiter: &str) -> String {

@@ -37,6 +37,13 @@ use plan::{Bases, RepoLocation};
 
 const DEFAULT_CONFIG: &str = "promote.yaml";
 
+/// Randomness enough for backoff jitter and unguessable heredoc delimiters: std's
+/// `RandomState` is keyed from the OS once per process and stepped on every call.
+pub fn random_u64() -> u64 {
+    use std::hash::BuildHasher;
+    std::collections::hash_map::RandomState::new().hash_one(())
+}
+
 /// One promotion, from parsed flags to the printed result.
 pub fn run(cli: &Cli) -> Result<()> {
     if let Some(command) = &cli.command {

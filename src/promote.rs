@@ -203,15 +203,7 @@ fn backoff(attempt: u32) -> Duration {
 }
 
 fn random_below(bound: u64) -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    // RandomState is seeded per process from the OS: enough to spread racing pipelines.
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    hasher.finish() % bound.max(1)
+    crate::random_u64() % bound.max(1)
 }
 
 /// Marks the outcome skipped when the edit would move an image backwards.
