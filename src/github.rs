@@ -66,7 +66,7 @@ fn summary(outcome: &Outcome) -> String {
             outcome
                 .commit
                 .as_deref()
-                .map_or("", |c| &c[..c.len().min(12)])
+                .map_or("", crate::report::short_sha)
         )
     };
     let mut out = format!(

@@ -11,7 +11,7 @@ use crate::message::commit_message;
 use crate::ordering::{self, History};
 use crate::overlay::{self, Entry, FileEdit};
 use crate::plan::{Plan, RepoLocation};
-use crate::report::Outcome;
+use crate::report::{Outcome, short_sha};
 
 pub struct Settings<'a> {
     pub max_attempts: u32,
@@ -165,7 +165,7 @@ impl Round {
         }
         let commit =
             workspace.commit(tip, &edit.path, edit.new.as_bytes(), &message, &plan.author)?;
-        tracing::info!("pushing {} to {place}", short(&commit.to_string()));
+        tracing::info!("pushing {} to {place}", short_sha(&commit.to_string()));
         *in_transit = Some(commit);
         match workspace.push(&plan.branch)? {
             PushOutcome::Pushed => {
@@ -217,10 +217,6 @@ fn skip_older(outcome: &mut Outcome, edit: &FileEdit, settings: &Settings) -> bo
     tracing::warn!("not promoting {}: {}", older.image, older.reason);
     outcome.skipped = Some(older);
     true
-}
-
-fn short(sha: &str) -> &str {
-    &sha[..sha.len().min(12)]
 }
 
 fn outcome_for(plan: &Plan, edit: &FileEdit, attempts: u32, dry_run: bool) -> Outcome {

@@ -117,12 +117,17 @@ impl Outcome {
         if let Some(commit) = &self.commit {
             out.push_str(&format!(
                 "pushed {} to {target} (attempt {})\n",
-                &commit[..commit.len().min(12)],
+                short_sha(commit),
                 self.attempts
             ));
         }
         out
     }
+}
+
+/// A commit id as people read it in logs: the first 12 hex digits.
+pub fn short_sha(sha: &str) -> &str {
+    &sha[..sha.len().min(12)]
 }
 
 /// Prints to stdout, with every registered secret masked.
