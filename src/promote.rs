@@ -143,26 +143,9 @@ impl Round {
             outcome.pushed = true;
             return Ok(Round::Done(Box::new(outcome)));
         }
-        if edit.changes.is_empty() {
-            tracing::info!("{} already holds the wanted values", edit.path);
-            outcome.up_to_date = true;
+        let Some(message) = decide(&mut outcome, &edit, plan, settings)? else {
             return Ok(Round::Done(Box::new(outcome)));
-        }
-        if skip_older(&mut outcome, &edit, settings) {
-            return Ok(Round::Done(Box::new(outcome)));
-        }
-        let message = commit_message(
-            &plan.environment,
-            &edit.path,
-            &plan.images,
-            &edit.changes,
-            &plan.context,
-        );
-        if settings.dry_run {
-            outcome.diff = Some(git::unified_diff(&edit.path, &edit.old, &edit.new)?);
-            outcome.message = Some(message);
-            return Ok(Round::Done(Box::new(outcome)));
-        }
+        };
         let commit =
             workspace.commit(tip, &edit.path, edit.new.as_bytes(), &message, &plan.author)?;
         tracing::info!("pushing {} to {place}", short_sha(&commit.to_string()));
@@ -204,6 +187,38 @@ fn backoff(attempt: u32) -> Duration {
 
 fn random_below(bound: u64) -> u64 {
     crate::random_u64() % bound.max(1)
+}
+
+/// What an edit leads to, for git and directory sources alike: `None` when the run ends
+/// here (already up to date, older than what is deployed, or a plan, which gets the diff
+/// and the message), else the message of the commit to push.
+fn decide(
+    outcome: &mut Outcome,
+    edit: &FileEdit,
+    plan: &Plan,
+    settings: &Settings,
+) -> Result<Option<String>> {
+    if edit.changes.is_empty() {
+        tracing::info!("{} already holds the wanted values", edit.path);
+        outcome.up_to_date = true;
+        return Ok(None);
+    }
+    if skip_older(outcome, edit, settings) {
+        return Ok(None);
+    }
+    let message = commit_message(
+        &plan.environment,
+        &edit.path,
+        &plan.images,
+        &edit.changes,
+        &plan.context,
+    );
+    if settings.dry_run {
+        outcome.diff = Some(git::unified_diff(&edit.path, &edit.old, &edit.new)?);
+        outcome.message = Some(message);
+        return Ok(None);
+    }
+    Ok(Some(message))
 }
 
 /// Marks the outcome skipped when the edit would move an image backwards.
@@ -264,21 +279,8 @@ fn promote_directory(plan: &Plan, root: &Path, settings: &Settings) -> Result<Ou
     };
     let edit = overlay::promote_overlay(lookup, &plan.overlay, &plan.images, &place)?;
     let mut outcome = outcome_for(plan, &edit, 0, true);
-    if edit.changes.is_empty() {
-        outcome.up_to_date = true;
-        return Ok(outcome);
-    }
-    if skip_older(&mut outcome, &edit, settings) {
-        return Ok(outcome);
-    }
-    outcome.diff = Some(git::unified_diff(&edit.path, &edit.old, &edit.new)?);
-    outcome.message = Some(commit_message(
-        &plan.environment,
-        &edit.path,
-        &plan.images,
-        &edit.changes,
-        &plan.context,
-    ));
+    // Always a plan here (checked above): `decide` fills in the diff and the message.
+    decide(&mut outcome, &edit, plan, settings)?;
     Ok(outcome)
 }
 
