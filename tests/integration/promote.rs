@@ -319,6 +319,35 @@ fn an_older_release_is_skipped_unless_downgrade_is_allowed() {
 }
 
 #[test]
+fn an_older_build_number_is_skipped_and_a_newer_one_promoted() {
+    let dev =
+        format!("resources:\n  - ../../base\nimages:\n  - name: {IMAGE}\n    newTag: \"118\"\n");
+    let devops = Devops::with_files(&tomoda_files_with(DEV, &dev));
+    let head = devops.head();
+    let promote = |tag: &str| {
+        Run::new()
+            .args([
+                "--repo",
+                &devops.url(),
+                "--overlay",
+                "k8s/apps/tomoda/overlays/dev",
+            ])
+            .args(["--image", &format!("{IMAGE}:{tag}")])
+            .run()
+    };
+    promote("99")
+        .ok()
+        .stdout_has("skipped: ")
+        .stdout_has("build number 99 is older than 118")
+        .stdout_has("--allow-downgrade");
+    assert_eq!(devops.head(), head, "nothing pushed");
+    assert_eq!(devops.file(DEV), dev);
+
+    promote("119").ok().stdout_has("pushed ");
+    assert_eq!(devops.file(DEV), dev.replace("\"118\"", "\"119\""));
+}
+
+#[test]
 fn an_older_commit_of_the_checked_out_app_is_skipped() {
     // The build runs inside the app's checkout, as Cloud Build's /workspace is.
     let checkout = tempfile::tempdir().unwrap();
