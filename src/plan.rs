@@ -305,16 +305,9 @@ pub fn clean_overlay(path: &str) -> Result<String> {
     Ok(parts.join("/"))
 }
 
+/// Branch names as git allows them (`git check-ref-format --branch`), asked of libgit2.
 fn check_branch(branch: &str) -> Result<()> {
-    let ok = !branch.is_empty()
-        && !branch.starts_with(['-', '/'])
-        && !branch.ends_with(['/', '.'])
-        && !branch.contains("..")
-        && !branch.contains("//")
-        && !branch
-            .chars()
-            .any(|c| c.is_control() || " ~^:?*[\\".contains(c));
-    if ok {
+    if git2::Branch::name_is_valid(branch).unwrap_or(false) {
         Ok(())
     } else {
         Err(Error::usage(

@@ -183,3 +183,32 @@ fn empty_environment_variables_count_as_unset() {
     run.run().ok().stdout_has("pushed ");
     assert!(devops.file(DEV).contains(SHA));
 }
+
+#[test]
+fn branch_names_git_refuses_are_refused_before_anything_is_fetched() {
+    // The hand-written check let `x.lock`, `a/.b` and `@{` through (issue 13).
+    for bad in [
+        "x.lock", "a/.b", "@{", "a..b", "HEAD", "-main", "re lease", "main/",
+    ] {
+        let done = Run::new()
+            .args([
+                "--repo",
+                "./nowhere",
+                "--overlay",
+                "k8s/app",
+                "--image",
+                "app:v1",
+            ])
+            .args([format!("--branch={bad}")])
+            .sha(SHA)
+            .run();
+        done.code(2);
+        assert_eq!(
+            done.stderr,
+            format!(
+                "tomoda-promote: error: `{bad}` is not a valid branch name\n  hint: pass the devops branch, such as main, with --branch\n"
+            ),
+            "{bad}"
+        );
+    }
+}
