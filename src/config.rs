@@ -572,6 +572,22 @@ environments:
     }
 
     #[test]
+    fn an_image_name_may_carry_a_tag_as_kustomize_matches_it() {
+        let tagged = EXAMPLE.replacen("tomoda-backend\n", "tomoda-backend:latest\n", 1);
+        let c = Config::parse("promote.yaml", &tagged).unwrap();
+        assert!(
+            c.environments[0].images[0]
+                .name
+                .ends_with("/tomoda-backend:latest")
+        );
+        let e = error(&EXAMPLE.replacen("tomoda-backend\n", "tomoda-backend:v1:2\n", 1));
+        assert!(
+            e.starts_with("promote.yaml:8: `asia-east1-docker.pkg.dev/development-485000/tomoda-dev-repo/tomoda-backend:v1:2` is not an image name"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn a_key_within_a_typo_or_two_is_suggested() {
         assert_eq!(closest("overlays", &ENV_KEYS), Some("overlay"));
         assert_eq!(closest("imgaes", &ENV_KEYS), Some("images"));
