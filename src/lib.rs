@@ -14,6 +14,7 @@ pub mod image;
 pub mod inputs;
 pub mod kustomize;
 pub mod logging;
+pub mod manifests;
 pub mod message;
 pub mod ordering;
 pub mod overlay;
@@ -22,6 +23,7 @@ pub mod plan;
 pub mod promote;
 pub mod report;
 pub mod secrets;
+pub mod values;
 pub mod yaml;
 
 use std::path::Path;
