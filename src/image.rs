@@ -114,7 +114,7 @@ pub fn parse_spec(spec: &str) -> Result<ImageSpec, ImageError> {
 }
 
 /// Splits `name[:tag][@digest]`; a `:` before the last `/` belongs to a registry port.
-fn split_reference(s: &str) -> (&str, Option<&str>, Option<&str>) {
+pub fn split_reference(s: &str) -> (&str, Option<&str>, Option<&str>) {
     let (s, digest) = match s.rsplit_once('@') {
         Some((s, d)) => (s, Some(d)),
         None => (s, None),
@@ -221,9 +221,11 @@ pub fn check_commit_sha(sha: &str) -> Result<(), NotACommitSha> {
     Ok(())
 }
 
-/// The last path component, for commit subjects: `…/tomoda-backend` gives `tomoda-backend`.
+/// The last path component, for commit subjects: `…/tomoda-backend` gives `tomoda-backend`,
+/// and an entry named with a tag (`imagehost:latest`) gives the repository's (`imagehost`).
 pub fn short_name(name: &str) -> &str {
-    name.rsplit('/').next().unwrap_or(name)
+    let repository = split_tag(name).0;
+    repository.rsplit('/').next().unwrap_or(repository)
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 //! resource with a pod template) whose repository is the image's name gets the new tag,
 //! digest or name, in every `---` document of the file. Pure, byte-exact, re-parsed.
 
+use crate::image;
 use crate::kustomize::{EditError, ImageSpec};
 use crate::values::{self, Assignment, KeyPath, Step, Target};
 use crate::yaml;
@@ -157,23 +158,11 @@ struct Reference<'a> {
 
 impl<'a> Reference<'a> {
     fn parse(text: &'a str) -> Self {
-        let (rest, digest) = match text.split_once('@') {
-            Some((rest, digest)) => (rest, Some(digest)),
-            None => (text, None),
-        };
-        // A `:` after the last `/` starts the tag; before it, it is a registry's port.
-        let last_slash = rest.rfind('/').map_or(0, |i| i + 1);
-        match rest[last_slash..].rfind(':') {
-            Some(colon) => Reference {
-                repository: &rest[..last_slash + colon],
-                tag: Some(&rest[last_slash + colon + 1..]),
-                digest,
-            },
-            None => Reference {
-                repository: rest,
-                tag: None,
-                digest,
-            },
+        let (repository, tag, digest) = image::split_reference(text);
+        Reference {
+            repository,
+            tag,
+            digest,
         }
     }
 

@@ -2,7 +2,7 @@
 //! that leads back to the build, and trailers that tools can parse.
 
 use crate::context::BuildContext;
-use crate::image::short_name;
+use crate::image::{short_name, split_tag};
 use crate::kustomize::{Change, Field, ImageSpec};
 
 pub fn commit_message(
@@ -75,9 +75,13 @@ pub fn commit_message(
     format!("{subject}\n\n{body}\n{}\n", trailers.join("\n"))
 }
 
-/// The image as a container would pull it after the promotion.
+/// The image as a container would pull it after the promotion: an entry's name may carry
+/// a tag (`imagehost:latest`), which kustomize replaces.
 pub fn reference(image: &ImageSpec) -> String {
-    let mut out = image.new_name.clone().unwrap_or_else(|| image.name.clone());
+    let mut out = image
+        .new_name
+        .clone()
+        .unwrap_or_else(|| split_tag(&image.name).0.to_string());
     if let Some(tag) = &image.new_tag {
         out.push(':');
         out.push_str(tag);
@@ -147,6 +151,18 @@ mod tests {
             Some("promote(dev): tomoda-backend 0a1b2c3 -> 4d5e6f7")
         );
         assert_eq!(lines.next(), Some(""));
+        let tagged = ImageSpec {
+            name: "imagehost:latest".into(),
+            new_name: None,
+            new_tag: Some("210".into()),
+            digest: None,
+        };
+        assert_eq!(
+            reference(&tagged),
+            "imagehost:210",
+            "as kustomize renders it"
+        );
+        assert_eq!(short_name(&tagged.name), "imagehost");
         assert!(m.contains("Source repository: tomoda\n"), "{m}");
         assert!(m.ends_with(
             "\n\nPromoted-Image: reg/p/tomoda-backend:4d5e6f7aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\nSource-Commit: 4d5e6f7aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\nBuild-Id: b-42\n"
