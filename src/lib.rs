@@ -17,7 +17,6 @@ pub mod logging;
 pub mod message;
 pub mod ordering;
 pub mod overlay;
-pub mod percent;
 pub mod plan;
 pub mod promote;
 pub mod report;
@@ -33,7 +32,7 @@ use cli::{Cli, Command, LogFormat, OutputFormat};
 use config::Config;
 use context::BuildContext;
 use error::{Error, Result};
-use plan::{Bases, RepoLocation};
+use plan::Bases;
 
 const DEFAULT_CONFIG: &str = "promote.yaml";
 
@@ -53,7 +52,12 @@ pub fn run(cli: &Cli) -> Result<()> {
     let cwd = std::env::current_dir()
         .map_err(|e| Error::local(format!("cannot read the working directory: {e}")))?;
     let plan = resolve_plan(cli, &cwd)?;
-    install_transport(cli, &plan, token)?;
+    let transport = git::HttpTransport::for_repo(
+        &plan.repo,
+        token,
+        &cli.git_username,
+        Duration::from_secs(cli.timeout),
+    )?;
     let source_repo = cwd.join(cli.source_repo.as_deref().unwrap_or(Path::new(".")));
     let history = git::AppHistory::discover(&source_repo);
     let outcome = promote::promote(
@@ -63,6 +67,7 @@ pub fn run(cli: &Cli) -> Result<()> {
             dry_run: cli.plan,
             allow_downgrade: cli.allow_downgrade,
             history: &history,
+            transport,
         },
     )?;
     let on_github = github::active();
@@ -103,37 +108,6 @@ fn resolve_plan(cli: &Cli, cwd: &Path) -> Result<plan::Plan> {
         plan.repo.display()
     );
     Ok(plan)
-}
-
-/// Git over HTTP(S) with the token (or the credentials written into the repo URL).
-fn install_transport(cli: &Cli, plan: &plan::Plan, token: Option<String>) -> Result<()> {
-    let url_credentials = match &plan.repo {
-        RepoLocation::Remote { credentials, .. } => credentials.clone(),
-        RepoLocation::Local(_) => None,
-    };
-    if let Some(c) = &url_credentials {
-        secrets::register(&c.password);
-    }
-    let auth = match (token, url_credentials) {
-        (Some(password), _) => Some(git::transport::BasicAuth {
-            username: cli.git_username.clone(),
-            password,
-        }),
-        (None, Some(c)) => Some(git::transport::BasicAuth {
-            username: c.username,
-            password: c.password,
-        }),
-        (None, None) => None,
-    };
-    git::transport::install(git::transport::HttpSettings {
-        auth,
-        // Strictly below the request timeout, which covers the connect too: when both
-        // were equal the request's fired first and a dead host read as "no answer".
-        connect_timeout: (Duration::from_secs(cli.timeout) / 2).min(Duration::from_secs(30)),
-        timeout: Duration::from_secs(cli.timeout),
-        user_agent: format!("git/2.0 (tomoda-promote {})", env!("CARGO_PKG_VERSION")),
-    })
-    .map_err(|e| Error::local(format!("cannot set up the HTTP transport: {}", e.message())))
 }
 
 /// Tells the user what failed, once, in the form the log format asks for.

@@ -5,8 +5,8 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::error::{Error, Result};
-use crate::git::{self, PushOutcome, Workspace};
+use crate::error::{Error, Result, Retry};
+use crate::git::{self, HttpTransport, PushOutcome, Refusal, Workspace};
 use crate::message::commit_message;
 use crate::ordering::{self, History};
 use crate::overlay::{self, Entry, FileEdit};
@@ -19,21 +19,26 @@ pub struct Settings<'a> {
     /// Promote even when the new tag is older than the deployed one.
     pub allow_downgrade: bool,
     pub history: &'a dyn History,
+    /// Git over http(s) for the devops repository.
+    pub transport: HttpTransport,
 }
 
 /// Transient network failures (timeouts, resets, HTTP 429 and 5xx) tolerated in one run.
-const MAX_TRANSIENT_FAILURES: u32 = 3;
+pub const MAX_TRANSIENT_FAILURES: u32 = 3;
 /// The longest wait a server's Retry-After may ask for before we give up instead.
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
 
 /// How one round of fetch, edit, commit and push ended.
-enum Round {
-    Done(Box<Outcome>),
-    /// The server refused the push; `tip` is what we built on.
-    Rejected {
-        tip: git2::Oid,
-        reason: String,
-    },
+enum Round<T> {
+    Done(T),
+    /// The server refused the push.
+    Rejected(Rejected),
+}
+
+/// A refused push and the tip it was built on, kept to tell a race from a refusal.
+struct Rejected {
+    tip: git2::Oid,
+    refusal: Refusal,
 }
 
 pub fn promote(plan: &Plan, settings: &Settings) -> Result<Outcome> {
@@ -42,47 +47,69 @@ pub fn promote(plan: &Plan, settings: &Settings) -> Result<Outcome> {
     {
         return promote_directory(plan, path, settings);
     }
-    let workspace = Workspace::new(&plan.repo)?;
+    let workspace = Workspace::new(&plan.repo, settings.transport.clone())?;
     let place = format!("branch {} of {}", plan.branch, plan.repo.display());
-    let mut rejected: Option<(git2::Oid, String)> = None;
     let mut in_transit: Option<git2::Oid> = None;
+    let outcome = retry_rounds(
+        plan,
+        settings.max_attempts,
+        &mut std::thread::sleep,
+        |attempt, rejected| {
+            Round::run(
+                &workspace,
+                plan,
+                settings,
+                &place,
+                attempt,
+                rejected,
+                &mut in_transit,
+            )
+        },
+    )?;
+    Ok(*outcome)
+}
+
+/// The compare-and-swap loop: runs rounds until one is done, sleeping between them
+/// (`sleep`, so that tests can see the waits without waiting). A refused push is retried
+/// on the new tip with backoff, up to `max_attempts` rounds; a failure the transport
+/// judged transient, up to [`MAX_TRANSIENT_FAILURES`] times, after the server's
+/// Retry-After when it gave one; anything else ends the run.
+fn retry_rounds<T>(
+    plan: &Plan,
+    max_attempts: u32,
+    sleep: &mut dyn FnMut(Duration),
+    mut round: impl FnMut(u32, Option<&Rejected>) -> Result<Round<T>>,
+) -> Result<T> {
+    let mut rejected: Option<Rejected> = None;
     let mut transient_failures = 0;
-    for attempt in 1..=settings.max_attempts {
-        let last = attempt == settings.max_attempts;
-        let round = Round::run(
-            &workspace,
-            plan,
-            settings,
-            &place,
-            attempt,
-            &rejected,
-            &mut in_transit,
-        );
-        let wait = match round {
-            Ok(Round::Done(outcome)) => return Ok(*outcome),
-            Ok(Round::Rejected { tip, reason }) => {
+    for attempt in 1..=max_attempts {
+        let last = attempt == max_attempts;
+        let wait = match round(attempt, rejected.as_ref()) {
+            Ok(Round::Done(done)) => return Ok(done),
+            Ok(Round::Rejected(refused)) => {
                 if last {
                     return Err(Error::PushRejected {
                         url: plan.repo.display(),
                         branch: plan.branch.clone(),
                         attempts: attempt,
-                        message: reason,
+                        message: refused.refusal.reason,
                     });
                 }
                 let wait = backoff(attempt);
                 tracing::info!(
-                    "push refused ({reason}); fetching the new tip and retrying in {} ms",
+                    "push refused ({}); fetching the new tip and retrying in {} ms",
+                    refused.refusal.reason,
                     wait.as_millis()
                 );
-                rejected = Some((tip, reason));
+                rejected = Some(refused);
                 wait
             }
-            Err(error) => match git::transport::take_last_failure() {
-                Some(git::transport::Failure::Transient { retry_after })
+            Err(error) => match error.retry() {
+                Retry::Transient { after }
                     if !last && transient_failures < MAX_TRANSIENT_FAILURES =>
                 {
                     transient_failures += 1;
-                    let wait = match retry_after {
+                    let wait = match after {
                         Some(asked) if asked > MAX_RETRY_AFTER => {
                             return Err(error.with_note(&format!(
                                 "the server asked to retry after {} s, longer than the {} s tomoda-promote waits",
@@ -99,37 +126,48 @@ pub fn promote(plan: &Plan, settings: &Settings) -> Result<Outcome> {
                 _ => return Err(error),
             },
         };
-        std::thread::sleep(wait);
+        sleep(wait);
     }
     unreachable!("the last attempt returns")
 }
 
-impl Round {
+/// After a refused push, the new fetch tells a race from a refusal: libgit2 saw a
+/// non-fast-forward, or the branch moved, so another push got there first (retry on the
+/// new tip); else a hook or protection rule said no, and will again.
+fn refusal_stands(
+    plan: &Plan,
+    rejected: Option<&Rejected>,
+    tip: git2::Oid,
+    attempt: u32,
+) -> Result<()> {
+    match rejected {
+        Some(Rejected {
+            tip: old_tip,
+            refusal,
+        }) if *old_tip == tip && !refusal.not_fast_forward => Err(Error::PushRefused {
+            url: plan.repo.display(),
+            branch: plan.branch.clone(),
+            attempts: attempt - 1,
+            reason: refusal.reason.clone(),
+            server_said: refusal.server_said.clone(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+impl Round<Box<Outcome>> {
     fn run(
         workspace: &Workspace,
         plan: &Plan,
         settings: &Settings,
         place: &str,
         attempt: u32,
-        rejected: &Option<(git2::Oid, String)>,
+        rejected: Option<&Rejected>,
         in_transit: &mut Option<git2::Oid>,
-    ) -> Result<Round> {
-        git::transport::take_last_failure();
+    ) -> Result<Self> {
         tracing::info!("fetching {place} (attempt {attempt})");
         let tip = workspace.fetch(&plan.branch)?;
-        if let Some((old_tip, reason)) = rejected
-            && *old_tip == tip
-            && !is_race(reason)
-        {
-            return Err(Error::PushRejected {
-                url: plan.repo.display(),
-                branch: plan.branch.clone(),
-                attempts: attempt - 1,
-                message: format!(
-                    "{reason} (the branch did not move: a server hook or branch protection refused the push)"
-                ),
-            });
-        }
+        refusal_stands(plan, rejected, tip, attempt)?;
         let edit = overlay::promote_overlay(
             |p| workspace.lookup(tip, p),
             &plan.overlay,
@@ -156,37 +194,18 @@ impl Round {
                 outcome.pushed = true;
                 Ok(Round::Done(Box::new(outcome)))
             }
-            PushOutcome::Rejected(reason) => {
+            PushOutcome::Rejected(refusal) => {
                 *in_transit = None;
-                Ok(Round::Rejected { tip, reason })
+                Ok(Round::Rejected(Rejected { tip, refusal }))
             }
         }
     }
 }
 
-/// Refusals that mean another push got there first; anything else is checked by
-/// whether the branch moved.
-fn is_race(reason: &str) -> bool {
-    [
-        "non-fast-forward",
-        "fetch first",
-        "lock",
-        "stale",
-        "cannot lock",
-        "failed to update ref",
-    ]
-    .iter()
-    .any(|r| reason.contains(r))
-}
-
 /// Exponential backoff with jitter: 200 ms doubling to 6.4 s, each wait drawn from its upper half.
 fn backoff(attempt: u32) -> Duration {
     let ceiling = 200u64 << attempt.saturating_sub(1).min(5);
-    Duration::from_millis(ceiling / 2 + random_below(ceiling / 2 + 1))
-}
-
-fn random_below(bound: u64) -> u64 {
-    crate::random_u64() % bound.max(1)
+    Duration::from_millis(fastrand::u64(ceiling / 2..=ceiling))
 }
 
 /// What an edit leads to, for git and directory sources alike: `None` when the run ends
@@ -295,12 +314,5 @@ mod tests {
             let wait = backoff(attempt).as_millis() as u64;
             assert!(wait >= ceiling / 2 && wait <= ceiling, "{attempt}: {wait}");
         }
-    }
-
-    #[test]
-    fn races_are_told_from_refusals() {
-        assert!(is_race("the branch moved (non-fast-forward)"));
-        assert!(is_race("failed to lock"));
-        assert!(!is_race("pre-receive hook declined"));
     }
 }
