@@ -39,13 +39,7 @@ pub fn commit_message(
 
     let mut body = format!("Set in {overlay_file}:\n");
     for change in changes {
-        body.push_str(&format!(
-            "  {} {}: {} -> {}\n",
-            change.image,
-            change.field.key(),
-            change.old.as_deref().unwrap_or("(none)"),
-            change.new.as_deref().unwrap_or("(removed)")
-        ));
+        body.push_str(&change_line(change));
     }
     let facts = [
         ("Source repository", &context.repo_name),
@@ -95,12 +89,29 @@ pub fn reference(image: &ImageSpec) -> String {
     out
 }
 
+/// One changed value as the commit body and the text result list it.
+pub fn change_line(change: &Change) -> String {
+    format!(
+        "  {} {}: {} -> {}\n",
+        change.image,
+        change.field.key(),
+        change.old.as_deref().unwrap_or("(none)"),
+        change.new.as_deref().unwrap_or("(removed)")
+    )
+}
+
+/// A commit id as people read it in logs and subjects: the 7 hex digits `git log
+/// --oneline` and Cloud Build's `$SHORT_SHA` show.
+pub fn short_sha(sha: &str) -> &str {
+    sha.get(..7).unwrap_or(sha)
+}
+
 /// Full commit SHAs and digests are shortened in the subject, as git does.
 fn short_value(value: &str) -> String {
     let is_sha = value.len() >= 40 && value.bytes().all(|b| b.is_ascii_hexdigit());
     match value.strip_prefix("sha256:") {
         Some(hex) => format!("sha256:{}", &hex[..hex.len().min(12)]),
-        None if is_sha => value[..7].to_string(),
+        None if is_sha => short_sha(value).to_string(),
         None => value.to_string(),
     }
 }

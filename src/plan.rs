@@ -4,7 +4,6 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::cli::Cli;
 use crate::config::{Config, Environment, ImageRule, Template, When};
 use crate::context::BuildContext;
 use crate::error::{Error, Result};
@@ -66,6 +65,19 @@ pub struct Plan {
     pub author: Identity,
 }
 
+/// What the command line says about the promotion; each overrides promote.yaml.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Flags {
+    /// Promote to this environment, whatever the build's tag says.
+    pub environment: Option<String>,
+    pub repo: Option<String>,
+    pub branch: Option<String>,
+    pub overlay: Option<String>,
+    /// Image specs as `kustomize edit set image` takes them; replaces the environment's.
+    pub images: Vec<String>,
+    pub author: Option<String>,
+}
+
 /// Where relative paths are resolved: the config's directory for what the config says,
 /// the working directory for flags.
 pub struct Bases<'a> {
@@ -74,7 +86,7 @@ pub struct Bases<'a> {
 }
 
 pub fn resolve(
-    cli: &Cli,
+    flags: &Flags,
     config: Option<&Config>,
     context: BuildContext,
     bases: &Bases,
@@ -90,13 +102,13 @@ pub fn resolve(
     let environment = match config {
         Some(config) => Some(select_environment(
             config,
-            cli.environment.as_deref(),
+            flags.environment.as_deref(),
             &context,
         )?),
         None => None,
     };
-    let images = match (&environment, cli.images.is_empty()) {
-        (_, false) => cli
+    let images = match (&environment, flags.images.is_empty()) {
+        (_, false) => flags
             .images
             .iter()
             .flat_map(|value| value.split([',', '\n']))
@@ -124,24 +136,24 @@ pub fn resolve(
             .collect::<Result<Vec<_>>>()?,
         (None, true) => return Err(flags_needed("--image")),
     };
-    let overlay_source = cli
+    let overlay_source = flags
         .overlay
         .as_deref()
         .or(environment.map(|e| e.overlay.as_str()));
     let overlay = clean_overlay(overlay_source.ok_or_else(|| flags_needed("--overlay"))?)?;
 
-    let repo = match (&cli.repo, config.and_then(|c| c.repo.as_ref())) {
+    let repo = match (&flags.repo, config.and_then(|c| c.repo.as_ref())) {
         (Some(flag), _) => parse_repo(flag, bases.cwd)?,
         (None, Some(from_config)) => parse_repo(from_config, bases.config_dir)?,
         (None, None) => return Err(flags_needed("--repo")),
     };
-    let branch = cli
+    let branch = flags
         .branch
         .clone()
         .or_else(|| config.and_then(|c| c.branch.clone()))
         .unwrap_or_else(|| DEFAULT_BRANCH.to_string());
     check_branch(&branch)?;
-    let author_text = cli
+    let author_text = flags
         .author
         .as_deref()
         .or(config.and_then(|c| c.author.as_deref()))
@@ -149,7 +161,8 @@ pub fn resolve(
     Ok(Plan {
         environment: environment.map_or_else(
             || {
-                cli.environment
+                flags
+                    .environment
                     .clone()
                     .unwrap_or_else(|| FLAGS_ENVIRONMENT.to_string())
             },
@@ -393,7 +406,7 @@ pub fn parse_identity(text: &str) -> Result<Identity> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
+    use crate::cli::Args;
 
     const CONFIG: &str = r#"repo: ../devops
 environments:
@@ -413,8 +426,8 @@ environments:
 "#;
 
     fn plan(args: &[&str], sha: Option<&str>, tag: Option<&str>) -> Result<Plan> {
-        let cli =
-            Cli::try_parse_from(std::iter::once("tomoda-promote").chain(args.iter().copied()))
+        let args =
+            Args::try_parse_from(std::iter::once("tomoda-promote").chain(args.iter().copied()))
                 .unwrap();
         let config = Config::parse("promote.yaml", CONFIG).unwrap();
         let context = BuildContext {
@@ -426,7 +439,7 @@ environments:
             config_dir: Path::new("/cfg"),
             cwd: Path::new("/cwd"),
         };
-        resolve(&cli, Some(&config), context, &bases)
+        resolve(&args.flags, Some(&config), context, &bases)
     }
 
     #[test]
