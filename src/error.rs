@@ -177,9 +177,9 @@ impl fmt::Display for Error {
                     write!(f, "\n  remote: {line}")?;
                 }
                 let why = if server_said.is_empty() {
-                    "the server gave no reason; ask its administrators which rule refuses pushes to this branch"
+                    "the server gave no reason: ask its administrators which hook or branch protection rule refuses this push"
                 } else {
-                    "the server's own words are above (remote:); change what they ask for (often: allow this token to push to the branch, or promote through a pull request)"
+                    "the remote: lines are the server's reason (a hook or branch protection rule): do what they ask, or let this token push to the branch"
                 };
                 write!(f, "\n  hint: nothing was changed on the remote; {why}")
             }

@@ -83,7 +83,8 @@ pub fn promote(plan: &Plan, settings: &Settings) -> Result<Promotion> {
     let place = format!("branch {} of {}", plan.branch, plan.repo.display());
     let mut in_transit: Option<git2::Oid> = None;
     let promotion = retry_rounds(
-        plan,
+        &plan.repo.display(),
+        &plan.branch,
         settings.max_attempts,
         &mut std::thread::sleep,
         |attempt, rejected| {
@@ -107,7 +108,8 @@ pub fn promote(plan: &Plan, settings: &Settings) -> Result<Promotion> {
 /// transport judged transient, up to [`MAX_TRANSIENT_FAILURES`] times, after the server's
 /// Retry-After when it gave one; anything else ends the run.
 fn retry_rounds<T>(
-    plan: &Plan,
+    repo: &str,
+    branch: &str,
     max_attempts: u32,
     sleep: &mut dyn FnMut(Duration),
     mut round: impl FnMut(u32, Option<&Rejected>) -> Result<Round<T>>,
@@ -121,8 +123,8 @@ fn retry_rounds<T>(
             Ok(Round::Rejected(refused)) => {
                 if last {
                     return Err(Error::PushRejected {
-                        url: plan.repo.display(),
-                        branch: plan.branch.clone(),
+                        url: repo.to_string(),
+                        branch: branch.to_string(),
                         attempts: attempt,
                         message: refused.refusal.reason,
                     });
@@ -167,7 +169,8 @@ fn retry_rounds<T>(
 /// non-fast-forward, or the branch moved, so another push got there first (retry on the
 /// new tip); else a hook or protection rule said no, and would again.
 fn refusal_stands(
-    plan: &Plan,
+    repo: &str,
+    branch: &str,
     rejected: Option<&Rejected>,
     tip: git2::Oid,
     attempt: u32,
@@ -177,8 +180,8 @@ fn refusal_stands(
             tip: old_tip,
             refusal,
         }) if *old_tip == tip && !refusal.not_fast_forward => Err(Error::PushRefused {
-            url: plan.repo.display(),
-            branch: plan.branch.clone(),
+            url: repo.to_string(),
+            branch: branch.to_string(),
             attempts: attempt - 1,
             reason: refusal.reason.clone(),
             server_said: refusal.server_said.clone(),
@@ -199,7 +202,7 @@ impl Round<Box<Promotion>> {
     ) -> Result<Self> {
         tracing::info!("fetching {place} (attempt {attempt})");
         let tip = workspace.fetch(&plan.branch)?;
-        refusal_stands(plan, rejected, tip, attempt)?;
+        refusal_stands(&plan.repo.display(), &plan.branch, rejected, tip, attempt)?;
         let edit = overlay::promote_overlay(
             |p| workspace.lookup(tip, p),
             &plan.overlay,
@@ -344,6 +347,8 @@ fn promote_directory(plan: &Plan, root: &Path, settings: &Settings) -> Result<Pr
 mod tests {
     use super::*;
 
+    const REPO: &str = "https://git.example/o/devops.git";
+
     #[test]
     fn backoff_grows_and_stays_bounded() {
         for attempt in 1..=20 {
@@ -351,5 +356,160 @@ mod tests {
             let wait = backoff(attempt).as_millis() as u64;
             assert!(wait >= ceiling / 2 && wait <= ceiling, "{attempt}: {wait}");
         }
+    }
+
+    fn transient(after: Option<Duration>) -> Error {
+        Error::Remote {
+            url: REPO.into(),
+            message: "pushing to branch main failed: the git server answered HTTP 503".into(),
+            hint: "retry later".into(),
+            retry: Retry::Transient { after },
+        }
+    }
+
+    fn race(tip: u8) -> Rejected {
+        Rejected {
+            tip: git2::Oid::from_bytes(&[tip; 20]).unwrap(),
+            refusal: Refusal {
+                reason: "the branch moved (non-fast-forward)".into(),
+                not_fast_forward: true,
+                server_said: Vec::new(),
+            },
+        }
+    }
+
+    /// Runs the loop over scripted rounds; returns its result, the waits it asked for and
+    /// the rounds it ran.
+    fn run_loop(
+        max_attempts: u32,
+        mut script: Vec<Result<Round<&'static str>>>,
+    ) -> (Result<&'static str>, Vec<Duration>, u32) {
+        script.reverse();
+        let mut waits = Vec::new();
+        let mut rounds = 0;
+        let result = retry_rounds(
+            REPO,
+            "main",
+            max_attempts,
+            &mut |d| waits.push(d),
+            |_, _| {
+                rounds += 1;
+                script.pop().expect("a scripted round")
+            },
+        );
+        (result, waits, rounds)
+    }
+
+    #[test]
+    fn retry_after_is_waited_out_as_asked() {
+        let second = Some(Duration::from_secs(1));
+        let (result, waits, _) = run_loop(
+            10,
+            vec![
+                Err(transient(second)),
+                Err(transient(second)),
+                Ok(Round::Done("pushed")),
+            ],
+        );
+        assert_eq!(result.unwrap(), "pushed");
+        assert_eq!(waits, vec![Duration::from_secs(1); 2]);
+    }
+
+    #[test]
+    fn a_retry_after_beyond_the_limit_fails_at_once_without_waiting() {
+        let (result, waits, rounds) = run_loop(
+            10,
+            vec![Err(transient(Some(
+                MAX_RETRY_AFTER + Duration::from_secs(1),
+            )))],
+        );
+        let error = result.unwrap_err().to_string();
+        assert!(
+            error.contains("the server asked to retry after 31 s, longer than the 30 s"),
+            "{error}"
+        );
+        assert_eq!((waits, rounds), (vec![], 1));
+    }
+
+    #[test]
+    fn transient_failures_are_retried_a_bounded_number_of_times_with_backoff() {
+        let script = (0..=MAX_TRANSIENT_FAILURES)
+            .map(|_| Err(transient(None)))
+            .collect();
+        let (result, waits, rounds) = run_loop(10, script);
+        assert!(result.unwrap_err().to_string().contains("HTTP 503"));
+        assert_eq!(rounds, 1 + MAX_TRANSIENT_FAILURES);
+        assert_eq!(waits.len(), MAX_TRANSIENT_FAILURES as usize);
+        for (attempt, wait) in (1..).zip(&waits) {
+            let ceiling = Duration::from_millis(200 << (attempt - 1));
+            assert!(
+                *wait >= ceiling / 2 && *wait <= ceiling,
+                "{attempt}: {wait:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_permanent_failure_is_not_retried() {
+        let error = Error::Remote {
+            url: REPO.into(),
+            message: "HTTP 401".into(),
+            hint: "set a valid token".into(),
+            retry: Retry::Never,
+        };
+        let (result, waits, rounds) = run_loop(10, vec![Err(error)]);
+        assert!(result.is_err());
+        assert_eq!((waits, rounds), (vec![], 1));
+    }
+
+    #[test]
+    fn lost_races_back_off_and_end_in_a_message_saying_so() {
+        let script = (1..=3).map(|tip| Ok(Round::Rejected(race(tip)))).collect();
+        let (result, waits, rounds) = run_loop(3, script);
+        assert_eq!(
+            result.unwrap_err().to_string(),
+            "https://git.example/o/devops.git: push to branch main still refused after 3 attempt(s): the branch moved (non-fast-forward)\n  hint: nothing was changed on the remote; rerun the step, or raise --max-attempts if many pipelines promote at once"
+        );
+        assert_eq!(rounds, 3);
+        assert_eq!(waits.len(), 2);
+        assert!(waits[0] >= Duration::from_millis(100) && waits[0] <= Duration::from_millis(200));
+        assert!(waits[1] >= Duration::from_millis(200) && waits[1] <= Duration::from_millis(400));
+    }
+
+    fn refused(reason: &str, tip: u8) -> Rejected {
+        Rejected {
+            tip: git2::Oid::from_bytes(&[tip; 20]).unwrap(),
+            refusal: Refusal {
+                reason: reason.into(),
+                not_fast_forward: false,
+                server_said: vec!["push blocked: cannot lock main for you".into()],
+            },
+        }
+    }
+
+    #[test]
+    fn a_refusal_on_an_unmoved_branch_stands_whatever_its_words() {
+        // "blocked" and "lock" once read as a race and were retried to the last attempt.
+        let tip = git2::Oid::from_bytes(&[1; 20]).unwrap();
+        for reason in [
+            "blocked by policy",
+            "cannot lock ref",
+            "pre-receive hook declined",
+        ] {
+            let error =
+                refusal_stands(REPO, "main", Some(&refused(reason, 1)), tip, 2).expect_err(reason);
+            assert!(
+                matches!(error, Error::PushRefused { attempts: 1, .. }),
+                "{error}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_moved_branch_or_a_non_fast_forward_is_a_race() {
+        let tip = git2::Oid::from_bytes(&[1; 20]).unwrap();
+        assert!(refusal_stands(REPO, "main", Some(&refused("failed to lock", 2)), tip, 2).is_ok());
+        assert!(refusal_stands(REPO, "main", Some(&race(1)), tip, 2).is_ok());
+        assert!(refusal_stands(REPO, "main", None, tip, 1).is_ok());
     }
 }
