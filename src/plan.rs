@@ -518,6 +518,29 @@ environments:
     }
 
     #[test]
+    fn repo_urls_lose_their_credentials_and_need_a_host() {
+        let base = Path::new("/cwd");
+        let RepoLocation::Remote { url, credentials } =
+            parse_repo("https://ci:p%40ss@git.example/o/devops.git", base).unwrap()
+        else {
+            panic!("a remote")
+        };
+        assert_eq!(url, "https://git.example/o/devops.git");
+        let credentials = credentials.unwrap();
+        assert_eq!(
+            (credentials.username.as_str(), credentials.password.as_str()),
+            ("ci", "p@ss")
+        );
+        for no_host in ["https://u:p@/r.git", "https://"] {
+            let error = parse_repo(no_host, base).unwrap_err().to_string();
+            assert!(
+                error.contains("the repo URL has no host"),
+                "{no_host}: {error}"
+            );
+        }
+    }
+
+    #[test]
     fn bad_values_are_input_errors() {
         assert!(
             plan(&[], Some("not-hex!"), None)
