@@ -321,10 +321,4 @@ mod tests {
             .unwrap();
         assert_eq!(args.flags.images, ["a:1", "b:2", "c:3"]);
     }
-
-    #[test]
-    fn the_token_value_is_never_shown_in_help() {
-        let help = Cli::command().render_long_help().to_string();
-        assert!(help.contains("GIT_TOKEN"));
-    }
 }

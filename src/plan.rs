@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::config::{Config, Environment, ImageRule, Template, When};
+use crate::config::{Config, Environment, ImageRule, Placeholder, Template, When};
 use crate::context::BuildContext;
 use crate::error::{Error, Result};
 use crate::image;
@@ -255,26 +255,31 @@ pub fn missing_sha() -> Error {
 
 fn render_rule(rule: &ImageRule, context: &BuildContext, file: &str) -> Result<ImageSpec> {
     let render = |template: &Option<Template>,
-                  check: fn(&str) -> std::result::Result<(), String>|
+                  check: fn(&str) -> std::result::Result<(), image::ImageError>|
      -> Result<Option<String>> {
         let Some(t) = template else { return Ok(None) };
-        let value = t.render(|name| context.placeholder(name)).map_err(|missing| match missing.as_str() {
-            "commit_sha" | "short_sha" => missing_sha(),
-            _ => Error::input(
-                file,
-                Some(t.line),
-                format!("`{{{missing}}}` has no value in this build"),
-                match missing.as_str() {
-                    "tag_name" => "this build has no tag: set TAG_NAME (Cloud Build: map $TAG_NAME in the step's env), or use {commit_sha}",
-                    _ => "set BRANCH_NAME (Cloud Build: map $BRANCH_NAME in the step's env)",
-                },
-            ),
-        })?;
+        let value = t
+            .render(|p| context.placeholder(p.name()))
+            .map_err(|missing| match missing.0 {
+                Placeholder::CommitSha | Placeholder::ShortSha => missing_sha(),
+                Placeholder::TagName => Error::input(
+                    file,
+                    Some(t.line),
+                    missing.to_string(),
+                    "this build has no tag: set TAG_NAME (Cloud Build: map $TAG_NAME in the step's env), or use {commit_sha}",
+                ),
+                Placeholder::BranchName => Error::input(
+                    file,
+                    Some(t.line),
+                    missing.to_string(),
+                    "set BRANCH_NAME (Cloud Build: map $BRANCH_NAME in the step's env)",
+                ),
+            })?;
         check(&value).map_err(|e| {
             Error::input(
                 file,
                 Some(t.line),
-                e,
+                e.to_string(),
                 "fix the value or the placeholder it comes from",
             )
         })?;
@@ -282,7 +287,7 @@ fn render_rule(rule: &ImageRule, context: &BuildContext, file: &str) -> Result<I
     };
     Ok(ImageSpec {
         name: rule.name.clone(),
-        new_name: render(&rule.new_name, image::check_name)?,
+        new_name: render(&rule.new_name, image::check_new_name)?,
         new_tag: render(&rule.tag, image::check_tag)?,
         digest: render(&rule.digest, image::check_digest)?,
     })
@@ -312,16 +317,9 @@ pub fn clean_overlay(path: &str) -> Result<String> {
     Ok(parts.join("/"))
 }
 
+/// Branch names as git allows them (`git check-ref-format --branch`), asked of libgit2.
 fn check_branch(branch: &str) -> Result<()> {
-    let ok = !branch.is_empty()
-        && !branch.starts_with(['-', '/'])
-        && !branch.ends_with(['/', '.'])
-        && !branch.contains("..")
-        && !branch.contains("//")
-        && !branch
-            .chars()
-            .any(|c| c.is_control() || " ~^:?*[\\".contains(c));
-    if ok {
+    if git2::Branch::name_is_valid(branch).unwrap_or(false) {
         Ok(())
     } else {
         Err(Error::usage(
