@@ -2,9 +2,20 @@
 //! branch) and what to do, and maps to a fixed exit code.
 
 use std::fmt;
+use std::time::Duration;
 
 /// Exit code for bad flags, config or input: fix the input, a retry will not help.
 pub const EXIT_INPUT: u8 = 2;
+/// Whether a failed remote operation is worth another try.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// Authentication, permission, a wrong URL, TLS: retrying cannot help.
+    Never,
+    /// Timeouts, broken connections, HTTP 408, 429 and 5xx: another try may succeed,
+    /// `after` the wait the server asked for, if it did.
+    Transient { after: Option<Duration> },
+}
+
 /// Exit code for everything else (network, auth, a push still refused).
 pub const EXIT_FAILURE: u8 = 1;
 
@@ -24,13 +35,24 @@ pub enum Error {
         url: String,
         message: String,
         hint: String,
+        /// Whether another try may succeed, as the transport judged the failure.
+        retry: Retry,
     },
-    /// Every attempt to push was refused.
+    /// Every attempt to push lost the race against other pushes.
     PushRejected {
         url: String,
         branch: String,
         attempts: u32,
         message: String,
+    },
+    /// The server refused the push while the branch stayed where it was: a hook or a
+    /// branch protection rule said no, in its own words (the `remote:` lines).
+    PushRefused {
+        url: String,
+        branch: String,
+        attempts: u32,
+        reason: String,
+        server_said: Vec<String>,
     },
     /// Local I/O or libgit2 failed on this machine.
     Local { message: String },
@@ -67,17 +89,34 @@ impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Usage { .. } | Error::Input { .. } => EXIT_INPUT,
-            Error::Remote { .. } | Error::PushRejected { .. } | Error::Local { .. } => EXIT_FAILURE,
+            Error::Remote { .. }
+            | Error::PushRejected { .. }
+            | Error::PushRefused { .. }
+            | Error::Local { .. } => EXIT_FAILURE,
+        }
+    }
+
+    /// Whether another try may help; only a remote failure can say yes.
+    pub fn retry(&self) -> Retry {
+        match self {
+            Error::Remote { retry, .. } => *retry,
+            _ => Retry::Never,
         }
     }
 
     /// Adds a sentence to a remote error's message.
     pub fn with_note(self, note: &str) -> Self {
         match self {
-            Error::Remote { url, message, hint } => Error::Remote {
+            Error::Remote {
+                url,
+                message,
+                hint,
+                retry,
+            } => Error::Remote {
                 url,
                 message: format!("{message} ({note})"),
                 hint,
+                retry,
             },
             other => other,
         }
@@ -109,7 +148,9 @@ impl fmt::Display for Error {
                 }
                 write!(f, "\n  hint: {hint}")
             }
-            Error::Remote { url, message, hint } => {
+            Error::Remote {
+                url, message, hint, ..
+            } => {
                 write!(f, "{url}: {message}\n  hint: {hint}")
             }
             Error::PushRejected {
@@ -121,6 +162,27 @@ impl fmt::Display for Error {
                 f,
                 "{url}: push to branch {branch} still refused after {attempts} attempt(s): {message}\n  hint: nothing was changed on the remote; rerun the step, or raise --max-attempts if many pipelines promote at once"
             ),
+            Error::PushRefused {
+                url,
+                branch,
+                attempts,
+                reason,
+                server_said,
+            } => {
+                write!(
+                    f,
+                    "{url}: push to branch {branch} still refused after {attempts} attempt(s): {reason} (the branch did not move: a server hook or branch protection refused the push)"
+                )?;
+                for line in server_said {
+                    write!(f, "\n  remote: {line}")?;
+                }
+                let why = if server_said.is_empty() {
+                    "the server gave no reason: ask its administrators which hook or branch protection rule refuses this push"
+                } else {
+                    "the remote: lines are the server's reason (a hook or branch protection rule): do what they ask, or let this token push to the branch"
+                };
+                write!(f, "\n  hint: nothing was changed on the remote; {why}")
+            }
             Error::Local { message } => write!(f, "{message}"),
         }
     }
@@ -156,6 +218,7 @@ mod tests {
             url: "https://h/r.git".into(),
             message: "HTTP 401".into(),
             hint: "check GIT_TOKEN".into(),
+            retry: Retry::Never,
         };
         assert_eq!(e.exit_code(), 1);
     }

@@ -9,7 +9,6 @@ use crate::context::BuildContext;
 use crate::error::{Error, Result};
 use crate::image;
 use crate::kustomize::ImageSpec;
-use crate::percent;
 
 pub const DEFAULT_BRANCH: &str = "main";
 pub const DEFAULT_AUTHOR: &str = "tomoda-promote <tomoda-promote@users.noreply.github.com>";
@@ -335,38 +334,24 @@ pub fn parse_repo(text: &str, base: &Path) -> Result<RepoLocation> {
     let text = text.trim();
     let lower = text.to_ascii_lowercase();
     if lower.starts_with("https://") || lower.starts_with("http://") {
-        let scheme_end = text.find("://").map_or(0, |i| i + 3);
-        let authority_end = text[scheme_end..]
-            .find('/')
-            .map_or(text.len(), |i| scheme_end + i);
-        let authority = &text[scheme_end..authority_end];
-        let (credentials, host) = match authority.rsplit_once('@') {
-            Some((userinfo, host)) => {
-                let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
-                (
-                    Some(Credentials {
-                        username: percent::decode(user),
-                        password: percent::decode(password),
-                    }),
-                    host,
-                )
-            }
-            None => (None, authority),
-        };
-        if host.is_empty() {
-            return Err(Error::usage(
+        let mut url = reqwest::Url::parse(text).map_err(|e| match e {
+            url::ParseError::EmptyHost => Error::usage(
                 "the repo URL has no host",
                 "write it as https://host/owner/devops.git",
-            ));
-        }
-        let url = format!("{}{host}{}", &text[..scheme_end], &text[authority_end..]);
-        if let Err(e) = reqwest::Url::parse(&url) {
-            return Err(Error::usage(
-                format!("the repo URL {url} is not valid: {e}"),
+            ),
+            e => Error::usage(
+                format!(
+                    "the repo URL {} is not valid: {e}",
+                    crate::git::http::redact_str(text)
+                ),
                 "write it as https://host[:port]/owner/devops.git",
-            ));
-        }
-        return Ok(RepoLocation::Remote { url, credentials });
+            ),
+        })?;
+        let credentials = crate::git::http::take_userinfo(&mut url);
+        return Ok(RepoLocation::Remote {
+            url: url.to_string(),
+            credentials,
+        });
     }
     if let Some(path) = text.strip_prefix("file://") {
         return Ok(RepoLocation::Local(PathBuf::from(path)));
@@ -528,6 +513,29 @@ environments:
         assert_eq!(url, "https://git.example/o/devops.git");
         assert_eq!(credentials.as_ref().unwrap().password, "s3cr@t");
         assert!(!format!("{:?}", p.repo).contains("s3cr"));
+    }
+
+    #[test]
+    fn repo_urls_lose_their_credentials_and_need_a_host() {
+        let base = Path::new("/cwd");
+        let RepoLocation::Remote { url, credentials } =
+            parse_repo("https://ci:p%40ss@git.example/o/devops.git", base).unwrap()
+        else {
+            panic!("a remote")
+        };
+        assert_eq!(url, "https://git.example/o/devops.git");
+        let credentials = credentials.unwrap();
+        assert_eq!(
+            (credentials.username.as_str(), credentials.password.as_str()),
+            ("ci", "p@ss")
+        );
+        for no_host in ["https://u:p@/r.git", "https://"] {
+            let error = parse_repo(no_host, base).unwrap_err().to_string();
+            assert!(
+                error.contains("the repo URL has no host"),
+                "{no_host}: {error}"
+            );
+        }
     }
 
     #[test]

@@ -5,8 +5,8 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::error::{Error, Result};
-use crate::git::{self, PushOutcome, Workspace};
+use crate::error::{Error, Result, Retry};
+use crate::git::{self, HttpTransport, PushOutcome, Refusal, Workspace};
 use crate::kustomize::Change;
 use crate::message::commit_message;
 use crate::message::short_sha;
@@ -20,6 +20,8 @@ pub struct Settings<'a> {
     /// Promote even when the new tag is older than the deployed one.
     pub allow_downgrade: bool,
     pub history: &'a dyn History,
+    /// Git over http(s) for the devops repository.
+    pub transport: HttpTransport,
 }
 
 /// What a run did, for everything that reports it: where, which values, how it ended.
@@ -54,18 +56,21 @@ pub enum Outcome {
 }
 
 /// Transient network failures (timeouts, resets, HTTP 429 and 5xx) tolerated in one run.
-const MAX_TRANSIENT_FAILURES: u32 = 3;
+pub const MAX_TRANSIENT_FAILURES: u32 = 3;
 /// The longest wait a server's Retry-After may ask for before we give up instead.
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
 
 /// How one round of fetch, edit, commit and push ended.
-enum Round {
-    Done(Box<Promotion>),
-    /// The server refused the push; `tip` is what we built on.
-    Rejected {
-        tip: git2::Oid,
-        reason: String,
-    },
+enum Round<T> {
+    Done(T),
+    /// The server refused the push.
+    Rejected(Rejected),
+}
+
+/// A refused push and the tip it was built on, kept to tell a race from a refusal.
+struct Rejected {
+    tip: git2::Oid,
+    refusal: Refusal,
 }
 
 pub fn promote(plan: &Plan, settings: &Settings) -> Result<Promotion> {
@@ -74,47 +79,71 @@ pub fn promote(plan: &Plan, settings: &Settings) -> Result<Promotion> {
     {
         return promote_directory(plan, path, settings);
     }
-    let workspace = Workspace::new(&plan.repo)?;
+    let workspace = Workspace::new(&plan.repo, settings.transport.clone())?;
     let place = format!("branch {} of {}", plan.branch, plan.repo.display());
-    let mut rejected: Option<(git2::Oid, String)> = None;
     let mut in_transit: Option<git2::Oid> = None;
+    let promotion = retry_rounds(
+        &plan.repo.display(),
+        &plan.branch,
+        settings.max_attempts,
+        &mut std::thread::sleep,
+        |attempt, rejected| {
+            Round::run(
+                &workspace,
+                plan,
+                settings,
+                &place,
+                attempt,
+                rejected,
+                &mut in_transit,
+            )
+        },
+    )?;
+    Ok(*promotion)
+}
+
+/// The compare-and-swap loop: runs rounds until one is done, sleeping between them
+/// (through `sleep`, so that tests see the waits without waiting). A refused push is
+/// retried on the new tip with backoff, up to `max_attempts` rounds; a failure the
+/// transport judged transient, up to [`MAX_TRANSIENT_FAILURES`] times, after the server's
+/// Retry-After when it gave one; anything else ends the run.
+fn retry_rounds<T>(
+    repo: &str,
+    branch: &str,
+    max_attempts: u32,
+    sleep: &mut dyn FnMut(Duration),
+    mut round: impl FnMut(u32, Option<&Rejected>) -> Result<Round<T>>,
+) -> Result<T> {
+    let mut rejected: Option<Rejected> = None;
     let mut transient_failures = 0;
-    for attempt in 1..=settings.max_attempts {
-        let last = attempt == settings.max_attempts;
-        let round = Round::run(
-            &workspace,
-            plan,
-            settings,
-            &place,
-            attempt,
-            &rejected,
-            &mut in_transit,
-        );
-        let wait = match round {
-            Ok(Round::Done(promotion)) => return Ok(*promotion),
-            Ok(Round::Rejected { tip, reason }) => {
+    for attempt in 1..=max_attempts {
+        let last = attempt == max_attempts;
+        let wait = match round(attempt, rejected.as_ref()) {
+            Ok(Round::Done(done)) => return Ok(done),
+            Ok(Round::Rejected(refused)) => {
                 if last {
                     return Err(Error::PushRejected {
-                        url: plan.repo.display(),
-                        branch: plan.branch.clone(),
+                        url: repo.to_string(),
+                        branch: branch.to_string(),
                         attempts: attempt,
-                        message: reason,
+                        message: refused.refusal.reason,
                     });
                 }
                 let wait = backoff(attempt);
                 tracing::info!(
-                    "push refused ({reason}); fetching the new tip and retrying in {} ms",
+                    "push refused ({}); fetching the new tip and retrying in {} ms",
+                    refused.refusal.reason,
                     wait.as_millis()
                 );
-                rejected = Some((tip, reason));
+                rejected = Some(refused);
                 wait
             }
-            Err(error) => match git::transport::take_last_failure() {
-                Some(git::transport::Failure::Transient { retry_after })
+            Err(error) => match error.retry() {
+                Retry::Transient { after }
                     if !last && transient_failures < MAX_TRANSIENT_FAILURES =>
                 {
                     transient_failures += 1;
-                    let wait = match retry_after {
+                    let wait = match after {
                         Some(asked) if asked > MAX_RETRY_AFTER => {
                             return Err(error.with_note(&format!(
                                 "the server asked to retry after {} s, longer than the {} s tomoda-promote waits",
@@ -131,37 +160,49 @@ pub fn promote(plan: &Plan, settings: &Settings) -> Result<Promotion> {
                 _ => return Err(error),
             },
         };
-        std::thread::sleep(wait);
+        sleep(wait);
     }
     unreachable!("the last attempt returns")
 }
 
-impl Round {
+/// After a refused push, the new fetch tells a race from a refusal: libgit2 saw a
+/// non-fast-forward, or the branch moved, so another push got there first (retry on the
+/// new tip); else a hook or protection rule said no, and would again.
+fn refusal_stands(
+    repo: &str,
+    branch: &str,
+    rejected: Option<&Rejected>,
+    tip: git2::Oid,
+    attempt: u32,
+) -> Result<()> {
+    match rejected {
+        Some(Rejected {
+            tip: old_tip,
+            refusal,
+        }) if *old_tip == tip && !refusal.not_fast_forward => Err(Error::PushRefused {
+            url: repo.to_string(),
+            branch: branch.to_string(),
+            attempts: attempt - 1,
+            reason: refusal.reason.clone(),
+            server_said: refusal.server_said.clone(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+impl Round<Box<Promotion>> {
     fn run(
         workspace: &Workspace,
         plan: &Plan,
         settings: &Settings,
         place: &str,
         attempt: u32,
-        rejected: &Option<(git2::Oid, String)>,
+        rejected: Option<&Rejected>,
         in_transit: &mut Option<git2::Oid>,
-    ) -> Result<Round> {
-        git::transport::take_last_failure();
+    ) -> Result<Self> {
         tracing::info!("fetching {place} (attempt {attempt})");
         let tip = workspace.fetch(&plan.branch)?;
-        if let Some((old_tip, reason)) = rejected
-            && *old_tip == tip
-            && !is_race(reason)
-        {
-            return Err(Error::PushRejected {
-                url: plan.repo.display(),
-                branch: plan.branch.clone(),
-                attempts: attempt - 1,
-                message: format!(
-                    "{reason} (the branch did not move: a server hook or branch protection refused the push)"
-                ),
-            });
-        }
+        refusal_stands(&plan.repo.display(), &plan.branch, rejected, tip, attempt)?;
         let edit = overlay::promote_overlay(
             |p| workspace.lookup(tip, p),
             &plan.overlay,
@@ -195,37 +236,18 @@ impl Round {
             PushOutcome::Pushed => done(Outcome::Pushed {
                 commit: commit.to_string(),
             }),
-            PushOutcome::Rejected(reason) => {
+            PushOutcome::Rejected(refusal) => {
                 *in_transit = None;
-                Ok(Round::Rejected { tip, reason })
+                Ok(Round::Rejected(Rejected { tip, refusal }))
             }
         }
     }
 }
 
-/// Refusals that mean another push got there first; anything else is checked by
-/// whether the branch moved.
-fn is_race(reason: &str) -> bool {
-    [
-        "non-fast-forward",
-        "fetch first",
-        "lock",
-        "stale",
-        "cannot lock",
-        "failed to update ref",
-    ]
-    .iter()
-    .any(|r| reason.contains(r))
-}
-
 /// Exponential backoff with jitter: 200 ms doubling to 6.4 s, each wait drawn from its upper half.
 fn backoff(attempt: u32) -> Duration {
     let ceiling = 200u64 << attempt.saturating_sub(1).min(5);
-    Duration::from_millis(ceiling / 2 + random_below(ceiling / 2 + 1))
-}
-
-fn random_below(bound: u64) -> u64 {
-    fastrand::u64(..bound.max(1))
+    Duration::from_millis(fastrand::u64(ceiling / 2..=ceiling))
 }
 
 /// What an edit leads to.
@@ -325,6 +347,8 @@ fn promote_directory(plan: &Plan, root: &Path, settings: &Settings) -> Result<Pr
 mod tests {
     use super::*;
 
+    const REPO: &str = "https://git.example/o/devops.git";
+
     #[test]
     fn backoff_grows_and_stays_bounded() {
         for attempt in 1..=20 {
@@ -334,10 +358,158 @@ mod tests {
         }
     }
 
+    fn transient(after: Option<Duration>) -> Error {
+        Error::Remote {
+            url: REPO.into(),
+            message: "pushing to branch main failed: the git server answered HTTP 503".into(),
+            hint: "retry later".into(),
+            retry: Retry::Transient { after },
+        }
+    }
+
+    fn race(tip: u8) -> Rejected {
+        Rejected {
+            tip: git2::Oid::from_bytes(&[tip; 20]).unwrap(),
+            refusal: Refusal {
+                reason: "the branch moved (non-fast-forward)".into(),
+                not_fast_forward: true,
+                server_said: Vec::new(),
+            },
+        }
+    }
+
+    /// Runs the loop over scripted rounds; returns its result, the waits it asked for and
+    /// the rounds it ran.
+    fn run_loop(
+        max_attempts: u32,
+        mut script: Vec<Result<Round<&'static str>>>,
+    ) -> (Result<&'static str>, Vec<Duration>, u32) {
+        script.reverse();
+        let mut waits = Vec::new();
+        let mut rounds = 0;
+        let result = retry_rounds(
+            REPO,
+            "main",
+            max_attempts,
+            &mut |d| waits.push(d),
+            |_, _| {
+                rounds += 1;
+                script.pop().expect("a scripted round")
+            },
+        );
+        (result, waits, rounds)
+    }
+
     #[test]
-    fn races_are_told_from_refusals() {
-        assert!(is_race("the branch moved (non-fast-forward)"));
-        assert!(is_race("failed to lock"));
-        assert!(!is_race("pre-receive hook declined"));
+    fn retry_after_is_waited_out_as_asked() {
+        let second = Some(Duration::from_secs(1));
+        let (result, waits, _) = run_loop(
+            10,
+            vec![
+                Err(transient(second)),
+                Err(transient(second)),
+                Ok(Round::Done("pushed")),
+            ],
+        );
+        assert_eq!(result.unwrap(), "pushed");
+        assert_eq!(waits, vec![Duration::from_secs(1); 2]);
+    }
+
+    #[test]
+    fn a_retry_after_beyond_the_limit_fails_at_once_without_waiting() {
+        let (result, waits, rounds) = run_loop(
+            10,
+            vec![Err(transient(Some(
+                MAX_RETRY_AFTER + Duration::from_secs(1),
+            )))],
+        );
+        let error = result.unwrap_err().to_string();
+        assert!(
+            error.contains("the server asked to retry after 31 s, longer than the 30 s"),
+            "{error}"
+        );
+        assert_eq!((waits, rounds), (vec![], 1));
+    }
+
+    #[test]
+    fn transient_failures_are_retried_a_bounded_number_of_times_with_backoff() {
+        let script = (0..=MAX_TRANSIENT_FAILURES)
+            .map(|_| Err(transient(None)))
+            .collect();
+        let (result, waits, rounds) = run_loop(10, script);
+        assert!(result.unwrap_err().to_string().contains("HTTP 503"));
+        assert_eq!(rounds, 1 + MAX_TRANSIENT_FAILURES);
+        assert_eq!(waits.len(), MAX_TRANSIENT_FAILURES as usize);
+        for (attempt, wait) in (1..).zip(&waits) {
+            let ceiling = Duration::from_millis(200 << (attempt - 1));
+            assert!(
+                *wait >= ceiling / 2 && *wait <= ceiling,
+                "{attempt}: {wait:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_permanent_failure_is_not_retried() {
+        let error = Error::Remote {
+            url: REPO.into(),
+            message: "HTTP 401".into(),
+            hint: "set a valid token".into(),
+            retry: Retry::Never,
+        };
+        let (result, waits, rounds) = run_loop(10, vec![Err(error)]);
+        assert!(result.is_err());
+        assert_eq!((waits, rounds), (vec![], 1));
+    }
+
+    #[test]
+    fn lost_races_back_off_and_end_in_a_message_saying_so() {
+        let script = (1..=3).map(|tip| Ok(Round::Rejected(race(tip)))).collect();
+        let (result, waits, rounds) = run_loop(3, script);
+        assert_eq!(
+            result.unwrap_err().to_string(),
+            "https://git.example/o/devops.git: push to branch main still refused after 3 attempt(s): the branch moved (non-fast-forward)\n  hint: nothing was changed on the remote; rerun the step, or raise --max-attempts if many pipelines promote at once"
+        );
+        assert_eq!(rounds, 3);
+        assert_eq!(waits.len(), 2);
+        assert!(waits[0] >= Duration::from_millis(100) && waits[0] <= Duration::from_millis(200));
+        assert!(waits[1] >= Duration::from_millis(200) && waits[1] <= Duration::from_millis(400));
+    }
+
+    fn refused(reason: &str, tip: u8) -> Rejected {
+        Rejected {
+            tip: git2::Oid::from_bytes(&[tip; 20]).unwrap(),
+            refusal: Refusal {
+                reason: reason.into(),
+                not_fast_forward: false,
+                server_said: vec!["push blocked: cannot lock main for you".into()],
+            },
+        }
+    }
+
+    #[test]
+    fn a_refusal_on_an_unmoved_branch_stands_whatever_its_words() {
+        // "blocked" and "lock" once read as a race and were retried to the last attempt.
+        let tip = git2::Oid::from_bytes(&[1; 20]).unwrap();
+        for reason in [
+            "blocked by policy",
+            "cannot lock ref",
+            "pre-receive hook declined",
+        ] {
+            let error =
+                refusal_stands(REPO, "main", Some(&refused(reason, 1)), tip, 2).expect_err(reason);
+            assert!(
+                matches!(error, Error::PushRefused { attempts: 1, .. }),
+                "{error}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_moved_branch_or_a_non_fast_forward_is_a_race() {
+        let tip = git2::Oid::from_bytes(&[1; 20]).unwrap();
+        assert!(refusal_stands(REPO, "main", Some(&refused("failed to lock", 2)), tip, 2).is_ok());
+        assert!(refusal_stands(REPO, "main", Some(&race(1)), tip, 2).is_ok());
+        assert!(refusal_stands(REPO, "main", None, tip, 1).is_ok());
     }
 }

@@ -1,6 +1,7 @@
 //! Runs that must fail: exit code, message, and nothing pushed.
 
 use crate::dsl::*;
+use crate::proxy::{Fault, Proxy};
 
 const TOKEN: &str = "ghs_tokenValue4Tests9876543210";
 
@@ -193,4 +194,127 @@ fn a_push_refused_by_a_server_hook_is_not_retried_in_vain() {
         .stderr_has("push to branch main still refused after 1 attempt(s)")
         .stderr_has("the branch did not move");
     assert_eq!(devops.head(), head);
+}
+
+/// The error as the user reads it: from `tomoda-promote: error:` to the end of stderr.
+fn error_text(done: &Done) -> &str {
+    let start = done
+        .stderr
+        .find("tomoda-promote: error: ")
+        .unwrap_or_else(|| panic!("no error in stderr:\n{}", done.stderr));
+    &done.stderr[start..]
+}
+
+fn install_pre_receive_hook(devops: &Devops, script: &str) {
+    let hook = devops.bare().join("hooks/pre-receive");
+    std::fs::write(&hook, script).unwrap();
+    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+}
+
+#[test]
+fn a_push_refused_by_branch_protection_shows_the_servers_own_words() {
+    let devops = Devops::tomoda();
+    install_pre_receive_hook(
+        &devops,
+        "#!/bin/sh\n\
+         echo 'GH006: Protected branch update failed for refs/heads/main.' >&2\n\
+         echo 'error: Changes must be made through a pull request.' >&2\n\
+         exit 1\n",
+    );
+    let head = devops.head();
+    let done = Run::tomoda(&devops).sha(SHA).run();
+    done.code(1);
+    assert_eq!(
+        error_text(&done),
+        format!(
+            "tomoda-promote: error: {url}: push to branch main still refused after 1 attempt(s): pre-receive hook declined (the branch did not move: a server hook or branch protection refused the push)\n  \
+             remote: GH006: Protected branch update failed for refs/heads/main.\n  \
+             remote: error: Changes must be made through a pull request.\n  \
+             hint: nothing was changed on the remote; the remote: lines are the server's reason (a hook or branch protection rule): do what they ask, or let this token push to the branch\n",
+            url = devops.url()
+        )
+    );
+    assert_eq!(devops.head(), head);
+}
+
+#[test]
+fn a_wrong_token_is_told_in_exactly_these_words() {
+    let devops = Devops::with_auth(&tomoda_files(), "x-access-token", "the-right-one-123");
+    let done = Run::tomoda(&devops).sha(SHA).env("GIT_TOKEN", TOKEN).run();
+    done.code(1);
+    let url = devops.url();
+    assert_eq!(
+        error_text(&done),
+        format!(
+            "tomoda-promote: error: {url}: fetching branch main failed: authentication failed: HTTP 401 from {url}/info/refs?service=git-upload-pack (the server said: \"authentication required\")\n  \
+             hint: the server did not accept the token in GIT_TOKEN (or --git-token-file): it is wrong, expired or revoked; set a valid one\n"
+        )
+    );
+}
+
+#[test]
+fn a_token_without_write_access_is_told_in_exactly_these_words() {
+    let devops = Devops::tomoda();
+    let proxy = Proxy::start(devops.server.addr(), |request| {
+        if request.target.ends_with("service=git-receive-pack") {
+            Fault::status("403 Forbidden")
+        } else {
+            Fault::Forward
+        }
+    });
+    let url = proxy.url("devops.git");
+    let done = Run::new()
+        .config(&tomoda_config(&url))
+        .sha(SHA)
+        .env("GIT_TOKEN", TOKEN)
+        .run();
+    done.code(1);
+    assert_eq!(
+        error_text(&done),
+        format!(
+            "tomoda-promote: error: {url}: pushing to branch main failed: access denied: HTTP 403 from {url}/info/refs?service=git-receive-pack (the server said: \"injected by the test proxy: 403 Forbidden\")\n  \
+             hint: the token in GIT_TOKEN (or --git-token-file) was accepted but lacks permission: give it write access to this repository\n"
+        )
+    );
+}
+
+#[test]
+fn a_repository_not_found_is_told_in_exactly_these_words() {
+    let devops = Devops::tomoda();
+    let proxy = Proxy::start(devops.server.addr(), |_| Fault::status("404 Not Found"));
+    let url = proxy.url("devops.git");
+    let done = Run::new().config(&tomoda_config(&url)).sha(SHA).run();
+    done.code(1);
+    assert_eq!(
+        error_text(&done),
+        format!(
+            "tomoda-promote: error: {url}: fetching branch main failed: repository not found or no access: HTTP 404 from {url}/info/refs?service=git-upload-pack (the server said: \"injected by the test proxy: 404 Not Found\")\n  \
+             hint: check the repository URL, and that the token can read this repository (servers answer 404 to hide private ones)\n"
+        )
+    );
+}
+
+#[test]
+fn a_network_failure_while_listing_branches_is_not_an_empty_repository() {
+    let devops = Devops::tomoda();
+    // The fetch of the missing branch passes; listing the branches to explain it fails.
+    let proxy = Proxy::start(devops.server.addr(), |request| {
+        if request.index >= 2 {
+            Fault::status("403 Forbidden")
+        } else {
+            Fault::Forward
+        }
+    });
+    let done = Run::new()
+        .config(&tomoda_config(&proxy.url("devops.git")))
+        .sha(SHA)
+        .args(["--branch", "release"])
+        .run();
+    done.code(1)
+        .stderr_has("listing the branches failed: access denied: HTTP 403");
+    assert!(
+        !done.stderr.contains("the repository is empty"),
+        "{}",
+        done.stderr
+    );
 }

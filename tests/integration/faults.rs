@@ -11,10 +11,11 @@ use crate::bounded;
 use crate::dsl::*;
 use crate::proxy::{Blackhole, Fault, Proxy, Request};
 
-/// No run here may take longer; the slowest (4 timeouts of 2 s) needs about 10 s.
+/// A run still going after this is killed as hung (not a speed check: the slowest, 4
+/// timeouts of 2 s, needs about 10 s).
 const LIMIT: Duration = Duration::from_secs(60);
-/// Transient failures tolerated in one run (src/promote.rs MAX_TRANSIENT_FAILURES).
-const TRANSIENT_RETRIES: usize = 3;
+/// Transient failures tolerated in one run.
+const TRANSIENT_RETRIES: usize = tomoda_promote::promote::MAX_TRANSIENT_FAILURES as usize;
 
 /// Pushes are POSTs to git-receive-pack; everything else passes.
 fn on_pushes(
@@ -101,7 +102,7 @@ fn a_500_on_every_push_exits_1_naming_the_status_and_url_and_changes_nothing() {
         devops.server.addr(),
         on_pushes(|_| Fault::status("500 Internal Server Error")),
     );
-    let (done, elapsed) = promote_through(&proxy.url("devops.git"), &[]);
+    let (done, _) = promote_through(&proxy.url("devops.git"), &[]);
     done.code(1)
         .stderr_has("HTTP 500")
         .stderr_has(&format!("{}/git-receive-pack", proxy.url("devops.git")));
@@ -113,7 +114,6 @@ fn a_500_on_every_push_exits_1_naming_the_status_and_url_and_changes_nothing() {
         "bounded retries: {:?}",
         proxy.log()
     );
-    assert!(elapsed < Duration::from_secs(20), "{elapsed:?}");
 }
 
 #[test]
@@ -138,7 +138,7 @@ fn a_reset_on_every_upload_exits_1_and_changes_nothing() {
     let devops = Devops::tomoda();
     let before = devops.head();
     let proxy = Proxy::start(devops.server.addr(), on_pushes(|_| Fault::ResetMidUpload));
-    let (done, elapsed) = promote_through(&proxy.url("devops.git"), &[]);
+    let (done, _) = promote_through(&proxy.url("devops.git"), &[]);
     done.code(1)
         .stderr_has(&format!("{}/git-receive-pack", proxy.url("devops.git")));
     assert_unchanged(&devops, &before);
@@ -148,7 +148,6 @@ fn a_reset_on_every_upload_exits_1_and_changes_nothing() {
         "{:?}",
         proxy.log()
     );
-    assert!(elapsed < Duration::from_secs(20), "{elapsed:?}");
 }
 
 #[test]
@@ -183,10 +182,7 @@ fn a_push_that_landed_but_whose_answer_never_came_is_reported_as_pushed_once() {
         "{:?}",
         proxy.log()
     );
-    assert!(
-        elapsed >= Duration::from_secs(2) && elapsed < Duration::from_secs(30),
-        "{elapsed:?}"
-    );
+    assert!(elapsed >= Duration::from_secs(2), "{elapsed:?}");
 }
 
 #[test]
@@ -210,7 +206,6 @@ fn a_server_that_stops_answering_times_out_and_exits_1() {
         elapsed >= Duration::from_secs(2 * (1 + TRANSIENT_RETRIES as u64)),
         "{elapsed:?}"
     );
-    assert!(elapsed < Duration::from_secs(40), "{elapsed:?}");
 }
 
 #[test]
@@ -224,7 +219,7 @@ fn an_answer_that_stalls_halfway_times_out_and_exits_1() {
             Fault::Forward
         }
     });
-    let (done, elapsed) = promote_through(&proxy.url("devops.git"), &["--timeout", "2"]);
+    let (done, _) = promote_through(&proxy.url("devops.git"), &["--timeout", "2"]);
     done.code(1).stderr_has(&format!(
         "no complete answer from {}/git-upload-pack within 2s",
         proxy.url("devops.git")
@@ -236,7 +231,6 @@ fn an_answer_that_stalls_halfway_times_out_and_exits_1() {
         proxy.log()
     );
     assert_unchanged(&devops, &before);
-    assert!(elapsed < Duration::from_secs(40), "{elapsed:?}");
 }
 
 #[test]
@@ -256,7 +250,6 @@ fn a_connect_that_never_completes_times_out_and_exits_1() {
         .stderr_has(&format!("could not connect to {host} within "));
     assert_unchanged(&devops, &before);
     assert!(elapsed >= Duration::from_secs(2), "{elapsed:?}");
-    assert!(elapsed < Duration::from_secs(40), "{elapsed:?}");
 }
 
 #[test]
@@ -283,7 +276,6 @@ fn a_429_with_retry_after_is_waited_out_then_lands() {
         elapsed >= Duration::from_secs(2),
         "two Retry-After: 1 waits, took {elapsed:?}"
     );
-    assert!(elapsed < Duration::from_secs(30), "{elapsed:?}");
 }
 
 #[test]
@@ -291,12 +283,11 @@ fn a_retry_after_longer_than_30_seconds_fails_at_once() {
     let devops = Devops::tomoda();
     let before = devops.head();
     let proxy = Proxy::start(devops.server.addr(), |_| Fault::too_many_requests(3600));
-    let (done, elapsed) = promote_through(&proxy.url("devops.git"), &[]);
+    let (done, _) = promote_through(&proxy.url("devops.git"), &[]);
     done.code(1)
         .stderr_has("HTTP 429")
         .stderr_has("the server asked to retry after 3600 s")
         .stderr_has(&proxy.url("devops.git"));
     assert_unchanged(&devops, &before);
     assert_eq!(proxy.count("429"), 1, "{:?}", proxy.log());
-    assert!(elapsed < Duration::from_secs(10), "{elapsed:?}");
 }

@@ -111,7 +111,7 @@ fn a_promotion_over_https_with_a_ca_trusted_through_ssl_cert_file_lands() {
 
 /// Refused before any request: exit 1, the message names the host and the certificate
 /// problem, nothing reaches the git server, nothing is pushed, and it is not retried.
-fn assert_refused(done: &Done, elapsed: Duration, devops: &Devops, tls: &GitServer, says: &[&str]) {
+fn assert_refused(done: &Done, devops: &Devops, tls: &GitServer, says: &[&str]) {
     done.code(1)
         .stderr_has("TLS handshake with 127.0.0.1 failed")
         .never_shows(TOKEN);
@@ -124,7 +124,6 @@ fn assert_refused(done: &Done, elapsed: Duration, devops: &Devops, tls: &GitServ
         "a TLS failure is not retried:\n{}",
         done.stderr
     );
-    assert!(elapsed < Duration::from_secs(20), "refused in {elapsed:?}");
     assert_eq!(
         tls.requests(),
         Vec::<String>::new(),
@@ -140,10 +139,9 @@ fn a_certificate_for_another_host_is_refused() {
     let (devops, tls) = https_devops(&chain, &key);
     let certs = tempfile::tempdir().unwrap();
     let ca_file = ca.write(certs.path(), "ca.pem");
-    let (done, elapsed) = promote(&tls.url("devops.git"), Some(&ca_file));
+    let (done, _) = promote(&tls.url("devops.git"), Some(&ca_file));
     assert_refused(
         &done,
-        elapsed,
         &devops,
         &tls,
         &["not valid for this host name", &tls.url("devops.git")],
@@ -158,24 +156,17 @@ fn a_certificate_from_an_untrusted_ca_is_refused() {
     let (devops, tls) = https_devops(&chain, &key);
     let certs = tempfile::tempdir().unwrap();
     let other_file = other.write(certs.path(), "other-ca.pem");
-    let (done, elapsed) = promote(&tls.url("devops.git"), Some(&other_file));
+    let (done, _) = promote(&tls.url("devops.git"), Some(&other_file));
     assert_refused(
         &done,
-        elapsed,
         &devops,
         &tls,
         &["not signed by a trusted CA", "SSL_CERT_FILE"],
     );
 
     // Without SSL_CERT_FILE the built-in roots and the system bundle apply: still refused.
-    let (done, elapsed) = promote(&tls.url("devops.git"), None);
-    assert_refused(
-        &done,
-        elapsed,
-        &devops,
-        &tls,
-        &["not signed by a trusted CA"],
-    );
+    let (done, _) = promote(&tls.url("devops.git"), None);
+    assert_refused(&done, &devops, &tls, &["not signed by a trusted CA"]);
 }
 
 #[test]
@@ -188,14 +179,8 @@ fn an_expired_certificate_is_refused() {
     let (devops, tls) = https_devops(&chain, &key);
     let certs = tempfile::tempdir().unwrap();
     let ca_file = ca.write(certs.path(), "ca.pem");
-    let (done, elapsed) = promote(&tls.url("devops.git"), Some(&ca_file));
-    assert_refused(
-        &done,
-        elapsed,
-        &devops,
-        &tls,
-        &["outside its validity period"],
-    );
+    let (done, _) = promote(&tls.url("devops.git"), Some(&ca_file));
+    assert_refused(&done, &devops, &tls, &["outside its validity period"]);
 }
 
 #[test]
