@@ -702,7 +702,7 @@ fn hostile_configs_are_refused_at_their_line() {
             cfg(),
             &[("COMMIT_SHA", "4d5e6f7\n")],
         )
-        .edits(entry("newTag: \"4d5e6f7\""), Some("4d5e6f7")),
+        .edits(entry("newTag: 4d5e6f7"), Some("4d5e6f7")),
         with(
             "sha_with_an_inner_newline",
             cfg(),
