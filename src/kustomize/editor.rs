@@ -194,7 +194,7 @@ impl<'a> Editor<'a> {
                 ),
                 "edit the entry by hand",
             )),
-            _ => Ok(Splice::remove(line..yaml::next_line(self.src, value_end))),
+            _ => Ok(Splice::remove(self.whole_line(line, value_end))),
         }
     }
 
@@ -210,7 +210,7 @@ impl<'a> Editor<'a> {
         }
         let indent = " ".repeat(self.key_column(map)?);
         let at = yaml::next_line(self.src, last_end);
-        let mut text = self.break_before(at);
+        let mut text = String::new();
         for (field, value) in fields {
             text.push_str(&format!(
                 "{indent}{}: {}{}",
@@ -219,7 +219,7 @@ impl<'a> Editor<'a> {
                 self.eol
             ));
         }
-        Ok(Splice::insert(at, text))
+        Ok(Splice::insert(at, self.lines_at(at, text)))
     }
 
     fn new_entry_fields(&self) -> Vec<(&'static str, &str)> {
@@ -279,7 +279,7 @@ impl<'a> Editor<'a> {
         let last = last.ok_or_else(|| internal("empty block sequence"))?;
         let at = yaml::next_line(self.src, self.item_end(last)?);
         let (dash, key) = self.item_indents(last)?;
-        let mut text = self.break_before(at);
+        let mut text = String::new();
         if matches!(last, Node::Map(m) if m.flow) {
             text.push_str(&format!(
                 "{}- {}{}",
@@ -290,7 +290,7 @@ impl<'a> Editor<'a> {
         } else {
             text.push_str(&self.block_entry(dash, key));
         }
-        Ok((vec![Splice::insert(at, text)], changes))
+        Ok((vec![Splice::insert(at, self.lines_at(at, text))], changes))
     }
 
     /// `images:` with no value: the entry goes on the lines below it.
@@ -309,9 +309,8 @@ impl<'a> Editor<'a> {
         let at = yaml::next_line(self.src, colon);
         let base = yaml::column(self.src, key.start().offset);
         let dash = base + root.map_or(0, |r| self.sequence_indent(r));
-        let mut text = self.break_before(at);
-        text.push_str(&self.block_entry(dash, dash + 2));
-        splices.push(Splice::insert(at, text));
+        let text = self.block_entry(dash, dash + 2);
+        splices.push(Splice::insert(at, self.lines_at(at, text)));
         Ok((splices, self.new_entry_changes()))
     }
 
@@ -329,10 +328,12 @@ impl<'a> Editor<'a> {
         };
         let dash = base + root.map_or(0, |r| self.sequence_indent(r));
         let at = document_end(self.src);
-        let mut text = self.break_before(at);
-        text.push_str(&format!("{}images:{}", " ".repeat(base), self.eol));
+        let mut text = format!("{}images:{}", " ".repeat(base), self.eol);
         text.push_str(&self.block_entry(dash, dash + 2));
-        Ok((vec![Splice::insert(at, text)], self.new_entry_changes()))
+        Ok((
+            vec![Splice::insert(at, self.lines_at(at, text))],
+            self.new_entry_changes(),
+        ))
     }
 
     /// The column of a block mapping's keys: that of a key that begins its line, or of a
@@ -399,12 +400,30 @@ impl<'a> Editor<'a> {
         })
     }
 
-    /// A line break to write first when the insertion point ends a last line that has none.
-    fn break_before(&self, at: usize) -> String {
+    /// Whole `lines` (each ending in the file's line break) as they go in at `at`, a line
+    /// start or the end of the text. After a last line without a line break, the break
+    /// goes before them instead: the file gains exactly these lines and still ends as it
+    /// did, without a final line break.
+    fn lines_at(&self, at: usize, lines: String) -> String {
         if at > 0 && !self.src[..at].ends_with('\n') {
-            self.eol.to_string()
+            let lines = lines.strip_suffix(self.eol).unwrap_or(&lines);
+            format!("{}{lines}", self.eol)
         } else {
-            String::new()
+            lines
+        }
+    }
+
+    /// The bytes of the line starting at `line` and holding `end`, with one line break:
+    /// its own, or for a last line without one, the break before it, so that no empty
+    /// line is left at the end of the file.
+    fn whole_line(&self, line: usize, end: usize) -> std::ops::Range<usize> {
+        let next = yaml::next_line(self.src, end);
+        if next == self.src.len() && !self.src.ends_with('\n') && line > 0 {
+            let before = &self.src[..line];
+            let eol = if before.ends_with("\r\n") { 2 } else { 1 };
+            line - eol..next
+        } else {
+            line..next
         }
     }
 

@@ -107,7 +107,7 @@ fn a_missing_entry_is_appended_in_the_list_style() {
     let flush = "images:\n- name: other\n  newTag: a";
     assert_eq!(
         edit(flush, &tag("v2")),
-        format!("images:\n- name: other\n  newTag: a\n- name: {IMAGE}\n  newTag: v2\n")
+        format!("images:\n- name: other\n  newTag: a\n- name: {IMAGE}\n  newTag: v2")
     );
     let flow = "images: [{name: other}]\n";
     assert_eq!(
@@ -236,7 +236,7 @@ fn a_missing_images_key_is_added() {
     assert_eq!(
         edit(crlf_no_eol, &tag("v2")),
         format!(
-            "kind: Kustomization\r\nresources:\r\n- a\r\nimages:\r\n- name: {IMAGE}\r\n  newTag: v2\r\n"
+            "kind: Kustomization\r\nresources:\r\n- a\r\nimages:\r\n- name: {IMAGE}\r\n  newTag: v2"
         )
     );
     assert_eq!(
@@ -319,5 +319,38 @@ fn tabs_bom_and_unicode_stay_byte_for_byte() {
     assert_eq!(
         edit(&src, &tag("v2")),
         src.replace("newTag: v1", "newTag: v2")
+    );
+}
+
+#[test]
+fn a_file_without_a_final_line_break_gains_exactly_the_new_lines() {
+    // Issue 15: a stray blank line was left where the old last line ended.
+    let src = format!("images:\n- name: {IMAGE}\n  newName: reg/x");
+    assert_eq!(edit(&src, &tag("v2")), format!("{src}\n  newTag: v2"));
+    let commented = format!("images:\r\n- name: {IMAGE}\r\n  newName: reg/x  # c");
+    assert_eq!(
+        edit(&commented, &tag("v2")),
+        format!("{commented}\r\n  newTag: v2")
+    );
+    let digest = format!("sha256:{}", "a".repeat(64));
+    let pinned = format!("images:\n- name: {IMAGE}\n  newName: reg/x\n  digest: {digest}");
+    assert_eq!(
+        edit(&pinned, &tag("v2")),
+        format!("images:\n- name: {IMAGE}\n  newName: reg/x\n  newTag: v2")
+    );
+    let pinned_crlf = format!("images:\r\n- name: {IMAGE}\r\n  newTag: v1\r\n  digest: {digest}");
+    assert_eq!(
+        edit(&pinned_crlf, &tag("v2")),
+        format!("images:\r\n- name: {IMAGE}\r\n  newTag: v2")
+    );
+    let empty_images = "resources:\n- a\nimages:";
+    assert_eq!(
+        edit(empty_images, &tag("v2")),
+        format!("{empty_images}\n- name: {IMAGE}\n  newTag: v2")
+    );
+    let flow = format!("images:\n- {{name: {IMAGE}}}");
+    assert_eq!(
+        edit(&flow, &tag("v2")),
+        format!("images:\n- {{name: {IMAGE}, newTag: v2}}")
     );
 }
