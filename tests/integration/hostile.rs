@@ -523,7 +523,7 @@ fn odd_but_valid_files_are_edited_byte_for_byte() {
             .edits(format!("\u{feff}{}", old.replace(OLD_SHA, TAG)), Some(TAG)),
         Case::dev("bom_and_crlf_and_no_images", "\u{feff}resources:\r\n- ../../base")
             .edits(
-                format!("\u{feff}resources:\r\n- ../../base\r\nimages:\r\n- name: {IMAGE}\r\n  newTag: {TAG}\r\n"),
+                format!("\u{feff}resources:\r\n- ../../base\r\nimages:\r\n- name: {IMAGE}\r\n  newTag: {TAG}"),
                 Some(TAG),
             ),
         Case::dev("tabs_in_comments_and_after_values", entry("newTag: v1\t\t# tab\t"))
