@@ -54,66 +54,140 @@ pub struct ImageRule {
     pub digest: Option<Template>,
 }
 
-/// A value with `{commit_sha}`-style placeholders, checked when the config is read.
+/// A value with `{commit_sha}`-style placeholders, checked when the config is read: only
+/// a missing value can keep it from being filled.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Template {
-    pub text: String,
+    /// As written in promote.yaml.
+    text: String,
     pub line: usize,
+    parts: Vec<Part>,
 }
 
-pub const PLACEHOLDERS: [&str; 4] = ["commit_sha", "short_sha", "tag_name", "branch_name"];
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Part {
+    Text(String),
+    Value(Placeholder),
+}
+
+/// A value of the build that a template can name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placeholder {
+    CommitSha,
+    ShortSha,
+    TagName,
+    BranchName,
+}
+
+impl Placeholder {
+    pub const ALL: [Placeholder; 4] = [
+        Placeholder::CommitSha,
+        Placeholder::ShortSha,
+        Placeholder::TagName,
+        Placeholder::BranchName,
+    ];
+
+    /// The name written between the braces: `commit_sha` for `{commit_sha}`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Placeholder::CommitSha => "commit_sha",
+            Placeholder::ShortSha => "short_sha",
+            Placeholder::TagName => "tag_name",
+            Placeholder::BranchName => "branch_name",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Placeholder> {
+        Placeholder::ALL.into_iter().find(|p| p.name() == name)
+    }
+}
+
+impl std::fmt::Display for Placeholder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{{{}}}", self.name())
+    }
+}
+
+/// A template could not be filled: this build has no value for the placeholder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MissingValue(pub Placeholder);
+
+impl std::fmt::Display for MissingValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "`{}` has no value in this build", self.0)
+    }
+}
+
+impl std::error::Error for MissingValue {}
+
+/// Why a value cannot be read as a template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TemplateError {
+    /// A `{` with no `}` after it.
+    Unclosed { text: String },
+    /// `{name}` where `name` is not a placeholder.
+    Unknown { name: String },
+}
+
+impl std::fmt::Display for TemplateError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TemplateError::Unclosed { text } => {
+                write!(f, "`{text}` has a `{{` with no closing `}}`")
+            }
+            TemplateError::Unknown { name } => write!(f, "unknown placeholder `{{{name}}}`"),
+        }
+    }
+}
+
+impl std::error::Error for TemplateError {}
 
 impl Template {
-    /// Fills the placeholders; `lookup` returns `None` for a value this build lacks,
-    /// which is reported with the placeholder's name.
-    pub fn render(
-        &self,
-        lookup: impl Fn(&str) -> Option<String>,
-    ) -> std::result::Result<String, String> {
-        let mut out = String::new();
-        let mut rest = self.text.as_str();
+    pub fn parse(text: &str, line: usize) -> std::result::Result<Template, TemplateError> {
+        let mut parts = Vec::new();
+        let mut rest = text;
         while let Some(open) = rest.find('{') {
-            out.push_str(&rest[..open]);
+            if open > 0 {
+                parts.push(Part::Text(rest[..open].to_string()));
+            }
             let close = rest[open..]
                 .find('}')
                 .map(|c| open + c)
-                .ok_or("unclosed `{`")?;
+                .ok_or_else(|| TemplateError::Unclosed { text: text.into() })?;
             let name = &rest[open + 1..close];
-            out.push_str(&lookup(name).ok_or_else(|| name.to_string())?);
+            let placeholder = Placeholder::from_name(name)
+                .ok_or_else(|| TemplateError::Unknown { name: name.into() })?;
+            parts.push(Part::Value(placeholder));
             rest = &rest[close + 1..];
         }
-        out.push_str(rest);
-        Ok(out)
+        if !rest.is_empty() {
+            parts.push(Part::Text(rest.to_string()));
+        }
+        Ok(Template {
+            text: text.to_string(),
+            line,
+            parts,
+        })
     }
 
-    fn check(&self, file: &str) -> Result<()> {
-        let mut rest = self.text.as_str();
-        while let Some(open) = rest.find('{') {
-            let Some(close) = rest[open..].find('}').map(|c| open + c) else {
-                return Err(Error::input(
-                    file,
-                    Some(self.line),
-                    format!("`{}` has a `{{` with no closing `}}`", self.text),
-                    placeholder_hint(),
-                ));
-            };
-            let name = &rest[open + 1..close];
-            if !PLACEHOLDERS.contains(&name) {
-                return Err(Error::input(
-                    file,
-                    Some(self.line),
-                    format!("unknown placeholder `{{{name}}}`"),
-                    placeholder_hint(),
-                ));
+    /// Fills the placeholders; `lookup` returns `None` for a value this build lacks.
+    pub fn render(
+        &self,
+        lookup: impl Fn(Placeholder) -> Option<String>,
+    ) -> std::result::Result<String, MissingValue> {
+        let mut out = String::new();
+        for part in &self.parts {
+            match part {
+                Part::Text(text) => out.push_str(text),
+                Part::Value(p) => out.push_str(&lookup(*p).ok_or(MissingValue(*p))?),
             }
-            rest = &rest[close + 1..];
         }
-        Ok(())
+        Ok(out)
     }
 }
 
 fn placeholder_hint() -> String {
-    let names: Vec<String> = PLACEHOLDERS.iter().map(|p| format!("{{{p}}}")).collect();
+    let names: Vec<String> = Placeholder::ALL.iter().map(ToString::to_string).collect();
     format!("placeholders are {}", names.join(", "))
 }
 
@@ -255,12 +329,10 @@ impl Reader<'_> {
         let Some((_, node)) = map.get(key) else {
             return Ok(None);
         };
-        let template = Template {
-            text: self.string(node)?,
-            line: node.line(),
-        };
-        template.check(self.file)?;
-        Ok(Some(template))
+        let line = node.line();
+        Template::parse(&self.string(node)?, line)
+            .map(Some)
+            .map_err(|e| Error::input(self.file, Some(line), e.to_string(), placeholder_hint()))
     }
 
     fn environment(&self, key: &Node, value: &Node) -> Result<Environment> {
@@ -363,25 +435,10 @@ impl Reader<'_> {
 fn closest<'a>(word: &str, allowed: &[&'a str]) -> Option<&'a str> {
     allowed
         .iter()
-        .map(|a| (distance(word, a), *a))
+        .map(|a| (strsim::levenshtein(word, a), *a))
         .filter(|(d, a)| *d <= 2.max(a.len() / 3))
         .min()
         .map(|(_, a)| a)
-}
-
-fn distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut prev = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let cur = row[j + 1];
-            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
-            prev = cur;
-        }
-    }
-    row[b.len()]
 }
 
 #[cfg(test)]
@@ -483,14 +540,59 @@ environments:
 
     #[test]
     fn templates_render_or_name_the_missing_value() {
-        let t = Template {
-            text: "main-{short_sha}".into(),
-            line: 1,
-        };
+        let t = Template::parse("main-{short_sha}-{branch_name}", 1).unwrap();
+        let only_sha = |p: Placeholder| (p == Placeholder::ShortSha).then(|| "abc1234".into());
         assert_eq!(
-            t.render(|_| Some("abc1234".into())).unwrap(),
-            "main-abc1234"
+            t.render(|p| Some(format!("<{}>", p.name()))).unwrap(),
+            "main-<short_sha>-<branch_name>"
         );
-        assert_eq!(t.render(|_| None).unwrap_err(), "short_sha");
+        let missing = t.render(only_sha).unwrap_err();
+        assert_eq!(missing, MissingValue(Placeholder::BranchName));
+        assert_eq!(
+            missing.to_string(),
+            "`{branch_name}` has no value in this build"
+        );
+        assert_eq!(
+            Template::parse("{}x{", 1).unwrap_err(),
+            TemplateError::Unknown { name: "".into() }
+        );
+        assert_eq!(
+            Template::parse("v{tag_name", 1).unwrap_err(),
+            TemplateError::Unclosed {
+                text: "v{tag_name".into()
+            }
+        );
+        assert_eq!(
+            Template::parse("plain", 1)
+                .unwrap()
+                .render(|_| None)
+                .unwrap(),
+            "plain"
+        );
+    }
+
+    #[test]
+    fn an_image_name_may_carry_a_tag_as_kustomize_matches_it() {
+        let tagged = EXAMPLE.replacen("tomoda-backend\n", "tomoda-backend:latest\n", 1);
+        let c = Config::parse("promote.yaml", &tagged).unwrap();
+        assert!(
+            c.environments[0].images[0]
+                .name
+                .ends_with("/tomoda-backend:latest")
+        );
+        let e = error(&EXAMPLE.replacen("tomoda-backend\n", "tomoda-backend:v1:2\n", 1));
+        assert!(
+            e.starts_with("promote.yaml:8: `asia-east1-docker.pkg.dev/development-485000/tomoda-dev-repo/tomoda-backend:v1:2` is not an image name"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_key_within_a_typo_or_two_is_suggested() {
+        assert_eq!(closest("overlays", &ENV_KEYS), Some("overlay"));
+        assert_eq!(closest("imgaes", &ENV_KEYS), Some("images"));
+        assert_eq!(closest("environment", &TOP_KEYS), Some("environments"));
+        assert_eq!(closest("tags", &IMAGE_KEYS), Some("tag"));
+        assert_eq!(closest("registry", &TOP_KEYS), None);
     }
 }

@@ -1,28 +1,105 @@
 //! Image references in the forms `kustomize edit set image` takes, and the checks that keep
 //! values no registry would accept out of the devops repository.
 
+use std::fmt;
+
 use crate::kustomize::ImageSpec;
 
-/// Parses `name:tag`, `name@sha256:…`, `name=newName`, `name=newName:tag`,
-/// `name=newName@sha256:…` and `name=newName:tag@sha256:…`.
-pub fn parse_spec(spec: &str) -> Result<ImageSpec, String> {
-    let (name, rest, renamed) = match spec.split_once('=') {
-        Some((name, rest)) => (name.to_string(), rest, true),
-        None => {
-            let (name, _, _) = split_reference(spec);
-            (name.to_string(), spec, false)
+/// A value that cannot go into an `images:` entry; each says which rule it breaks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImageError {
+    /// Not an entry's `name`: a repository, optionally with a `:tag` (`imagehost:latest`).
+    Name(String),
+    /// Not a `newName`: a repository without a tag (the tag goes in `newTag`).
+    NewName(String),
+    Tag(String),
+    Digest(String),
+    /// The spec names an image but sets none of newName, newTag and digest.
+    SetsNothing(String),
+}
+
+impl fmt::Display for ImageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ImageError::Name(name) => write!(
+                f,
+                "`{}` is not an image name: use letters, digits, `.`, `_`, `-`, `/`, a registry port and an optional `:tag`, as in asia-east1-docker.pkg.dev/project/repo/app",
+                name.escape_debug()
+            ),
+            ImageError::NewName(name) => write!(
+                f,
+                "`{}` is not an image name: use letters, digits, `.`, `_`, `-`, `/` and a registry port, as in asia-east1-docker.pkg.dev/project/repo/app",
+                name.escape_debug()
+            ),
+            ImageError::Tag(tag) => write!(
+                f,
+                "`{}` is not a valid image tag: a tag is 1 to 128 letters, digits, `_`, `.` or `-`, and does not start with `.` or `-`",
+                tag.escape_debug()
+            ),
+            ImageError::Digest(digest) => write!(
+                f,
+                "`{}` is not a digest: write sha256: followed by 64 lowercase hex digits",
+                digest.escape_debug()
+            ),
+            ImageError::SetsNothing(spec) => write!(
+                f,
+                "`{spec}` sets nothing: write name:tag, name@sha256:<digest> or name=newName:tag"
+            ),
         }
+    }
+}
+
+impl std::error::Error for ImageError {}
+
+/// For callers that build an [`crate::error::Error`] from the message.
+impl From<ImageError> for String {
+    fn from(e: ImageError) -> String {
+        e.to_string()
+    }
+}
+
+/// A build's commit that is not a git object name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotACommitSha(pub String);
+
+impl fmt::Display for NotACommitSha {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "`{}` is not a commit SHA: expected 7 to 64 hex digits such as Cloud Build's $COMMIT_SHA",
+            self.0.escape_debug()
+        )
+    }
+}
+
+impl std::error::Error for NotACommitSha {}
+
+impl From<NotACommitSha> for String {
+    fn from(e: NotACommitSha) -> String {
+        e.to_string()
+    }
+}
+
+/// Parses the forms of `kustomize edit set image`: `name:tag`, `name@sha256:…`,
+/// `name=newName`, `name=newName:tag`, `name=newName@sha256:…` and
+/// `name=newName:tag@sha256:…`. As there, a name may carry a tag of its own: the last
+/// `:tag` is the one to set, so `imagehost:latest:210` sets the tag 210 of the entry
+/// named `imagehost:latest`, and `imagehost:latest=ghcr.io/x/y:210` renames it.
+pub fn parse_spec(spec: &str) -> Result<ImageSpec, ImageError> {
+    let (name, renamed, rest) = match spec.split_once('=') {
+        Some((name, rest)) => (name, true, rest),
+        None => (split_reference(spec).0, false, spec),
     };
     let (reference, tag, digest) = split_reference(rest);
     let image = ImageSpec {
-        name,
+        name: name.to_string(),
         new_name: renamed.then(|| reference.to_string()),
         new_tag: tag.map(str::to_string),
         digest: digest.map(str::to_string),
     };
     check_name(&image.name)?;
     if let Some(new_name) = &image.new_name {
-        check_name(new_name)?;
+        check_new_name(new_name)?;
     }
     if let Some(tag) = &image.new_tag {
         check_tag(tag)?;
@@ -31,47 +108,64 @@ pub fn parse_spec(spec: &str) -> Result<ImageSpec, String> {
         check_digest(digest)?;
     }
     if image.new_name.is_none() && image.new_tag.is_none() && image.digest.is_none() {
-        return Err(format!(
-            "`{spec}` sets nothing: write name:tag, name@sha256:<digest> or name=newName:tag"
-        ));
+        return Err(ImageError::SetsNothing(spec.to_string()));
     }
     Ok(image)
 }
 
 /// Splits `name[:tag][@digest]`; a `:` before the last `/` belongs to a registry port.
-fn split_reference(s: &str) -> (&str, Option<&str>, Option<&str>) {
+pub fn split_reference(s: &str) -> (&str, Option<&str>, Option<&str>) {
     let (s, digest) = match s.rsplit_once('@') {
         Some((s, d)) => (s, Some(d)),
         None => (s, None),
     };
-    let slash = s.rfind('/').map_or(0, |i| i + 1);
-    match s[slash..].rfind(':') {
-        Some(i) => (&s[..slash + i], Some(&s[slash + i + 1..]), digest),
-        None => (s, None, digest),
+    let (name, tag) = split_tag(s);
+    (name, tag, digest)
+}
+
+/// `repository[:tag]`: the tag is after the last `:` of the last path component.
+pub fn split_tag(name: &str) -> (&str, Option<&str>) {
+    let slash = name.rfind('/').map_or(0, |i| i + 1);
+    match name[slash..].rfind(':') {
+        Some(i) => (&name[..slash + i], Some(&name[slash + i + 1..])),
+        None => (name, None),
     }
 }
 
-/// Image names as registries accept them: no spaces, no control characters.
-pub fn check_name(name: &str) -> Result<(), String> {
-    let ok_char = |c: char| c.is_ascii_alphanumeric() || "._-/:".contains(c);
-    if name.is_empty()
-        || name.len() > 255
-        || !name.chars().all(ok_char)
-        || name.starts_with('/')
-        || name.ends_with('/')
-        || name.contains("//")
-        || !colon_is_a_port(name)
-    {
-        return Err(format!(
-            "`{}` is not an image name: use letters, digits, `.`, `_`, `-`, `/` and a registry port, as in asia-east1-docker.pkg.dev/project/repo/app",
-            name.escape_debug()
-        ));
+/// An entry's `name`: a repository as registries accept it, optionally with a tag, since
+/// kustomize also matches `name: imagehost:latest` against `image: imagehost:latest`.
+pub fn check_name(name: &str) -> Result<(), ImageError> {
+    let (repository, tag) = split_tag(name);
+    if is_repository(repository) && tag.is_none_or(is_tag) {
+        Ok(())
+    } else {
+        Err(ImageError::Name(name.to_string()))
     }
-    Ok(())
+}
+
+/// A `newName`: a repository without a tag.
+pub fn check_new_name(name: &str) -> Result<(), ImageError> {
+    if is_repository(name) {
+        Ok(())
+    } else {
+        Err(ImageError::NewName(name.to_string()))
+    }
+}
+
+/// No spaces, no control characters, `/` between non-empty parts, `:` only for a port.
+fn is_repository(name: &str) -> bool {
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || "._-/:".contains(c);
+    !name.is_empty()
+        && name.len() <= 255
+        && name.chars().all(ok_char)
+        && !name.starts_with('/')
+        && !name.ends_with('/')
+        && !name.contains("//")
+        && colon_is_a_port(name)
 }
 
 /// A `:` belongs only to a registry's port (`localhost:5000/app`); anywhere else it
-/// would be a tag taken for part of the name (`app:v1:2` is not the image `app:v1`).
+/// would be a tag taken for part of the name (`app:v1:2` is no repository).
 fn colon_is_a_port(name: &str) -> bool {
     let mut parts = name.split('/');
     let first = parts.next().unwrap_or_default();
@@ -90,50 +184,48 @@ fn colon_is_a_port(name: &str) -> bool {
 }
 
 /// Tags as the OCI distribution spec defines them: `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`.
-pub fn check_tag(tag: &str) -> Result<(), String> {
+pub fn check_tag(tag: &str) -> Result<(), ImageError> {
+    if is_tag(tag) {
+        Ok(())
+    } else {
+        Err(ImageError::Tag(tag.to_string()))
+    }
+}
+
+fn is_tag(tag: &str) -> bool {
     let mut chars = tag.chars();
     let first_ok = chars
         .next()
         .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
     let rest_ok = chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
-    if !first_ok || !rest_ok || tag.len() > 128 {
-        return Err(format!(
-            "`{}` is not a valid image tag: a tag is 1 to 128 letters, digits, `_`, `.` or `-`, and does not start with `.` or `-`",
-            tag.escape_debug()
-        ));
-    }
-    Ok(())
+    first_ok && rest_ok && tag.len() <= 128
 }
 
-pub fn check_digest(digest: &str) -> Result<(), String> {
+pub fn check_digest(digest: &str) -> Result<(), ImageError> {
     let hex = digest.strip_prefix("sha256:").unwrap_or("");
     if hex.len() != 64
         || !hex
             .bytes()
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     {
-        return Err(format!(
-            "`{}` is not a digest: write sha256: followed by 64 lowercase hex digits",
-            digest.escape_debug()
-        ));
+        return Err(ImageError::Digest(digest.to_string()));
     }
     Ok(())
 }
 
 /// Git object names: 7 to 64 hex digits (abbreviated, SHA-1 or SHA-256).
-pub fn check_commit_sha(sha: &str) -> Result<(), String> {
+pub fn check_commit_sha(sha: &str) -> Result<(), NotACommitSha> {
     if !(7..=64).contains(&sha.len()) || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(format!(
-            "`{}` is not a commit SHA: expected 7 to 64 hex digits such as Cloud Build's $COMMIT_SHA",
-            sha.escape_debug()
-        ));
+        return Err(NotACommitSha(sha.to_string()));
     }
     Ok(())
 }
 
-/// The last path component, for commit subjects: `…/tomoda-backend` gives `tomoda-backend`.
+/// The last path component, for commit subjects: `…/tomoda-backend` gives `tomoda-backend`,
+/// and an entry named with a tag (`imagehost:latest`) gives the repository's (`imagehost`).
 pub fn short_name(name: &str) -> &str {
-    name.rsplit('/').next().unwrap_or(name)
+    let repository = split_tag(name).0;
+    repository.rsplit('/').next().unwrap_or(repository)
 }
 
 #[cfg(test)]
@@ -184,10 +276,7 @@ mod tests {
     }
 
     #[test]
-    fn a_colon_in_a_name_is_only_a_registry_port() {
-        // Found by the hostile corpus: `app:v1:2` set the tag `2` of an image named `app:v1`.
-        let e = parse_spec("reg.io/app:v1:2").unwrap_err();
-        assert!(e.contains("`reg.io/app:v1` is not an image name"), "{e}");
+    fn a_colon_in_a_repository_is_only_a_registry_port() {
         for bad in [
             "app:v1",
             "reg:x/app",
@@ -195,39 +284,108 @@ mod tests {
             "reg:/app",
             "localhost:5000",
         ] {
-            assert!(check_name(bad).is_err(), "{bad}");
+            assert_eq!(
+                check_new_name(bad),
+                Err(ImageError::NewName(bad.into())),
+                "{bad}"
+            );
         }
         for good in ["localhost:5000/app", "reg.io:443/p/app", "app"] {
-            assert!(check_name(good).is_ok(), "{good}");
+            assert!(check_new_name(good).is_ok(), "{good}");
         }
+        // A new name carries no tag: `=reg/app:v1:2` would set newName `reg/app:v1`.
+        assert_eq!(
+            parse_spec("app=reg.io/app:v1:2"),
+            Err(ImageError::NewName("reg.io/app:v1".into()))
+        );
+    }
+
+    #[test]
+    fn names_that_carry_a_tag_are_matched_as_written() {
+        // kustomize v5 matches `- name: imagehost:latest` against `image: imagehost:latest`;
+        // `kustomize edit set image` reads the last `:tag` as the one to set.
+        assert_eq!(
+            parse_spec("imagehost:latest:210"),
+            Ok(spec("imagehost:latest", None, Some("210"), None))
+        );
+        assert_eq!(
+            parse_spec("imagehost:latest=ghcr.io/x/y:210"),
+            Ok(spec(
+                "imagehost:latest",
+                Some("ghcr.io/x/y"),
+                Some("210"),
+                None
+            ))
+        );
+        assert_eq!(
+            parse_spec("localhost:5000/app:v1:v2"),
+            Ok(spec("localhost:5000/app:v1", None, Some("v2"), None))
+        );
+        assert_eq!(
+            parse_spec("reg.io/app:v1:2"),
+            Ok(spec("reg.io/app:v1", None, Some("2"), None))
+        );
+        for good in [
+            "imagehost:latest",
+            "app:v1",
+            "localhost:5000/app:1.2",
+            "reg.io/p/app:_x",
+        ] {
+            assert_eq!(check_name(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "app:v1:2",
+            "app:",
+            "app:-x",
+            "reg:x/app:v1",
+            "app:v 1",
+            "reg/app:v1/x",
+        ] {
+            assert_eq!(check_name(bad), Err(ImageError::Name(bad.into())), "{bad}");
+        }
+        assert_eq!(
+            parse_spec("app:v1:2:3"),
+            Err(ImageError::Name("app:v1:2".into()))
+        );
+        assert_eq!(
+            split_tag("localhost:5000/app"),
+            ("localhost:5000/app", None)
+        );
+        assert_eq!(split_tag("imagehost:latest"), ("imagehost", Some("latest")));
     }
 
     #[test]
     fn bad_values_are_refused_with_the_rule() {
-        assert!(parse_spec("app").unwrap_err().contains("sets nothing"));
-        assert!(
-            parse_spec("app:-x")
-                .unwrap_err()
-                .contains("not a valid image tag")
+        assert_eq!(
+            parse_spec("app").unwrap_err().to_string(),
+            "`app` sets nothing: write name:tag, name@sha256:<digest> or name=newName:tag"
         );
+        assert_eq!(parse_spec("app:-x"), Err(ImageError::Tag("-x".into())));
         assert!(
             parse_spec("app@sha256:xyz")
                 .unwrap_err()
-                .contains("64 lowercase hex")
+                .to_string()
+                .ends_with("is not a digest: write sha256: followed by 64 lowercase hex digits")
         );
-        assert!(
-            parse_spec("my app:v1")
-                .unwrap_err()
-                .contains("not an image name")
+        assert_eq!(
+            parse_spec("my app:v1").unwrap_err().to_string(),
+            "`my app` is not an image name: use letters, digits, `.`, `_`, `-`, `/`, a registry port and an optional `:tag`, as in asia-east1-docker.pkg.dev/project/repo/app"
+        );
+        assert_eq!(
+            parse_spec("app=my\tapp").unwrap_err().to_string(),
+            "`my\\tapp` is not an image name: use letters, digits, `.`, `_`, `-`, `/` and a registry port, as in asia-east1-docker.pkg.dev/project/repo/app"
         );
         for bad in ["", ".x", "a b", "a\nb", "a#b", "a:b", &"x".repeat(129)] {
-            assert!(check_tag(bad).is_err(), "{bad:?}");
+            assert_eq!(check_tag(bad), Err(ImageError::Tag(bad.into())), "{bad:?}");
         }
         for good in ["v1.2.3", "_x", "0a1b2c3", &"x".repeat(128)] {
             assert!(check_tag(good).is_ok(), "{good:?}");
         }
         assert!(check_commit_sha("4d5e6f7").is_ok());
-        assert!(check_commit_sha("xyz1234").is_err());
+        assert_eq!(
+            check_commit_sha("xyz1234").unwrap_err().to_string(),
+            "`xyz1234` is not a commit SHA: expected 7 to 64 hex digits such as Cloud Build's $COMMIT_SHA"
+        );
         assert_eq!(short_name("a/b/tomoda-backend"), "tomoda-backend");
     }
 }

@@ -13,10 +13,10 @@ use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 
-use crate::cli::LogFormat;
+use crate::report::Format;
 use crate::secrets::RedactingStderr;
 
-pub fn init(format: LogFormat) {
+pub fn init(format: Format) {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("tomoda_promote=info,warn"));
     let builder = tracing_subscriber::fmt()
@@ -26,8 +26,8 @@ pub fn init(format: LogFormat) {
         .without_time()
         .with_ansi(false);
     let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.event_format(CloudLogging).try_init(),
+        Format::Text => builder.try_init(),
+        Format::Json => builder.event_format(CloudLogging).try_init(),
     };
 }
 

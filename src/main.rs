@@ -1,16 +1,14 @@
 use std::process::ExitCode;
 
-use clap::Parser;
-use tomoda_promote::{cli::Cli, logging, report_error, run};
+use tomoda_promote::{cli, logging, report, run};
 
 fn main() -> ExitCode {
-    tomoda_promote::cli::forget_empty_env();
-    let cli = Cli::parse();
-    logging::init(cli.log_format);
-    match run(&cli) {
+    let args = cli::parse();
+    logging::init(args.log_format);
+    match run(&args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            report_error(&error, cli.log_format);
+            report::error(&error, args.log_format);
             ExitCode::from(error.exit_code())
         }
     }

@@ -2,7 +2,7 @@
 //! that leads back to the build, and trailers that tools can parse.
 
 use crate::context::BuildContext;
-use crate::image::short_name;
+use crate::image::{short_name, split_tag};
 use crate::kustomize::{Change, Field, ImageSpec};
 
 pub fn commit_message(
@@ -39,13 +39,7 @@ pub fn commit_message(
 
     let mut body = format!("Set in {overlay_file}:\n");
     for change in changes {
-        body.push_str(&format!(
-            "  {} {}: {} -> {}\n",
-            change.image,
-            change.field.key(),
-            change.old.as_deref().unwrap_or("(none)"),
-            change.new.as_deref().unwrap_or("(removed)")
-        ));
+        body.push_str(&change_line(change));
     }
     let facts = [
         ("Source repository", &context.repo_name),
@@ -81,9 +75,13 @@ pub fn commit_message(
     format!("{subject}\n\n{body}\n{}\n", trailers.join("\n"))
 }
 
-/// The image as a container would pull it after the promotion.
+/// The image as a container would pull it after the promotion: an entry's name may carry
+/// a tag (`imagehost:latest`), which kustomize replaces.
 pub fn reference(image: &ImageSpec) -> String {
-    let mut out = image.new_name.clone().unwrap_or_else(|| image.name.clone());
+    let mut out = image
+        .new_name
+        .clone()
+        .unwrap_or_else(|| split_tag(&image.name).0.to_string());
     if let Some(tag) = &image.new_tag {
         out.push(':');
         out.push_str(tag);
@@ -95,12 +93,29 @@ pub fn reference(image: &ImageSpec) -> String {
     out
 }
 
+/// One changed value as the commit body and the text result list it.
+pub fn change_line(change: &Change) -> String {
+    format!(
+        "  {} {}: {} -> {}\n",
+        change.image,
+        change.field.key(),
+        change.old.as_deref().unwrap_or("(none)"),
+        change.new.as_deref().unwrap_or("(removed)")
+    )
+}
+
+/// A commit id as people read it in logs and subjects: the 7 hex digits `git log
+/// --oneline` and Cloud Build's `$SHORT_SHA` show.
+pub fn short_sha(sha: &str) -> &str {
+    sha.get(..7).unwrap_or(sha)
+}
+
 /// Full commit SHAs and digests are shortened in the subject, as git does.
 fn short_value(value: &str) -> String {
     let is_sha = value.len() >= 40 && value.bytes().all(|b| b.is_ascii_hexdigit());
     match value.strip_prefix("sha256:") {
         Some(hex) => format!("sha256:{}", &hex[..hex.len().min(12)]),
-        None if is_sha => value[..7].to_string(),
+        None if is_sha => short_sha(value).to_string(),
         None => value.to_string(),
     }
 }
@@ -136,6 +151,18 @@ mod tests {
             Some("promote(dev): tomoda-backend 0a1b2c3 -> 4d5e6f7")
         );
         assert_eq!(lines.next(), Some(""));
+        let tagged = ImageSpec {
+            name: "imagehost:latest".into(),
+            new_name: None,
+            new_tag: Some("210".into()),
+            digest: None,
+        };
+        assert_eq!(
+            reference(&tagged),
+            "imagehost:210",
+            "as kustomize renders it"
+        );
+        assert_eq!(short_name(&tagged.name), "imagehost");
         assert!(m.contains("Source repository: tomoda\n"), "{m}");
         assert!(m.ends_with(
             "\n\nPromoted-Image: reg/p/tomoda-backend:4d5e6f7aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\nSource-Commit: 4d5e6f7aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\nBuild-Id: b-42\n"

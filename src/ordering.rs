@@ -33,8 +33,9 @@ pub fn find_older(changes: &[Change], history: &dyn History) -> Option<Older> {
             wanted: wanted.clone(),
             reason,
         };
-        if let (Some(d), Some(w)) = (Version::parse(deployed), Version::parse(wanted)) {
-            return (w.cmp(&d) == Ordering::Less).then(|| older(format!("version {wanted} is older than {deployed}")));
+        if let Some((order, kind)) = compare_by_shape(deployed, wanted) {
+            return (order == Ordering::Less)
+                .then(|| older(format!("{kind} {wanted} is older than {deployed}")));
         }
         let (d, w) = (commit_in_tag(deployed)?, commit_in_tag(wanted)?);
         match history.is_ancestor(w, d) {
@@ -48,79 +49,57 @@ pub fn find_older(changes: &[Change], history: &dyn History) -> Option<Older> {
     })
 }
 
-/// A semantic version, `v` prefix allowed: MAJOR.MINOR.PATCH[-PRERELEASE][+BUILD].
-#[derive(Debug, PartialEq, Eq)]
-struct Version<'a> {
-    core: [u64; 3],
-    pre: Option<&'a str>,
-}
-
-impl<'a> Version<'a> {
-    fn parse(tag: &'a str) -> Option<Self> {
-        let text = tag.strip_prefix(['v', 'V']).unwrap_or(tag);
-        let text = text.split_once('+').map_or(text, |(t, _)| t);
-        let (core, pre) = match text.split_once('-') {
-            Some((c, p)) if !p.is_empty() => (c, Some(p)),
-            Some(_) => return None,
-            None => (text, None),
-        };
-        let mut parts = core.split('.');
-        let mut number = || {
-            parts
-                .next()
-                .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))?
-                .parse()
-                .ok()
-        };
-        let parsed = [number()?, number()?, number()?];
-        parts
-            .next()
-            .is_none()
-            .then_some(Version { core: parsed, pre })
+/// How `wanted` orders against `deployed` when both tags are of one shape that orders by
+/// itself, and the name of that shape; `None` for tags of different or unknown shapes.
+fn compare_by_shape(deployed: &str, wanted: &str) -> Option<(Ordering, &'static str)> {
+    if let (Some(d), Some(w)) = (semantic_version(deployed), semantic_version(wanted)) {
+        return Some((w.cmp_precedence(&d), "version"));
     }
-}
-
-impl Ord for Version<'_> {
-    fn cmp(&self, other: &Self) -> Ordering {
-        self.core
-            .cmp(&other.core)
-            .then_with(|| match (self.pre, other.pre) {
-                (None, None) => Ordering::Equal,
-                (None, Some(_)) => Ordering::Greater,
-                (Some(_), None) => Ordering::Less,
-                (Some(a), Some(b)) => compare_prerelease(a, b),
-            })
+    if is_build_number(deployed) && is_build_number(wanted) {
+        let number = |t: &str| t.parse::<u32>().ok();
+        return Some((number(wanted)?.cmp(&number(deployed)?), "build number"));
     }
-}
-
-impl PartialOrd for Version<'_> {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
+    if is_date_stamp(deployed) && is_date_stamp(wanted) && deployed.len() == wanted.len() {
+        // One layout, digits in the same places: text order is time order.
+        return Some((wanted.cmp(deployed), "date stamp"));
     }
+    None
 }
 
-/// SemVer 2.0 precedence: numeric identifiers compare as numbers and sort first.
-fn compare_prerelease(a: &str, b: &str) -> Ordering {
-    let mut left = a.split('.');
-    let mut right = b.split('.');
-    loop {
-        match (left.next(), right.next()) {
-            (None, None) => return Ordering::Equal,
-            (None, Some(_)) => return Ordering::Less,
-            (Some(_), None) => return Ordering::Greater,
-            (Some(x), Some(y)) => {
-                let order = match (x.parse::<u64>(), y.parse::<u64>()) {
-                    (Ok(m), Ok(n)) => m.cmp(&n),
-                    (Ok(_), Err(_)) => Ordering::Less,
-                    (Err(_), Ok(_)) => Ordering::Greater,
-                    (Err(_), Err(_)) => x.cmp(y),
-                };
-                if order != Ordering::Equal {
-                    return order;
-                }
-            }
+/// A semantic version, `v` or `V` prefix allowed: MAJOR.MINOR.PATCH[-PRERELEASE][+BUILD];
+/// `+BUILD` does not count in the order, as SemVer says.
+fn semantic_version(tag: &str) -> Option<semver::Version> {
+    semver::Version::parse(tag.strip_prefix(['v', 'V']).unwrap_or(tag)).ok()
+}
+
+/// A CI run counter: 1 to 6 digits, no leading zero. Seven digits and more could be an
+/// abbreviated commit, which only the app's history can order.
+fn is_build_number(tag: &str) -> bool {
+    (1..=6).contains(&tag.len())
+        && tag.bytes().all(|b| b.is_ascii_digit())
+        && (tag == "0" || !tag.starts_with('0'))
+}
+
+/// `YYYYMMDD`, `YYYYMMDD-HHMM` or `YYYYMMDD-HHMMSS`, with a real month, day and time.
+fn is_date_stamp(tag: &str) -> bool {
+    let (date, time) = tag.split_once('-').unwrap_or((tag, ""));
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    let field = |s: &str, at: usize| s[at..at + 2].parse::<u32>().unwrap_or(99);
+    let date_ok = date.len() == 8
+        && digits(date)
+        && (1..=12).contains(&field(date, 4))
+        && (1..=31).contains(&field(date, 6));
+    let time_ok = match time.len() {
+        0 => !tag.contains('-'),
+        4 | 6 => {
+            digits(time)
+                && field(time, 0) <= 23
+                && field(time, 2) <= 59
+                && (time.len() == 4 || field(time, 4) <= 59)
         }
-    }
+        _ => false,
+    };
+    date_ok && time_ok
 }
 
 /// The commit a tag names: the tag itself, or its last `-`/`_` part, when 7 to 64 hex digits.
@@ -165,6 +144,8 @@ mod tests {
             ("1.2.3", "1.2.3-rc.1"),
             ("v1.0.0-rc.10", "v1.0.0-rc.9"),
             ("v1.0.0-beta", "v1.0.0-alpha.1"),
+            ("V1.2.4", "v1.2.3+build.9"),
+            ("1.2.3+b", "v1.2.3-rc.1+a"),
         ] {
             assert!(
                 find_older(&tag(deployed, wanted), &HISTORY).is_some(),
@@ -177,6 +158,50 @@ mod tests {
             ("v1.0.0-alpha", "v1.0.0-alpha.1"),
             ("latest", "v1.0.0"),
             ("v1.2", "v1.1"),
+            ("v1.2.3+build.5", "V1.2.3+build.4"),
+            ("01.2.3", "1.0.0"),
+        ] {
+            assert!(
+                find_older(&tag(deployed, wanted), &HISTORY).is_none(),
+                "{deployed} -> {wanted}"
+            );
+        }
+    }
+
+    #[test]
+    fn build_numbers_and_date_stamps_compare_as_numbers() {
+        let skip = find_older(&tag("118", "99"), &HISTORY).unwrap();
+        assert_eq!(skip.reason, "build number 99 is older than 118");
+        let skip = find_older(&tag("20240102", "20240101"), &HISTORY).unwrap();
+        assert_eq!(skip.reason, "date stamp 20240101 is older than 20240102");
+        for (deployed, wanted) in [
+            ("1000", "999"),
+            ("7", "0"),
+            ("20240101-1530", "20240101-0915"),
+            ("20231231-235959", "20231231-235958"),
+        ] {
+            assert!(
+                find_older(&tag(deployed, wanted), &HISTORY).is_some(),
+                "{deployed} -> {wanted}"
+            );
+        }
+        for (deployed, wanted) in [
+            ("99", "118"),
+            ("118", "118"),
+            ("20240101", "20240215"),
+            ("20240101-1530", "20240101-1531"),
+            // Different shapes are not compared: the promotion goes ahead.
+            ("20240101-1530", "20240101"),
+            ("118", "20240101"),
+            ("118", "v1.0.0"),
+            ("v2.0.0", "118"),
+            // Leading zeros, seven digits (could be a commit), impossible dates.
+            ("0118", "099"),
+            ("1000000", "999999"),
+            ("20241301", "20241231"),
+            ("20240132", "20240101"),
+            ("20240101-2460", "20240101-0000"),
+            ("20240101-", "2024010"),
         ] {
             assert!(
                 find_older(&tag(deployed, wanted), &HISTORY).is_none(),

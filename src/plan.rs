@@ -4,8 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::cli::Cli;
-use crate::config::{Config, Environment, ImageRule, Template, When};
+use crate::config::{Config, Environment, ImageRule, Placeholder, Template, When};
 use crate::context::BuildContext;
 use crate::error::{Error, Result};
 use crate::image;
@@ -67,6 +66,19 @@ pub struct Plan {
     pub author: Identity,
 }
 
+/// What the command line says about the promotion; each overrides promote.yaml.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Flags {
+    /// Promote to this environment, whatever the build's tag says.
+    pub environment: Option<String>,
+    pub repo: Option<String>,
+    pub branch: Option<String>,
+    pub overlay: Option<String>,
+    /// Image specs as `kustomize edit set image` takes them; replaces the environment's.
+    pub images: Vec<String>,
+    pub author: Option<String>,
+}
+
 /// Where relative paths are resolved: the config's directory for what the config says,
 /// the working directory for flags.
 pub struct Bases<'a> {
@@ -75,7 +87,7 @@ pub struct Bases<'a> {
 }
 
 pub fn resolve(
-    cli: &Cli,
+    flags: &Flags,
     config: Option<&Config>,
     context: BuildContext,
     bases: &Bases,
@@ -91,13 +103,13 @@ pub fn resolve(
     let environment = match config {
         Some(config) => Some(select_environment(
             config,
-            cli.environment.as_deref(),
+            flags.environment.as_deref(),
             &context,
         )?),
         None => None,
     };
-    let images = match (&environment, cli.images.is_empty()) {
-        (_, false) => cli
+    let images = match (&environment, flags.images.is_empty()) {
+        (_, false) => flags
             .images
             .iter()
             .flat_map(|value| value.split([',', '\n']))
@@ -125,24 +137,24 @@ pub fn resolve(
             .collect::<Result<Vec<_>>>()?,
         (None, true) => return Err(flags_needed("--image")),
     };
-    let overlay_source = cli
+    let overlay_source = flags
         .overlay
         .as_deref()
         .or(environment.map(|e| e.overlay.as_str()));
     let overlay = clean_overlay(overlay_source.ok_or_else(|| flags_needed("--overlay"))?)?;
 
-    let repo = match (&cli.repo, config.and_then(|c| c.repo.as_ref())) {
+    let repo = match (&flags.repo, config.and_then(|c| c.repo.as_ref())) {
         (Some(flag), _) => parse_repo(flag, bases.cwd)?,
         (None, Some(from_config)) => parse_repo(from_config, bases.config_dir)?,
         (None, None) => return Err(flags_needed("--repo")),
     };
-    let branch = cli
+    let branch = flags
         .branch
         .clone()
         .or_else(|| config.and_then(|c| c.branch.clone()))
         .unwrap_or_else(|| DEFAULT_BRANCH.to_string());
     check_branch(&branch)?;
-    let author_text = cli
+    let author_text = flags
         .author
         .as_deref()
         .or(config.and_then(|c| c.author.as_deref()))
@@ -150,7 +162,8 @@ pub fn resolve(
     Ok(Plan {
         environment: environment.map_or_else(
             || {
-                cli.environment
+                flags
+                    .environment
                     .clone()
                     .unwrap_or_else(|| FLAGS_ENVIRONMENT.to_string())
             },
@@ -243,26 +256,31 @@ pub fn missing_sha() -> Error {
 
 fn render_rule(rule: &ImageRule, context: &BuildContext, file: &str) -> Result<ImageSpec> {
     let render = |template: &Option<Template>,
-                  check: fn(&str) -> std::result::Result<(), String>|
+                  check: fn(&str) -> std::result::Result<(), image::ImageError>|
      -> Result<Option<String>> {
         let Some(t) = template else { return Ok(None) };
-        let value = t.render(|name| context.placeholder(name)).map_err(|missing| match missing.as_str() {
-            "commit_sha" | "short_sha" => missing_sha(),
-            _ => Error::input(
-                file,
-                Some(t.line),
-                format!("`{{{missing}}}` has no value in this build"),
-                match missing.as_str() {
-                    "tag_name" => "this build has no tag: set TAG_NAME (Cloud Build: map $TAG_NAME in the step's env), or use {commit_sha}",
-                    _ => "set BRANCH_NAME (Cloud Build: map $BRANCH_NAME in the step's env)",
-                },
-            ),
-        })?;
+        let value = t
+            .render(|p| context.placeholder(p.name()))
+            .map_err(|missing| match missing.0 {
+                Placeholder::CommitSha | Placeholder::ShortSha => missing_sha(),
+                Placeholder::TagName => Error::input(
+                    file,
+                    Some(t.line),
+                    missing.to_string(),
+                    "this build has no tag: set TAG_NAME (Cloud Build: map $TAG_NAME in the step's env), or use {commit_sha}",
+                ),
+                Placeholder::BranchName => Error::input(
+                    file,
+                    Some(t.line),
+                    missing.to_string(),
+                    "set BRANCH_NAME (Cloud Build: map $BRANCH_NAME in the step's env)",
+                ),
+            })?;
         check(&value).map_err(|e| {
             Error::input(
                 file,
                 Some(t.line),
-                e,
+                e.to_string(),
                 "fix the value or the placeholder it comes from",
             )
         })?;
@@ -270,7 +288,7 @@ fn render_rule(rule: &ImageRule, context: &BuildContext, file: &str) -> Result<I
     };
     Ok(ImageSpec {
         name: rule.name.clone(),
-        new_name: render(&rule.new_name, image::check_name)?,
+        new_name: render(&rule.new_name, image::check_new_name)?,
         new_tag: render(&rule.tag, image::check_tag)?,
         digest: render(&rule.digest, image::check_digest)?,
     })
@@ -300,16 +318,9 @@ pub fn clean_overlay(path: &str) -> Result<String> {
     Ok(parts.join("/"))
 }
 
+/// Branch names as git allows them (`git check-ref-format --branch`), asked of libgit2.
 fn check_branch(branch: &str) -> Result<()> {
-    let ok = !branch.is_empty()
-        && !branch.starts_with(['-', '/'])
-        && !branch.ends_with(['/', '.'])
-        && !branch.contains("..")
-        && !branch.contains("//")
-        && !branch
-            .chars()
-            .any(|c| c.is_control() || " ~^:?*[\\".contains(c));
-    if ok {
+    if git2::Branch::name_is_valid(branch).unwrap_or(false) {
         Ok(())
     } else {
         Err(Error::usage(
@@ -408,7 +419,7 @@ pub fn parse_identity(text: &str) -> Result<Identity> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
+    use crate::cli::Args;
 
     const CONFIG: &str = r#"repo: ../devops
 environments:
@@ -428,8 +439,8 @@ environments:
 "#;
 
     fn plan(args: &[&str], sha: Option<&str>, tag: Option<&str>) -> Result<Plan> {
-        let cli =
-            Cli::try_parse_from(std::iter::once("tomoda-promote").chain(args.iter().copied()))
+        let args =
+            Args::try_parse_from(std::iter::once("tomoda-promote").chain(args.iter().copied()))
                 .unwrap();
         let config = Config::parse("promote.yaml", CONFIG).unwrap();
         let context = BuildContext {
@@ -441,7 +452,7 @@ environments:
             config_dir: Path::new("/cfg"),
             cwd: Path::new("/cwd"),
         };
-        resolve(&cli, Some(&config), context, &bases)
+        resolve(&args.flags, Some(&config), context, &bases)
     }
 
     #[test]

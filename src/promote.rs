@@ -7,11 +7,12 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::git::{self, PushOutcome, Workspace};
+use crate::kustomize::Change;
 use crate::message::commit_message;
-use crate::ordering::{self, History};
+use crate::message::short_sha;
+use crate::ordering::{self, History, Older};
 use crate::overlay::{self, Entry, FileEdit};
 use crate::plan::{Plan, RepoLocation};
-use crate::report::{Outcome, short_sha};
 
 pub struct Settings<'a> {
     pub max_attempts: u32,
@@ -21,6 +22,37 @@ pub struct Settings<'a> {
     pub history: &'a dyn History,
 }
 
+/// What a run did, for everything that reports it: where, which values, how it ended.
+#[derive(Debug, Clone)]
+pub struct Promotion {
+    pub environment: String,
+    /// The devops repository as people are shown it: never with credentials.
+    pub repo: String,
+    pub branch: String,
+    /// The kustomization file, relative to the repository's root.
+    pub file: String,
+    /// The values that change (or would, or did not because the run was skipped).
+    pub changes: Vec<Change>,
+    /// Rounds of fetch, edit and push it took (0 for a directory, which is only read).
+    pub attempts: u32,
+    /// `--plan` was asked for: nothing is written, whatever the outcome.
+    pub dry_run: bool,
+    pub outcome: Outcome,
+}
+
+/// How a promotion ended; exactly one of these happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The commit is on the branch.
+    Pushed { commit: String },
+    /// The file already holds the wanted values: nothing to commit.
+    AlreadyUpToDate,
+    /// A dry run: the diff and the message the commit would have.
+    Planned { diff: String, message: String },
+    /// The new value is older than the deployed one; nothing was changed.
+    Skipped { older: Older },
+}
+
 /// Transient network failures (timeouts, resets, HTTP 429 and 5xx) tolerated in one run.
 const MAX_TRANSIENT_FAILURES: u32 = 3;
 /// The longest wait a server's Retry-After may ask for before we give up instead.
@@ -28,7 +60,7 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
 
 /// How one round of fetch, edit, commit and push ended.
 enum Round {
-    Done(Box<Outcome>),
+    Done(Box<Promotion>),
     /// The server refused the push; `tip` is what we built on.
     Rejected {
         tip: git2::Oid,
@@ -36,7 +68,7 @@ enum Round {
     },
 }
 
-pub fn promote(plan: &Plan, settings: &Settings) -> Result<Outcome> {
+pub fn promote(plan: &Plan, settings: &Settings) -> Result<Promotion> {
     if let RepoLocation::Local(path) = &plan.repo
         && git2::Repository::open(path).is_err()
     {
@@ -59,7 +91,7 @@ pub fn promote(plan: &Plan, settings: &Settings) -> Result<Outcome> {
             &mut in_transit,
         );
         let wait = match round {
-            Ok(Round::Done(outcome)) => return Ok(*outcome),
+            Ok(Round::Done(promotion)) => return Ok(*promotion),
             Ok(Round::Rejected { tip, reason }) => {
                 if last {
                     return Err(Error::PushRejected {
@@ -136,26 +168,33 @@ impl Round {
             &plan.images,
             place,
         )?;
-        let mut outcome = outcome_for(plan, &edit, attempt, settings.dry_run);
+        let done = |outcome| {
+            Ok(Round::Done(Box::new(promotion(
+                plan,
+                &edit,
+                attempt,
+                settings.dry_run,
+                outcome,
+            ))))
+        };
         // A push whose answer was lost may have landed all the same.
         if *in_transit == Some(tip) {
-            outcome.commit = Some(tip.to_string());
-            outcome.pushed = true;
-            return Ok(Round::Done(Box::new(outcome)));
+            return done(Outcome::Pushed {
+                commit: tip.to_string(),
+            });
         }
-        let Some(message) = decide(&mut outcome, &edit, plan, settings)? else {
-            return Ok(Round::Done(Box::new(outcome)));
+        let message = match decide(&edit, plan, settings)? {
+            Decision::End(outcome) => return done(outcome),
+            Decision::Commit(message) => message,
         };
         let commit =
             workspace.commit(tip, &edit.path, edit.new.as_bytes(), &message, &plan.author)?;
         tracing::info!("pushing {} to {place}", short_sha(&commit.to_string()));
         *in_transit = Some(commit);
         match workspace.push(&plan.branch)? {
-            PushOutcome::Pushed => {
-                outcome.commit = Some(commit.to_string());
-                outcome.pushed = true;
-                Ok(Round::Done(Box::new(outcome)))
-            }
+            PushOutcome::Pushed => done(Outcome::Pushed {
+                commit: commit.to_string(),
+            }),
             PushOutcome::Rejected(reason) => {
                 *in_transit = None;
                 Ok(Round::Rejected { tip, reason })
@@ -186,25 +225,29 @@ fn backoff(attempt: u32) -> Duration {
 }
 
 fn random_below(bound: u64) -> u64 {
-    crate::random_u64() % bound.max(1)
+    fastrand::u64(..bound.max(1))
 }
 
-/// What an edit leads to, for git and directory sources alike: `None` when the run ends
-/// here (already up to date, older than what is deployed, or a plan, which gets the diff
-/// and the message), else the message of the commit to push.
-fn decide(
-    outcome: &mut Outcome,
-    edit: &FileEdit,
-    plan: &Plan,
-    settings: &Settings,
-) -> Result<Option<String>> {
+/// What an edit leads to.
+enum Decision {
+    /// The run ends here: already up to date, older than what is deployed, or a plan.
+    End(Outcome),
+    /// Commit and push, with this message.
+    Commit(String),
+}
+
+/// The same rules for git and directory sources: nothing to do, an older build, a plan
+/// (which gets the diff and the message), or a commit to push.
+fn decide(edit: &FileEdit, plan: &Plan, settings: &Settings) -> Result<Decision> {
     if edit.changes.is_empty() {
         tracing::info!("{} already holds the wanted values", edit.path);
-        outcome.up_to_date = true;
-        return Ok(None);
+        return Ok(Decision::End(Outcome::AlreadyUpToDate));
     }
-    if skip_older(outcome, edit, settings) {
-        return Ok(None);
+    if !settings.allow_downgrade
+        && let Some(older) = ordering::find_older(&edit.changes, settings.history)
+    {
+        tracing::warn!("not promoting {}: {}", older.image, older.reason);
+        return Ok(Decision::End(Outcome::Skipped { older }));
     }
     let message = commit_message(
         &plan.environment,
@@ -214,41 +257,33 @@ fn decide(
         &plan.context,
     );
     if settings.dry_run {
-        outcome.diff = Some(git::unified_diff(&edit.path, &edit.old, &edit.new)?);
-        outcome.message = Some(message);
-        return Ok(None);
+        let diff = git::unified_diff(&edit.path, &edit.old, &edit.new)?;
+        return Ok(Decision::End(Outcome::Planned { diff, message }));
     }
-    Ok(Some(message))
+    Ok(Decision::Commit(message))
 }
 
-/// Marks the outcome skipped when the edit would move an image backwards.
-fn skip_older(outcome: &mut Outcome, edit: &FileEdit, settings: &Settings) -> bool {
-    if settings.allow_downgrade {
-        return false;
-    }
-    let Some(older) = ordering::find_older(&edit.changes, settings.history) else {
-        return false;
-    };
-    tracing::warn!("not promoting {}: {}", older.image, older.reason);
-    outcome.skipped = Some(older);
-    true
-}
-
-fn outcome_for(plan: &Plan, edit: &FileEdit, attempts: u32, dry_run: bool) -> Outcome {
-    Outcome {
+fn promotion(
+    plan: &Plan,
+    edit: &FileEdit,
+    attempts: u32,
+    dry_run: bool,
+    outcome: Outcome,
+) -> Promotion {
+    Promotion {
         environment: plan.environment.clone(),
         repo: plan.repo.display(),
         branch: plan.branch.clone(),
         file: edit.path.clone(),
         changes: edit.changes.clone(),
         attempts,
-        plan: dry_run,
-        ..Default::default()
+        dry_run,
+        outcome,
     }
 }
 
 /// A plain directory (such as the bundled example) can be previewed, not promoted to.
-fn promote_directory(plan: &Plan, root: &Path, settings: &Settings) -> Result<Outcome> {
+fn promote_directory(plan: &Plan, root: &Path, settings: &Settings) -> Result<Promotion> {
     if !root.is_dir() {
         return Err(Error::usage(
             format!(
@@ -278,10 +313,12 @@ fn promote_directory(plan: &Plan, root: &Path, settings: &Settings) -> Result<Ou
         }
     };
     let edit = overlay::promote_overlay(lookup, &plan.overlay, &plan.images, &place)?;
-    let mut outcome = outcome_for(plan, &edit, 0, true);
-    // Always a plan here (checked above): `decide` fills in the diff and the message.
-    decide(&mut outcome, &edit, plan, settings)?;
-    Ok(outcome)
+    // Always a plan here (checked above): `decide` never asks for a commit.
+    let outcome = match decide(&edit, plan, settings)? {
+        Decision::End(outcome) => outcome,
+        Decision::Commit(_) => unreachable!("a directory is only planned"),
+    };
+    Ok(promotion(plan, &edit, 0, true, outcome))
 }
 
 #[cfg(test)]

@@ -15,18 +15,14 @@ pub fn register(secret: &str) {
     if secret.len() < 4 {
         return;
     }
-    // Also as JSON strings and workflow commands escape it, since those are escaped
-    // before they are redacted.
+    // Also as JSON strings escape it, since the JSON result is escaped before it is
+    // redacted. (Workflow commands are redacted before they are escaped.)
     let json = serde_json::to_string(secret).unwrap_or_default();
     let forms = [
         secret.to_string(),
         json.get(1..json.len().saturating_sub(1))
             .unwrap_or_default()
             .to_string(),
-        secret
-            .replace('%', "%25")
-            .replace('\r', "%0D")
-            .replace('\n', "%0A"),
     ];
     let mut all = SECRETS.lock().unwrap_or_else(PoisonError::into_inner);
     for form in forms {

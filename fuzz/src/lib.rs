@@ -370,13 +370,13 @@ pub fn check_parse_spec(data: &[u8]) {
     let spec = match image::parse_spec(text) {
         Ok(spec) => spec,
         Err(e) => {
-            assert!(!e.is_empty());
+            assert!(!e.to_string().is_empty());
             return;
         }
     };
     image::check_name(&spec.name).expect("the name passes its check");
     if let Some(n) = &spec.new_name {
-        image::check_name(n).expect("the new name passes its check");
+        image::check_new_name(n).expect("the new name passes its check");
     }
     if let Some(t) = &spec.new_tag {
         image::check_tag(t).expect("the tag passes its check");

@@ -1,17 +1,36 @@
-//! Replays the seed corpus (and any file named on TOMODA_FUZZ_REPLAY) through the fuzz
-//! targets' properties: a plain, bounded `cargo test`, no libFuzzer or nightly needed.
+//! Replays the seed corpus (and, with `--ignored`, a file named on TOMODA_FUZZ_REPLAY)
+//! through the fuzz targets' properties: a plain, bounded `cargo test`, no libFuzzer or nightly needed.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+/// The seed files of a target, sorted. A missing or empty corpus fails: a replay of
+/// nothing would pass whatever the properties say.
+fn seeds(target: &str) -> Vec<PathBuf> {
+    seeds_in(
+        &Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("corpus")
+            .join(target),
+    )
+}
+
+fn seeds_in(dir: &Path) -> Vec<PathBuf> {
+    let entries = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("no seed corpus at {}: {e}", dir.display()));
+    let mut files: Vec<PathBuf> = entries
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file())
+        .collect();
+    assert!(
+        !files.is_empty(),
+        "the seed corpus {} is empty",
+        dir.display()
+    );
+    files.sort();
+    files
+}
 
 fn replay(target: &str, check: fn(&[u8])) {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("corpus")
-        .join(target);
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
-        .unwrap_or_default();
-    files.sort();
-    for file in files {
+    for file in seeds(target) {
         let data = std::fs::read(&file).unwrap();
         let outcome = std::panic::catch_unwind(|| check(&data));
         assert!(outcome.is_ok(), "{} fails its property", file.display());
@@ -33,19 +52,32 @@ fn the_config_seeds_hold() {
     replay("config_parse", tomoda_promote_fuzz::check_config);
 }
 
-/// `TOMODA_FUZZ_REPLAY=set_image:path/to/crash cargo test` re-runs one input, unwrapped.
 #[test]
+fn a_missing_or_empty_corpus_fails_the_replay() {
+    let missing = std::env::temp_dir().join(format!("tomoda-no-corpus-{}", std::process::id()));
+    assert!(std::panic::catch_unwind(|| seeds_in(&missing)).is_err());
+    std::fs::create_dir_all(&missing).unwrap();
+    let empty = std::panic::catch_unwind(|| seeds_in(&missing));
+    std::fs::remove_dir(&missing).unwrap();
+    assert!(empty.is_err());
+}
+
+/// Re-runs one input, unwrapped, to see its panic and backtrace:
+/// `TOMODA_FUZZ_REPLAY=set_image:path/to/crash cargo test -- --ignored one_input`.
+/// Ignored in a plain `cargo test`, and it fails when run without the variable, so it
+/// never passes having checked nothing.
+#[test]
+#[ignore = "replays the input named by TOMODA_FUZZ_REPLAY=TARGET:PATH; run with --ignored"]
 fn one_input_from_the_environment() {
-    let Ok(spec) = std::env::var("TOMODA_FUZZ_REPLAY") else {
-        return;
-    };
+    let spec = std::env::var("TOMODA_FUZZ_REPLAY")
+        .expect("set TOMODA_FUZZ_REPLAY=TARGET:PATH (e.g. set_image:artifacts/set_image/crash-…)");
     let (target, path) = spec.split_once(':').expect("TARGET:PATH");
-    let data = std::fs::read(path).unwrap();
+    let data = std::fs::read(path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"));
     match target {
         "set_image" => tomoda_promote_fuzz::check_set_image(&data),
         "parse_spec" => tomoda_promote_fuzz::check_parse_spec(&data),
         "config_parse" => tomoda_promote_fuzz::check_config(&data),
-        other => panic!("no target {other}"),
+        other => panic!("no target {other}: set_image, parse_spec or config_parse"),
     }
 }
 
@@ -67,16 +99,8 @@ fn mutations_of_the_seeds_hold() {
         ("parse_spec", tomoda_promote_fuzz::check_parse_spec),
         ("config_parse", tomoda_promote_fuzz::check_config),
     ] {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("corpus")
-            .join(target);
-        let mut files: Vec<_> = std::fs::read_dir(&dir)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .collect();
-        files.sort();
         let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
-        for file in files {
+        for file in seeds(target) {
             let seed = std::fs::read(&file).unwrap();
             if seed.len() > 16 << 10 {
                 continue;

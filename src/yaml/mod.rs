@@ -101,6 +101,23 @@ pub fn line_ending(source: &str) -> &'static str {
     }
 }
 
+/// Equality of loaded YAML data that ignores the order of keys in mappings: the re-parse
+/// checks compare what a file means, and hashlink's maps move keys on insertion.
+pub fn same_data(a: &yaml_rust2::Yaml, b: &yaml_rust2::Yaml) -> bool {
+    use yaml_rust2::Yaml;
+    match (a, b) {
+        (Yaml::Hash(x), Yaml::Hash(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| same_data(v, w)))
+        }
+        (Yaml::Array(x), Yaml::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(v, w)| same_data(v, w))
+        }
+        _ => a == b,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

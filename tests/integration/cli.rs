@@ -19,6 +19,36 @@ fn help_teaches_the_flags_their_env_vars_and_hides_the_token() {
         .never_shows("ghs_helpTokenValue123");
 }
 
+#[test]
+fn the_token_value_is_never_shown_in_help() {
+    // Replaces a unit test that set no token and so could not fail (issue 13).
+    const TOKEN: &str = "ghs_helpSecretValue456";
+    const REPO: &str = "https://x-access-token:repoSecret789@git.example/o/devops.git";
+    for flag in ["--help", "-h"] {
+        let done = Run::new()
+            .env("GIT_TOKEN", TOKEN)
+            .env("PROMOTE_REPO", REPO)
+            .env("COMMIT_SHA", "4d5e6f7")
+            .args([flag])
+            .run();
+        done.ok().never_shows(TOKEN).never_shows("repoSecret789");
+        // Help wraps lines at spaces, differently per flag: compare with one space.
+        let flat = done.stdout.split_whitespace().collect::<Vec<_>>().join(" ");
+        for shown in [
+            // The variables reach the binary: a value that is not secret is shown.
+            "[env: COMMIT_SHA=4d5e6f7]",
+            "[env: GIT_TOKEN]",
+            "[env: PROMOTE_REPO]",
+        ] {
+            assert!(
+                flat.contains(shown),
+                "{flag} lacks {shown:?}:\n{}",
+                done.stdout
+            );
+        }
+    }
+}
+
 /// The binary run from the repository root on the bundled example, as the README says.
 fn run_example(extra: &[&str]) -> Done {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -182,4 +212,33 @@ fn empty_environment_variables_count_as_unset() {
     }
     run.run().ok().stdout_has("pushed ");
     assert!(devops.file(DEV).contains(SHA));
+}
+
+#[test]
+fn branch_names_git_refuses_are_refused_before_anything_is_fetched() {
+    // The hand-written check let `x.lock`, `a/.b` and `@{` through (issue 13).
+    for bad in [
+        "x.lock", "a/.b", "@{", "a..b", "HEAD", "-main", "re lease", "main/",
+    ] {
+        let done = Run::new()
+            .args([
+                "--repo",
+                "./nowhere",
+                "--overlay",
+                "k8s/app",
+                "--image",
+                "app:v1",
+            ])
+            .args([format!("--branch={bad}")])
+            .sha(SHA)
+            .run();
+        done.code(2);
+        assert_eq!(
+            done.stderr,
+            format!(
+                "tomoda-promote: error: `{bad}` is not a valid branch name\n  hint: pass the devops branch, such as main, with --branch\n"
+            ),
+            "{bad}"
+        );
+    }
 }

@@ -109,7 +109,7 @@ fn workspace(devops: &Devops) -> tempfile::TempDir {
 }
 
 fn assert_dev_promoted(devops: &Devops) {
-    assert_eq!(devops.file(DEV), tomoda_files()[2].1.replace(OLD_SHA, SHA));
+    assert_eq!(devops.file(DEV), tomoda_file(DEV).replace(OLD_SHA, SHA));
     assert_eq!(devops.commit_count(), 2);
 }
 
@@ -161,7 +161,7 @@ fn a_release_tag_promotes_prod_from_the_image() {
         .ok();
     assert_eq!(
         devops.file(PROD),
-        tomoda_files()[3].1.replace("v1.4.0", "v1.5.0")
+        tomoda_file(PROD).replace("v1.4.0", "v1.5.0")
     );
 }
 

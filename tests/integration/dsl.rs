@@ -71,6 +71,25 @@ pub fn tomoda_files() -> Vec<(&'static str, String)> {
     ]
 }
 
+/// One file of the tomoda layout, by its path (`DEV`, `PROD`, ...).
+pub fn tomoda_file(path: &str) -> String {
+    tomoda_files()
+        .into_iter()
+        .find(|(p, _)| *p == path)
+        .unwrap_or_else(|| panic!("no {path} in the tomoda layout"))
+        .1
+}
+
+/// The tomoda layout with `path` holding `content` instead (added when it is new).
+pub fn tomoda_files_with(path: &'static str, content: &str) -> Vec<(&'static str, String)> {
+    let mut files: Vec<_> = tomoda_files()
+        .into_iter()
+        .filter(|(p, _)| *p != path)
+        .collect();
+    files.push((path, content.to_string()));
+    files
+}
+
 pub fn tomoda_config(repo: &str) -> String {
     format!(
         r#"repo: {repo}

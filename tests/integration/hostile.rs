@@ -666,8 +666,10 @@ fn hostile_flags_names_and_paths_are_refused() {
             .refused(&["`v 1` is not a valid image tag"]),
         named("tag_with_a_hash").image(&format!("{IMAGE}:v1#2"))
             .refused(&["`v1#2` is not a valid image tag"]),
-        named("tag_with_a_colon").image(&format!("{IMAGE}:v1:2"))
-            .refused(&[&format!("`{IMAGE}:v1` is not an image name")]),
+        // `{IMAGE}:v1:2` is the tag 2 of an entry named `{IMAGE}:v1`, as kustomize reads it;
+        // one colon more leaves a name that is no `repository:tag`.
+        named("tag_with_a_colon").image(&format!("{IMAGE}:v1:2:3"))
+            .refused(&[&format!("`{IMAGE}:v1:2` is not an image name")]),
         named("tag_too_long").image(&format!("{IMAGE}:{}", "x".repeat(129)))
             .refused(&["is not a valid image tag"]),
         named("digest_of_the_wrong_length").image(&format!("{IMAGE}@sha256:{}", "a".repeat(63)))

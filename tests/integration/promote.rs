@@ -15,9 +15,9 @@ fn a_commit_build_promotes_dev_with_one_commit_that_changes_only_the_tag() {
         .stdout_has("pushed ")
         .stdout_has("to branch main of http://127.0.0.1:");
 
-    let expected = tomoda_files()[2].1.replace(OLD_SHA, SHA);
+    let expected = tomoda_file(DEV).replace(OLD_SHA, SHA);
     assert_eq!(devops.file(DEV), expected);
-    assert_eq!(devops.file(PROD), tomoda_files()[3].1, "prod untouched");
+    assert_eq!(devops.file(PROD), tomoda_file(PROD), "prod untouched");
     assert_eq!(devops.commit_count(), 2);
     assert_eq!(git(&devops.bare(), &["rev-parse", "main^"]).trim(), before);
     assert_renders(&devops, "dev", &format!("image: {IMAGE}:{SHA}"));
@@ -47,9 +47,9 @@ fn a_release_tag_promotes_prod_keeping_new_name_and_kustomize_renders_it() {
         .ok();
     assert_eq!(
         devops.file(PROD),
-        tomoda_files()[3].1.replace("v1.4.0", "v1.5.0")
+        tomoda_file(PROD).replace("v1.4.0", "v1.5.0")
     );
-    assert_eq!(devops.file(DEV), tomoda_files()[2].1, "dev untouched");
+    assert_eq!(devops.file(DEV), tomoda_file(DEV), "dev untouched");
     let log = devops.log();
     assert!(
         log.starts_with(
@@ -224,7 +224,7 @@ fn race_at(moment: &'static str) {
         if !fired && request.starts_with(moment) {
             fired = true;
             other.commit(
-                &[(PROD, tomoda_files()[3].1.replace("v1.4.0", "v1.4.1"))],
+                &[(PROD, tomoda_file(PROD).replace("v1.4.0", "v1.4.1"))],
                 "another pipeline",
             );
         }
@@ -258,7 +258,7 @@ fn a_branch_moved_while_our_pack_is_in_flight_is_refetched_and_retried() {
 fn a_hand_edit_on_the_branch_is_kept() {
     let devops = Devops::tomoda();
     devops.commit(
-        &[(PROD, tomoda_files()[3].1.replace("v1.4.0", "v1.4.1"))],
+        &[(PROD, tomoda_file(PROD).replace("v1.4.0", "v1.4.1"))],
         "hand edit",
     );
     Run::tomoda(&devops).sha(SHA).run().ok();
@@ -284,7 +284,7 @@ fn a_flags_only_run_needs_no_config() {
         .ok();
     assert_eq!(
         devops.file(PROD),
-        tomoda_files()[3].1.replace(
+        tomoda_file(PROD).replace(
             "v1.4.0   # current release\n",
             &format!("v3.0.0   # current release\n    digest: {digest}\n")
         )
@@ -316,6 +316,35 @@ fn an_older_release_is_skipped_unless_downgrade_is_allowed() {
         .run()
         .ok();
     assert!(devops.file(PROD).contains("newTag: v1.3.9"));
+}
+
+#[test]
+fn an_older_build_number_is_skipped_and_a_newer_one_promoted() {
+    let dev =
+        format!("resources:\n  - ../../base\nimages:\n  - name: {IMAGE}\n    newTag: \"118\"\n");
+    let devops = Devops::with_files(&tomoda_files_with(DEV, &dev));
+    let head = devops.head();
+    let promote = |tag: &str| {
+        Run::new()
+            .args([
+                "--repo",
+                &devops.url(),
+                "--overlay",
+                "k8s/apps/tomoda/overlays/dev",
+            ])
+            .args(["--image", &format!("{IMAGE}:{tag}")])
+            .run()
+    };
+    promote("99")
+        .ok()
+        .stdout_has("skipped: ")
+        .stdout_has("build number 99 is older than 118")
+        .stdout_has("--allow-downgrade");
+    assert_eq!(devops.head(), head, "nothing pushed");
+    assert_eq!(devops.file(DEV), dev);
+
+    promote("119").ok().stdout_has("pushed ");
+    assert_eq!(devops.file(DEV), dev.replace("\"118\"", "\"119\""));
 }
 
 #[test]
@@ -369,6 +398,48 @@ fn without_the_app_history_a_commit_is_promoted_and_the_reason_logged() {
         .ok()
         .stderr_has("cannot tell whether");
     assert!(devops.file(DEV).contains(SHA));
+}
+
+#[test]
+fn a_name_that_carries_a_tag_is_set_by_flag_and_by_config() {
+    // The base Deployment pulls `{IMAGE}:latest`; kustomize v5 matches this entry by it.
+    let dev =
+        format!("resources:\n  - ../../base\nimages:\n  - name: {IMAGE}:latest\n    newTag: old\n");
+    let devops = Devops::with_files(&tomoda_files_with(DEV, &dev));
+    let overlay = "k8s/apps/tomoda/overlays/dev";
+    Run::new()
+        .args(["--repo", &devops.url(), "--overlay", overlay])
+        .args(["--image", &format!("{IMAGE}:latest:210")])
+        .run()
+        .ok();
+    assert_eq!(
+        devops.file(DEV),
+        dev.replace("newTag: old", "newTag: \"210\"")
+    );
+    assert_renders(&devops, "dev", &format!("image: {IMAGE}:210\n"));
+
+    Run::new()
+        .args(["--repo", &devops.url(), "--overlay", overlay])
+        .args(["--image", &format!("{IMAGE}:latest={PROD_IMAGE}:211")])
+        .run()
+        .ok();
+    assert_eq!(
+        devops.file(DEV),
+        dev.replace(
+            "newTag: old",
+            &format!("newTag: \"211\"\n    newName: {PROD_IMAGE}")
+        )
+    );
+    assert_renders(&devops, "dev", &format!("image: {PROD_IMAGE}:211\n"));
+
+    let config = tomoda_config(&devops.url()).replacen(
+        &format!("name: {IMAGE}\n"),
+        &format!("name: {IMAGE}:latest\n"),
+        1,
+    );
+    Run::new().config(&config).sha(SHA).run().ok();
+    assert!(devops.file(DEV).contains(&format!("newTag: \"{SHA}\"")));
+    assert_renders(&devops, "dev", &format!("image: {PROD_IMAGE}:{SHA}\n"));
 }
 
 /// What Argo CD would render from the overlay of the pushed branch holds `image`.

@@ -5,7 +5,9 @@ use std::io::Write;
 use std::path::Path;
 
 use crate::error::{Error, Result};
-use crate::report::Outcome;
+use crate::message::short_sha;
+use crate::promote::{Outcome, Promotion};
+use crate::report::json::to_json;
 use crate::secrets;
 
 pub fn active() -> bool {
@@ -14,12 +16,12 @@ pub fn active() -> bool {
 
 /// Writes the outputs `commit`, `pushed`, `environment` and `changes` (JSON) to
 /// `$GITHUB_OUTPUT`, and a Markdown table of the changes to `$GITHUB_STEP_SUMMARY`.
-pub fn publish(outcome: &Outcome) -> Result<()> {
+pub fn publish(promotion: &Promotion) -> Result<()> {
     if let Some(path) = std::env::var_os("GITHUB_OUTPUT") {
-        append(Path::new(&path), &outputs(outcome, &delimiter()))?;
+        append(Path::new(&path), &outputs(promotion, &delimiter()))?;
     }
     if let Some(path) = std::env::var_os("GITHUB_STEP_SUMMARY") {
-        append(Path::new(&path), &summary(outcome))?;
+        append(Path::new(&path), &summary(promotion))?;
     }
     Ok(())
 }
@@ -42,40 +44,38 @@ fn append(path: &Path, text: &str) -> Result<()> {
 
 /// A heredoc delimiter no value can contain, as GitHub recommends for multi-line outputs.
 fn delimiter() -> String {
-    format!("ghadelimiter_{:016x}", crate::random_u64())
+    format!("ghadelimiter_{:016x}", fastrand::u64(..))
 }
 
-fn outputs(outcome: &Outcome, delimiter: &str) -> String {
-    let changes = outcome.to_json()["changes"].to_string();
+fn outputs(promotion: &Promotion, delimiter: &str) -> String {
+    let commit = match &promotion.outcome {
+        Outcome::Pushed { commit } => commit.as_str(),
+        _ => "",
+    };
+    let changes = to_json(promotion)["changes"].to_string();
     format!(
-        "commit={}\npushed={}\nenvironment={}\nchanges<<{delimiter}\n{changes}\n{delimiter}\n",
-        outcome.commit.as_deref().unwrap_or(""),
-        outcome.pushed,
-        outcome.environment
+        "commit={commit}\npushed={}\nenvironment={}\nchanges<<{delimiter}\n{changes}\n{delimiter}\n",
+        !commit.is_empty(),
+        promotion.environment
     )
 }
 
-fn summary(outcome: &Outcome) -> String {
-    let state = if outcome.up_to_date {
-        "already up to date".to_string()
-    } else if outcome.plan {
-        "plan only, nothing pushed".to_string()
-    } else {
-        format!(
-            "pushed `{}`",
-            outcome
-                .commit
-                .as_deref()
-                .map_or("", crate::report::short_sha)
-        )
+fn summary(promotion: &Promotion) -> String {
+    let state = match &promotion.outcome {
+        Outcome::AlreadyUpToDate => "already up to date".to_string(),
+        Outcome::Skipped { older } => {
+            format!("skipped: `{}` stays at `{}`", older.image, older.deployed)
+        }
+        Outcome::Planned { .. } => "plan only, nothing pushed".to_string(),
+        Outcome::Pushed { commit } => format!("pushed `{}`", short_sha(commit)),
     };
     let mut out = format!(
         "### tomoda-promote: {} ({state})\n\n`{}` on branch `{}` of {}\n\n",
-        outcome.environment, outcome.file, outcome.branch, outcome.repo
+        promotion.environment, promotion.file, promotion.branch, promotion.repo
     );
-    if !outcome.changes.is_empty() {
+    if !promotion.changes.is_empty() {
         out.push_str("| image | field | old | new |\n| --- | --- | --- | --- |\n");
-        for c in &outcome.changes {
+        for c in &promotion.changes {
             out.push_str(&format!(
                 "| `{}` | {} | {} | {} |\n",
                 c.image,
@@ -93,10 +93,10 @@ fn summary(outcome: &Outcome) -> String {
     out
 }
 
-/// An `::error::` workflow command; `%`, CR and LF must be escaped in its message.
+/// An `::error::` workflow command. Redacted before it is escaped (`%`, CR and LF), so
+/// that a secret is masked in the form it was registered in.
 pub fn annotation(error: &Error) -> String {
-    let message = error
-        .to_string()
+    let message = secrets::redact(&error.to_string())
         .replace('%', "%25")
         .replace('\r', "%0D")
         .replace('\n', "%0A");
@@ -112,26 +112,7 @@ pub fn group(title: &str, body: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kustomize::{Change, Field};
-
-    fn outcome() -> Outcome {
-        Outcome {
-            environment: "dev".into(),
-            repo: "https://h/devops.git".into(),
-            branch: "main".into(),
-            file: "ov/kustomization.yaml".into(),
-            changes: vec![Change {
-                image: "reg/app".into(),
-                field: Field::NewTag,
-                old: Some("v1".into()),
-                new: Some("v2".into()),
-            }],
-            commit: Some("0123456789abcdef".into()),
-            pushed: true,
-            attempts: 1,
-            ..Default::default()
-        }
-    }
+    use crate::report::fixtures::pushed as outcome;
 
     #[test]
     fn outputs_use_a_heredoc_for_the_json_changes() {
@@ -151,7 +132,25 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.starts_with("### tomoda-promote: dev (pushed `0123456789ab`)"),
+            text.starts_with("### tomoda-promote: dev (pushed `0123456`)"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_skipped_promotion_is_not_summarised_as_a_push() {
+        let mut skipped = outcome();
+        skipped.outcome = Outcome::Skipped {
+            older: crate::ordering::Older {
+                image: "reg/app".into(),
+                deployed: "v2".into(),
+                wanted: "v1".into(),
+                reason: "version v1 is older than v2".into(),
+            },
+        };
+        let text = summary(&skipped);
+        assert!(
+            text.starts_with("### tomoda-promote: dev (skipped: `reg/app` stays at `v2`)"),
             "{text}"
         );
     }

@@ -1,0 +1,118 @@
+//! What a run is given from this machine: promote.yaml from disk, the git token, the
+//! build's environment variables; read here, then handed to the pure planner.
+
+use std::path::{Path, PathBuf};
+
+use crate::cli::{Args, TokenSource};
+use crate::config::Config;
+use crate::context::BuildContext;
+use crate::error::{Error, Result};
+use crate::plan::{self, Bases, Plan};
+use crate::secrets;
+
+const DEFAULT_CONFIG: &str = "promote.yaml";
+
+/// Flags, promote.yaml and the build's environment, resolved into one checked plan.
+pub fn plan(args: &Args, cwd: &Path) -> Result<Plan> {
+    let config = load_config(args, cwd)?;
+    let config_repo = config.as_ref().and_then(|(c, _)| c.repo.as_deref());
+    // Before anything can show a repo URL, even one too mistyped to parse.
+    for repo in [args.flags.repo.as_deref(), config_repo]
+        .into_iter()
+        .flatten()
+    {
+        secrets::register_userinfo(repo);
+    }
+    let context = BuildContext::gather(args.commit_sha.clone(), args.tag_name.clone(), |k| {
+        std::env::var(k).ok()
+    });
+    let config_dir = config
+        .as_ref()
+        .map_or(cwd.to_path_buf(), |(_, dir)| dir.clone());
+    let bases = Bases {
+        config_dir: &config_dir,
+        cwd,
+    };
+    let plan = plan::resolve(
+        &args.flags,
+        config.as_ref().map(|(c, _)| c),
+        context,
+        &bases,
+    )?;
+    tracing::info!(
+        "environment {}: {} on branch {} of {}",
+        plan.environment,
+        plan.overlay,
+        plan.branch,
+        plan.repo.display()
+    );
+    Ok(plan)
+}
+
+pub fn current_dir() -> Result<PathBuf> {
+    std::env::current_dir()
+        .map_err(|e| Error::local(format!("cannot read the working directory: {e}")))
+}
+
+/// GIT_TOKEN (or --git-token), else the file named by --git-token-file; registered as a
+/// secret before anything can print it.
+pub fn read_token(source: &TokenSource) -> Result<Option<String>> {
+    let token = match (&source.value, &source.file) {
+        (Some(token), _) => Some(token.trim().to_string()),
+        (None, Some(file)) => {
+            let text = std::fs::read_to_string(file).map_err(|e| {
+                Error::usage(
+                    format!("cannot read --git-token-file {}: {e}", file.display()),
+                    "point --git-token-file (GIT_TOKEN_FILE) at a readable file holding the token",
+                )
+            })?;
+            Some(text.trim().to_string())
+        }
+        (None, None) => None,
+    };
+    if let Some(t) = &token {
+        if t.is_empty() {
+            return Err(Error::usage(
+                "the git token is empty",
+                "set GIT_TOKEN (or --git-token-file) to the devops repository's token",
+            ));
+        }
+        secrets::register(t);
+    }
+    Ok(token)
+}
+
+/// The config and the directory its relative paths start from; `None` in flags-only use.
+fn load_config(args: &Args, cwd: &Path) -> Result<Option<(Config, PathBuf)>> {
+    let (path, explicit) = match &args.config {
+        Some(path) => (cwd.join(path), true),
+        None => (cwd.join(DEFAULT_CONFIG), false),
+    };
+    let shown = args
+        .config
+        .as_ref()
+        .map_or(DEFAULT_CONFIG.to_string(), |p| p.display().to_string());
+    let text = match std::fs::read(&path) {
+        Ok(bytes) => String::from_utf8(bytes)
+            .map_err(|_| Error::input(&shown, None, "is not UTF-8 text", "save it as UTF-8"))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
+            let flags = &args.flags;
+            if flags.repo.is_none() && flags.overlay.is_none() && flags.images.is_empty() {
+                return Err(Error::usage(
+                    format!("no {DEFAULT_CONFIG} in {}", cwd.display()),
+                    "pass --config FILE, or describe the promotion with --repo, --overlay and --image",
+                ));
+            }
+            return Ok(None);
+        }
+        Err(e) => {
+            return Err(Error::usage(
+                format!("cannot read the config {shown}: {e}"),
+                "pass --config with the path of promote.yaml",
+            ));
+        }
+    };
+    let config = Config::parse(&shown, &text)?;
+    let dir = path.parent().map_or(cwd.to_path_buf(), Path::to_path_buf);
+    Ok(Some((config, dir)))
+}

@@ -1,0 +1,95 @@
+//! The result as one JSON object (`--output json`): the documented fields, stable for
+//! scripts that read them.
+
+use serde_json::{Value, json};
+
+use crate::promote::{Outcome, Promotion};
+
+pub fn to_json(promotion: &Promotion) -> Value {
+    let changes: Vec<Value> = promotion
+        .changes
+        .iter()
+        .map(|c| {
+            json!({
+                "file": promotion.file,
+                "image": c.image,
+                "field": c.field.key(),
+                "old": c.old,
+                "new": c.new,
+            })
+        })
+        .collect();
+    let commit = match &promotion.outcome {
+        Outcome::Pushed { commit } => Some(commit),
+        _ => None,
+    };
+    let mut out = json!({
+        "environment": promotion.environment,
+        "repo": promotion.repo,
+        "branch": promotion.branch,
+        "changes": changes,
+        "commit": commit,
+        "pushed": commit.is_some(),
+        "up_to_date": promotion.outcome == Outcome::AlreadyUpToDate,
+        "attempts": promotion.attempts,
+        "plan": promotion.dry_run,
+        "skipped": matches!(promotion.outcome, Outcome::Skipped { .. }).then_some("older"),
+    });
+    if promotion.dry_run {
+        let (diff, message) = match &promotion.outcome {
+            Outcome::Planned { diff, message } => (Some(diff), Some(message)),
+            _ => (None, None),
+        };
+        out["diff"] = json!(diff);
+        out["message"] = json!(message);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::fixtures;
+
+    #[test]
+    fn a_pushed_promotion_has_the_documented_fields() {
+        assert_eq!(
+            to_json(&fixtures::pushed()),
+            json!({
+                "environment": "dev",
+                "repo": "https://h/devops.git",
+                "branch": "main",
+                "changes": [{"file": "ov/kustomization.yaml", "image": "reg/app", "field": "newTag", "old": "v1", "new": "v2"}],
+                "commit": "0123456789abcdef",
+                "pushed": true,
+                "up_to_date": false,
+                "attempts": 1,
+                "plan": false,
+                "skipped": null,
+            })
+        );
+    }
+
+    #[test]
+    fn a_plan_carries_its_diff_and_message_and_only_a_plan_does() {
+        let mut planned = fixtures::pushed();
+        planned.dry_run = true;
+        planned.outcome = Outcome::Planned {
+            diff: "-a\n+b\n".into(),
+            message: "promote(dev): app v1 -> v2\n".into(),
+        };
+        let v = to_json(&planned);
+        assert_eq!(
+            (v["pushed"].as_bool(), v["plan"].as_bool()),
+            (Some(false), Some(true))
+        );
+        assert_eq!(v["diff"], "-a\n+b\n");
+        assert_eq!(v["message"], "promote(dev): app v1 -> v2\n");
+        assert!(to_json(&fixtures::pushed()).get("diff").is_none());
+
+        planned.outcome = Outcome::AlreadyUpToDate;
+        let v = to_json(&planned);
+        assert_eq!(v["up_to_date"], true);
+        assert_eq!(v["diff"], Value::Null, "an up-to-date plan has no diff");
+    }
+}

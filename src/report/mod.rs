@@ -1,0 +1,81 @@
+//! Everything the user is told: the result (text or JSON on stdout), the GitHub Actions
+//! outputs, summary and annotations, and the one error line. Everything passes through
+//! the secret redactor on the way out. Diagnostics go through tracing instead (`logging`).
+
+pub mod github;
+mod json;
+mod text;
+
+use crate::error::Error;
+use crate::promote::Promotion;
+use crate::secrets;
+
+pub use json::to_json;
+pub use text::to_text;
+
+/// How a result or an error is written: for people, or one JSON object for machines
+/// (`--output json`, and Cloud Logging's structured lines for `--log-format json`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+/// Prints the result on stdout and, inside a GitHub Actions step, writes its outputs and
+/// job summary.
+pub fn result(promotion: &Promotion, format: Format) -> crate::error::Result<()> {
+    let on_github = github::active();
+    match format {
+        Format::Text => print(&to_text(promotion, on_github)),
+        Format::Json => print(&format!("{}\n", to_json(promotion))),
+    }
+    if on_github {
+        github::publish(promotion)?;
+    }
+    Ok(())
+}
+
+/// Tells the user what failed, once, in the form the log format asks for.
+pub fn error(error: &Error, format: Format) {
+    let text = format!("tomoda-promote: error: {error}");
+    let line = match format {
+        Format::Text => text,
+        Format::Json => crate::logging::json_line("ERROR", &text),
+    };
+    eprintln!("{}", secrets::redact(&line));
+    if github::active() {
+        println!("{}", secrets::redact(&github::annotation(error)));
+    }
+}
+
+/// Prints to stdout, with every registered secret masked.
+pub fn print(text: &str) {
+    print!("{}", secrets::redact(text));
+}
+
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use crate::kustomize::{Change, Field};
+    use crate::promote::{Outcome, Promotion};
+
+    /// A pushed promotion of one tag, for the renderers' tests.
+    pub fn pushed() -> Promotion {
+        Promotion {
+            environment: "dev".into(),
+            repo: "https://h/devops.git".into(),
+            branch: "main".into(),
+            file: "ov/kustomization.yaml".into(),
+            changes: vec![Change {
+                image: "reg/app".into(),
+                field: Field::NewTag,
+                old: Some("v1".into()),
+                new: Some("v2".into()),
+            }],
+            attempts: 1,
+            dry_run: false,
+            outcome: Outcome::Pushed {
+                commit: "0123456789abcdef".into(),
+            },
+        }
+    }
+}

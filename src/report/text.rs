@@ -1,0 +1,113 @@
+//! The result as people read it in a build log.
+
+use std::fmt::Write;
+
+use crate::message::{change_line, short_sha};
+use crate::promote::{Outcome, Promotion};
+use crate::report::github;
+
+/// `on_github`: fold the diff into a collapsible group of the Actions log.
+pub fn to_text(promotion: &Promotion, on_github: bool) -> String {
+    let p = promotion;
+    let target = format!("branch {} of {}", p.branch, p.repo);
+    let mut out = String::new();
+    match &p.outcome {
+        Outcome::Skipped { older } => {
+            let _ = writeln!(
+                out,
+                "{}: skipped: {} stays at {} in {target}: {}; pass --allow-downgrade to promote {} anyway",
+                p.environment, older.image, older.deployed, older.reason, older.wanted
+            );
+        }
+        Outcome::AlreadyUpToDate => {
+            let _ = writeln!(
+                out,
+                "{}: already up to date: {} in {target} holds the wanted values",
+                p.environment, p.file
+            );
+        }
+        Outcome::Planned { diff, message } => {
+            if on_github {
+                out.push_str(&github::group(&format!("diff of {}", p.file), diff));
+            } else {
+                out.push_str(diff);
+                if !diff.ends_with('\n') {
+                    out.push('\n');
+                }
+            }
+            out.push_str("\ncommit message:\n");
+            for line in message.lines() {
+                let _ = writeln!(out, "    {line}");
+            }
+            let _ = writeln!(
+                out,
+                "\nplan only: nothing was committed or pushed to {target}"
+            );
+        }
+        Outcome::Pushed { commit } => {
+            let _ = writeln!(out, "{}: {}", p.environment, p.file);
+            for change in &p.changes {
+                out.push_str(&change_line(change));
+            }
+            let _ = writeln!(
+                out,
+                "pushed {} to {target} (attempt {})",
+                short_sha(commit),
+                p.attempts
+            );
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ordering::Older;
+    use crate::report::fixtures;
+
+    #[test]
+    fn each_outcome_reads_as_one_sentence_of_what_happened() {
+        let mut p = fixtures::pushed();
+        assert_eq!(
+            to_text(&p, false),
+            "dev: ov/kustomization.yaml\n  reg/app newTag: v1 -> v2\npushed 0123456 to branch main of https://h/devops.git (attempt 1)\n"
+        );
+        p.outcome = Outcome::AlreadyUpToDate;
+        assert_eq!(
+            to_text(&p, false),
+            "dev: already up to date: ov/kustomization.yaml in branch main of https://h/devops.git holds the wanted values\n"
+        );
+        p.outcome = Outcome::Skipped {
+            older: Older {
+                image: "reg/app".into(),
+                deployed: "v2".into(),
+                wanted: "v1".into(),
+                reason: "version v1 is older than v2".into(),
+            },
+        };
+        assert_eq!(
+            to_text(&p, false),
+            "dev: skipped: reg/app stays at v2 in branch main of https://h/devops.git: version v1 is older than v2; pass --allow-downgrade to promote v1 anyway\n"
+        );
+    }
+
+    #[test]
+    fn a_plan_shows_the_diff_the_message_and_that_nothing_was_pushed() {
+        let mut p = fixtures::pushed();
+        p.dry_run = true;
+        p.outcome = Outcome::Planned {
+            diff: "-a\n+b".into(),
+            message: "subject\n\nbody\n".into(),
+        };
+        assert_eq!(
+            to_text(&p, false),
+            "-a\n+b\n\ncommit message:\n    subject\n    \n    body\n\nplan only: nothing was committed or pushed to branch main of https://h/devops.git\n"
+        );
+        assert!(
+            to_text(&p, true)
+                .starts_with("::group::diff of ov/kustomization.yaml\n-a\n+b\n::endgroup::\n"),
+            "folded on GitHub"
+        );
+    }
+}
