@@ -1,8 +1,8 @@
-//! Applies a plan's images to one overlay of a repository snapshot. Pure: the snapshot is
-//! a lookup function, backed by a git tree or by a directory at the edges.
+//! Applies a plan's images to one overlay of a repository snapshot. Pure but for the log:
+//! the snapshot is a lookup function, backed by a git tree or by a directory at the edges.
 
 use crate::error::{Error, Result};
-use crate::kustomize::{self, Change, ImageSpec};
+use crate::kustomize::{self, Change, ImageSpec, Notice};
 
 /// What a path is in the snapshot.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,6 +24,12 @@ pub struct FileEdit {
     pub old: String,
     pub new: String,
     pub changes: Vec<Change>,
+    /// `path:line: …` for each image set through an entry's `newName` (already logged as
+    /// information by `promote_overlay`).
+    pub notes: Vec<String>,
+    /// `path:line: …` for what kustomize accepts but a reader should fix, such as a key
+    /// written twice (already logged as warnings by `promote_overlay`).
+    pub warnings: Vec<String>,
 }
 
 /// Finds the overlay's kustomization and sets every image in it, in order.
@@ -135,17 +141,33 @@ pub fn promote_overlay(
     })?;
     let mut new = old.clone();
     let mut changes = Vec::new();
+    let mut notes = Vec::new();
+    let mut warnings = None;
+    let at_line = |notice: &Notice| format!("{path}:{}: {}", notice.line, notice.message);
     for image in images {
         let edited = kustomize::set_image(&new, image)
             .map_err(|e| Error::input(&path, e.line, e.message, e.hint))?;
         new = edited.text;
         changes.extend(edited.changes);
+        notes.extend(edited.matched_by_new_name.as_ref().map(at_line));
+        // Each image finds the same warnings; the first found them at the lines of the
+        // file as it is in the repository.
+        warnings.get_or_insert_with(|| edited.warnings.iter().map(at_line).collect::<Vec<_>>());
+    }
+    let warnings = warnings.unwrap_or_default();
+    for note in &notes {
+        tracing::info!("{note}");
+    }
+    for warning in &warnings {
+        tracing::warn!("{warning}");
     }
     Ok(FileEdit {
         path,
         old,
         new,
         changes,
+        notes,
+        warnings,
     })
 }
 
@@ -239,6 +261,44 @@ mod tests {
             e.to_string()
                 .starts_with("ov: holds both ov/kustomization.yaml and ov/Kustomization in b"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn notes_and_warnings_name_the_file_and_line_once_per_file() {
+        let lookup = |p: &str| {
+            match p {
+            "ov" => Entry::Dir,
+            "ov/kustomization.yaml" => Entry::File(
+                b"namespace: a\nnamespace: b\nimages:\n- name: short\n  newName: reg/app\n  newTag: v1\n".to_vec(),
+            ),
+            _ => Entry::Missing,
+        }
+        };
+        let images = [
+            ImageSpec {
+                name: "reg/app".into(),
+                ..spec()[0].clone()
+            },
+            spec()[0].clone(),
+        ];
+        let edit = promote_overlay(lookup, "ov", &images, "b").unwrap();
+        assert_eq!(
+            edit.new,
+            "namespace: a\nnamespace: b\nimages:\n- name: short\n  newName: reg/app\n  newTag: v2\n- name: app\n  newTag: v2\n"
+        );
+        assert_eq!(
+            edit.notes,
+            [
+                "ov/kustomization.yaml:4: no `images:` entry is named reg/app; set the entry named short instead, whose `newName` it is"
+            ]
+        );
+        assert_eq!(edit.warnings.len(), 1, "{:?}", edit.warnings);
+        assert!(
+            edit.warnings[0]
+                .starts_with("ov/kustomization.yaml:2: the key `namespace` appears twice"),
+            "{:?}",
+            edit.warnings
         );
     }
 

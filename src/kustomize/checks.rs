@@ -1,11 +1,11 @@
 //! Documents the editor refuses before touching them: what it could not splice safely, or
 //! what kustomize itself would refuse.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 
 use yaml_rust2::Yaml;
 
-use super::EditError;
+use super::{EditError, Notice};
 use crate::yaml::tree::{Map, Node, Seq, Style};
 
 /// A lone CR is a line break to YAML but not to the editor, which finds lines by LF: it
@@ -48,9 +48,26 @@ pub(super) fn check_plain_images(seq: &Seq) -> Result<(), EditError> {
     seq.items.iter().try_for_each(visit)
 }
 
-/// Duplicate keys are an error to kustomize's YAML parser; refuse them before it does.
-pub(super) fn check_duplicate_keys(map: &Map) -> Result<(), EditError> {
-    let mut seen = HashSet::new();
+/// Keys that appear twice in one mapping. kubectl kustomize (5.5) reads such a file and
+/// uses the last of the two, so outside `images:` a string key twice is only a warning:
+/// the edit does not touch it. `images:` twice, or a key twice in its entries, is refused:
+/// which of the two the edit should change, or which entry is the image's, would be a
+/// guess. So is a key twice that is not a string (`~` and `null`, `1` and `0x1`).
+pub(super) fn duplicate_keys(root: &Map) -> Result<Vec<Notice>, EditError> {
+    let mut warnings = Vec::new();
+    visit_keys(root, Place::Top, &mut warnings)?;
+    Ok(warnings)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Place {
+    Top,
+    Images,
+    Elsewhere,
+}
+
+fn visit_keys(map: &Map, place: Place, warnings: &mut Vec<Notice>) -> Result<(), EditError> {
+    let mut seen: HashMap<Yaml, usize> = HashMap::new();
     for (key, value) in &map.entries {
         let Node::Scalar(scalar) = key else {
             return Err(EditError::new(
@@ -66,15 +83,52 @@ pub(super) fn check_duplicate_keys(map: &Map) -> Result<(), EditError> {
             (Style::Plain, false) => Yaml::from_str(&scalar.value),
             _ => Yaml::String(scalar.value.clone()),
         };
-        if !seen.insert(identity) {
-            let k = &scalar.value;
-            return Err(EditError::new(
-                key.line(),
-                format!("the key `{k}` appears twice in one mapping"),
-                "remove one of the two; kustomize refuses duplicate keys",
-            ));
+        let is_images = place == Place::Top && identity == Yaml::String("images".into());
+        let k = &scalar.value;
+        let line = key.line();
+        match seen.get(&identity) {
+            Some(first) if is_images => {
+                return Err(EditError::new(
+                    line,
+                    format!(
+                        "the key `{k}` appears twice (first at line {first}); kustomize would use only this last list, so which one to edit is unclear"
+                    ),
+                    "merge the two `images:` lists into one",
+                ));
+            }
+            Some(first) if place == Place::Images => {
+                return Err(EditError::new(
+                    line,
+                    format!(
+                        "the key `{k}` appears twice in one mapping of `images:` (first at line {first}); kustomize would use only this last one, so which one to edit is unclear"
+                    ),
+                    "remove one of the two",
+                ));
+            }
+            // Not a string (`~`, `1`): kustomize refuses some such keys wherever they are.
+            Some(first) if !matches!(identity, Yaml::String(_)) => {
+                return Err(EditError::new(
+                    line,
+                    format!("the key `{k}` appears twice in one mapping (first at line {first})"),
+                    "remove one of the two",
+                ));
+            }
+            Some(first) => warnings.push(Notice {
+                line,
+                message: format!(
+                    "the key `{k}` appears twice in one mapping (first at line {first}); kubectl kustomize uses the last one and stricter YAML tools refuse the file; it was left as it is"
+                ),
+            }),
+            None => {
+                seen.insert(identity, line);
+            }
         }
-        for_each_map(value, &mut |m| check_duplicate_keys(m))?;
+        let inner = match place {
+            Place::Images => Place::Images,
+            _ if is_images => Place::Images,
+            _ => Place::Elsewhere,
+        };
+        for_each_map(value, &mut |m| visit_keys(m, inner, warnings))?;
     }
     Ok(())
 }

@@ -2,9 +2,36 @@
 //! entry, in the indentation, quoting and line endings the file already uses.
 
 use super::checks::check_plain_images;
-use super::{Change, EditError, Field, ImageSpec};
+use super::{Change, EditError, Field, ImageSpec, Notice};
 use crate::yaml::tree::{self, Map, Node, Seq, Style};
 use crate::yaml::{self, Splice, scalar};
+
+/// The splices of one edit, and what they change.
+pub(super) struct Planned {
+    pub splices: Vec<Splice>,
+    pub changes: Vec<Change>,
+    /// The index in `images:` of the entry that takes the values; `None` for a new entry.
+    pub entry: Option<usize>,
+    pub matched_by_new_name: Option<Notice>,
+}
+
+impl Planned {
+    fn new_entry((splices, changes): (Vec<Splice>, Vec<Change>)) -> Planned {
+        Planned {
+            splices,
+            changes,
+            entry: None,
+            matched_by_new_name: None,
+        }
+    }
+}
+
+/// An entry of `images:` and how it was found.
+struct Found<'s> {
+    index: usize,
+    map: &'s Map,
+    by_new_name: bool,
+}
 
 pub(super) struct Editor<'a> {
     src: &'a str,
@@ -21,20 +48,36 @@ impl<'a> Editor<'a> {
         }
     }
 
-    pub(super) fn plan(&self, root: Option<&Map>) -> Result<(Vec<Splice>, Vec<Change>), EditError> {
+    pub(super) fn plan(&self, root: Option<&Map>) -> Result<Planned, EditError> {
         let images = root.and_then(|m| m.get("images"));
         let Some((key, value)) = images else {
-            return self.add_images_key(root);
+            return self.add_images_key(root).map(Planned::new_entry);
         };
         if let Node::Seq(seq) = value {
             check_plain_images(seq)?;
-            if let Some(entry) = self.find_entry(seq)? {
-                return self.merge(entry);
-            }
-            return self.append(seq);
+            let Some(found) = self.find_entry(seq)? else {
+                return self.append(seq).map(Planned::new_entry);
+            };
+            let (splices, changes) = self.merge(found.map)?;
+            let matched_by_new_name = found.by_new_name.then(|| Notice {
+                line: found.map.start_line(),
+                message: format!(
+                    "no `images:` entry is named {}; set the entry named {} instead, whose `newName` it is",
+                    self.spec.name,
+                    found.map.get("name").and_then(|(_, v)| v.as_str()).unwrap_or("?"),
+                ),
+            });
+            return Ok(Planned {
+                splices,
+                changes,
+                entry: Some(found.index),
+                matched_by_new_name,
+            });
         }
         if value.is_null() {
-            return self.fill_empty_images(root, key, value);
+            return self
+                .fill_empty_images(root, key, value)
+                .map(Planned::new_entry);
         }
         Err(EditError::new(
             value.line(),
@@ -46,10 +89,14 @@ impl<'a> Editor<'a> {
         ))
     }
 
-    /// The first entry kustomize would apply to the image: the one whose `name` equals it.
-    fn find_entry<'s>(&self, seq: &'s Seq) -> Result<Option<&'s Map>, EditError> {
-        let mut found: Option<&Map> = None;
-        for item in &seq.items {
+    /// The entry that sets the image: the one whose `name` equals it, as kustomize
+    /// matches it; else, unless the spec renames the image, the one entry whose `newName`
+    /// equals it, since CI knows the reference it pushed, not the overlay's short name.
+    fn find_entry<'s>(&self, seq: &'s Seq) -> Result<Option<Found<'s>>, EditError> {
+        let name = self.spec.name.as_str();
+        let mut by_name: Option<Found> = None;
+        let mut by_new_name = Vec::new();
+        for (index, item) in seq.items.iter().enumerate() {
             let Node::Map(map) = item else {
                 return Err(EditError::new(
                     item.line(),
@@ -60,27 +107,63 @@ impl<'a> Editor<'a> {
                     "write each entry as `- name: <image>` with `newTag:` under it",
                 ));
             };
-            if map.get("name").and_then(|(_, v)| v.as_str()) != Some(self.spec.name.as_str()) {
-                continue;
-            }
-            match found {
-                None => found = Some(map),
-                // kustomize applies every entry in turn: the second one wins unless the
-                // first renamed the image. Editing either could change nothing rendered.
-                Some(first) => {
+            let field = |key: &str| map.get(key).and_then(|(_, v)| v.as_str());
+            if field("name") == Some(name) {
+                if let Some(first) = &by_name {
+                    // kustomize applies every entry in turn: the second one wins unless the
+                    // first renamed the image. Editing either could change nothing rendered.
                     return Err(EditError::new(
                         map.start_line(),
                         format!(
-                            "a second `images:` entry for {} (the first is at line {}); kustomize applies both, in order",
-                            self.spec.name,
-                            first.start_line()
+                            "a second `images:` entry for {name} (the first is at line {}); kustomize applies both, in order",
+                            first.map.start_line()
                         ),
                         "remove one of the two entries",
                     ));
                 }
+                by_name = Some(Found {
+                    index,
+                    map,
+                    by_new_name: false,
+                });
+            } else if field("newName") == Some(name) {
+                by_new_name.push(Found {
+                    index,
+                    map,
+                    by_new_name: true,
+                });
             }
         }
-        Ok(found)
+        if by_name.is_some() {
+            return Ok(by_name);
+        }
+        // `name=other:tag` asks for an entry `name` that renames to `other`: a new one.
+        if self.spec.new_name.as_deref().is_some_and(|n| n != name) {
+            return Ok(None);
+        }
+        if by_new_name.len() < 2 {
+            return Ok(by_new_name.pop());
+        }
+        let entries: Vec<String> = by_new_name
+            .iter()
+            .map(|f| {
+                let entry_name = f.map.get("name").and_then(|(_, v)| v.as_str());
+                format!(
+                    "{} (line {})",
+                    entry_name.unwrap_or("?"),
+                    f.map.start_line()
+                )
+            })
+            .collect();
+        Err(EditError::new(
+            by_new_name[1].map.start_line(),
+            format!(
+                "no `images:` entry is named {name}, and {} entries have it as their `newName`: {}; which one to set is unclear",
+                entries.len(),
+                entries.join(", ")
+            ),
+            "name the image by one entry's `name:` in promote.yaml (or --image)",
+        ))
     }
 
     /// What each field should become: `Some(Some(v))` set, `Some(None)` remove.
@@ -194,7 +277,7 @@ impl<'a> Editor<'a> {
                 ),
                 "edit the entry by hand",
             )),
-            _ => Ok(Splice::remove(line..yaml::next_line(self.src, value_end))),
+            _ => Ok(Splice::remove(self.whole_line(line, value_end))),
         }
     }
 
@@ -210,7 +293,7 @@ impl<'a> Editor<'a> {
         }
         let indent = " ".repeat(self.key_column(map)?);
         let at = yaml::next_line(self.src, last_end);
-        let mut text = self.break_before(at);
+        let mut text = String::new();
         for (field, value) in fields {
             text.push_str(&format!(
                 "{indent}{}: {}{}",
@@ -219,7 +302,7 @@ impl<'a> Editor<'a> {
                 self.eol
             ));
         }
-        Ok(Splice::insert(at, text))
+        Ok(Splice::insert(at, self.lines_at(at, text)))
     }
 
     fn new_entry_fields(&self) -> Vec<(&'static str, &str)> {
@@ -279,7 +362,7 @@ impl<'a> Editor<'a> {
         let last = last.ok_or_else(|| internal("empty block sequence"))?;
         let at = yaml::next_line(self.src, self.item_end(last)?);
         let (dash, key) = self.item_indents(last)?;
-        let mut text = self.break_before(at);
+        let mut text = String::new();
         if matches!(last, Node::Map(m) if m.flow) {
             text.push_str(&format!(
                 "{}- {}{}",
@@ -290,7 +373,7 @@ impl<'a> Editor<'a> {
         } else {
             text.push_str(&self.block_entry(dash, key));
         }
-        Ok((vec![Splice::insert(at, text)], changes))
+        Ok((vec![Splice::insert(at, self.lines_at(at, text))], changes))
     }
 
     /// `images:` with no value: the entry goes on the lines below it.
@@ -309,9 +392,8 @@ impl<'a> Editor<'a> {
         let at = yaml::next_line(self.src, colon);
         let base = yaml::column(self.src, key.start().offset);
         let dash = base + root.map_or(0, |r| self.sequence_indent(r));
-        let mut text = self.break_before(at);
-        text.push_str(&self.block_entry(dash, dash + 2));
-        splices.push(Splice::insert(at, text));
+        let text = self.block_entry(dash, dash + 2);
+        splices.push(Splice::insert(at, self.lines_at(at, text)));
         Ok((splices, self.new_entry_changes()))
     }
 
@@ -329,10 +411,12 @@ impl<'a> Editor<'a> {
         };
         let dash = base + root.map_or(0, |r| self.sequence_indent(r));
         let at = document_end(self.src);
-        let mut text = self.break_before(at);
-        text.push_str(&format!("{}images:{}", " ".repeat(base), self.eol));
+        let mut text = format!("{}images:{}", " ".repeat(base), self.eol);
         text.push_str(&self.block_entry(dash, dash + 2));
-        Ok((vec![Splice::insert(at, text)], self.new_entry_changes()))
+        Ok((
+            vec![Splice::insert(at, self.lines_at(at, text))],
+            self.new_entry_changes(),
+        ))
     }
 
     /// The column of a block mapping's keys: that of a key that begins its line, or of a
@@ -399,12 +483,30 @@ impl<'a> Editor<'a> {
         })
     }
 
-    /// A line break to write first when the insertion point ends a last line that has none.
-    fn break_before(&self, at: usize) -> String {
+    /// Whole `lines` (each ending in the file's line break) as they go in at `at`, a line
+    /// start or the end of the text. After a last line without a line break, the break
+    /// goes before them instead: the file gains exactly these lines and still ends as it
+    /// did, without a final line break.
+    fn lines_at(&self, at: usize, lines: String) -> String {
         if at > 0 && !self.src[..at].ends_with('\n') {
-            self.eol.to_string()
+            let lines = lines.strip_suffix(self.eol).unwrap_or(&lines);
+            format!("{}{lines}", self.eol)
         } else {
-            String::new()
+            lines
+        }
+    }
+
+    /// The bytes of the line starting at `line` and holding `end`, with one line break:
+    /// its own, or for a last line without one, the break before it, so that no empty
+    /// line is left at the end of the file.
+    fn whole_line(&self, line: usize, end: usize) -> std::ops::Range<usize> {
+        let next = yaml::next_line(self.src, end);
+        if next == self.src.len() && !self.src.ends_with('\n') && line > 0 {
+            let before = &self.src[..line];
+            let eol = if before.ends_with("\r\n") { 2 } else { 1 };
+            line - eol..next
+        } else {
+            line..next
         }
     }
 

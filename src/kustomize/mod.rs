@@ -1,7 +1,8 @@
 //! The rules of a kustomization's `images:` list, as kustomize applies them: an image is
-//! changed by the entry whose `name` equals it; we merge new values into that entry (a tag
-//! change keeps `newName`), append an entry only when none exists, and refuse any edit
-//! whose re-parsed result differs from the original by more than the intended values.
+//! changed by the entry whose `name` equals it (or, for the reference CI pushed, by the one
+//! entry whose `newName` equals it); we merge new values into that entry (a tag change
+//! keeps `newName`), append an entry only when none exists, and refuse any edit whose
+//! re-parsed result differs from the original by more than the intended values.
 //!
 //! `editor` computes the splices, `checks` refuses documents that cannot be edited safely,
 //! `verify` is the re-parse check.
@@ -78,14 +79,31 @@ impl EditError {
     }
 }
 
+/// Something the user should hear about an edit that went ahead, at a line of the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    pub line: usize,
+    pub message: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Edited {
     pub text: String,
     /// Empty when the file already holds the wanted values.
     pub changes: Vec<Change>,
+    /// Set when no entry's `name` was the image and one entry's `newName` was: which entry
+    /// took the values (for the log, as information).
+    pub matched_by_new_name: Option<Notice>,
+    /// What kustomize accepts but a reader should fix, such as a key written twice outside
+    /// `images:` (for the log, as warnings).
+    pub warnings: Vec<Notice>,
 }
 
 /// Sets `spec` in the kustomization `source`, changing only the bytes of the values.
+///
+/// The entry edited is the one whose `name` is `spec.name`; failing that, unless `spec`
+/// renames the image, the one entry whose `newName` is `spec.name` (the reference CI
+/// pushed, when the overlay maps a short name to it); failing that, a new entry.
 pub fn set_image(source: &str, spec: &ImageSpec) -> Result<Edited, EditError> {
     checks::check_line_breaks(source)?;
     let docs = tree::parse(source).map_err(|e| {
@@ -133,21 +151,27 @@ pub fn set_image(source: &str, spec: &ImageSpec) -> Result<Edited, EditError> {
             ));
         }
     };
-    if let Some(map) = root {
-        checks::check_duplicate_keys(map)?;
-    }
+    let warnings = match root {
+        Some(map) => checks::duplicate_keys(map)?,
+        None => Vec::new(),
+    };
 
-    let editor = Editor::new(source, spec);
-    let (splices, changes) = editor.plan(root)?;
-    if changes.is_empty() {
-        return Ok(Edited {
-            text: source.to_string(),
-            changes,
-        });
-    }
-    let text = yaml::apply(source, &splices).ok_or_else(|| internal("overlapping edits"))?;
-    verify::verify(source, &text, spec, &changes)?;
-    Ok(Edited { text, changes })
+    let planned = Editor::new(source, spec).plan(root)?;
+    let text = match planned.changes.is_empty() {
+        true => source.to_string(),
+        false => {
+            let text = yaml::apply(source, &planned.splices)
+                .ok_or_else(|| internal("overlapping edits"))?;
+            verify::verify(source, &text, spec, planned.entry, &planned.changes)?;
+            text
+        }
+    };
+    Ok(Edited {
+        text,
+        changes: planned.changes,
+        matched_by_new_name: planned.matched_by_new_name,
+        warnings,
+    })
 }
 
 #[cfg(test)]

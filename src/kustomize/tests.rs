@@ -107,7 +107,7 @@ fn a_missing_entry_is_appended_in_the_list_style() {
     let flush = "images:\n- name: other\n  newTag: a";
     assert_eq!(
         edit(flush, &tag("v2")),
-        format!("images:\n- name: other\n  newTag: a\n- name: {IMAGE}\n  newTag: v2\n")
+        format!("images:\n- name: other\n  newTag: a\n- name: {IMAGE}\n  newTag: v2")
     );
     let flow = "images: [{name: other}]\n";
     assert_eq!(
@@ -167,17 +167,187 @@ fn a_missing_images_key_goes_before_a_document_end_marker() {
 fn keys_that_read_as_the_same_value_are_duplicates() {
     // Found by fuzzing: `~:` and `null:` passed the duplicate check, and the re-parse
     // check then refused the file with "please report this".
-    for src in [
-        "~: 1\nnull: 2\n",
-        "1: a\n0x1: b\n",
-        "a: 1\n\"a\": 2\n",
-        ": 1\n~: 2\n",
-    ] {
+    for src in ["~: 1\nnull: 2\n", "1: a\n0x1: b\n", ": 1\n~: 2\n"] {
         let err = set_image(src, &tag("v2")).expect_err(src);
         assert!(err.message.contains("appears twice"), "{src:?}: {err:?}");
         assert_eq!(err.line, Some(2), "{src:?}");
     }
-    assert!(set_image("1: a\n'1': b\n", &tag("v2")).is_ok());
+    let edited = set_image("a: 1\n\"a\": 2\n", &tag("v2")).unwrap();
+    assert_eq!(edited.warnings.len(), 1);
+    assert_eq!(edited.warnings[0].line, 2);
+    assert!(
+        set_image("1: a\n'1': b\n", &tag("v2"))
+            .unwrap()
+            .warnings
+            .is_empty()
+    );
+}
+
+#[test]
+fn a_key_twice_outside_images_is_edited_around_with_a_true_warning() {
+    // Issue 15: `namespace:` twice was refused for every image ("kustomize refuses
+    // duplicate keys"), yet kubectl kustomize 5.5 renders it with the last one.
+    let src = format!(
+        "namespace: a\nresources:\n- ../base\nnamespace: b\nlabels:\n- pairs: {{x: 1}}\n  pairs: {{y: 2}}\nimages:\n- name: {IMAGE}\n  newTag: v1\n"
+    );
+    let edited = set_image(&src, &tag("v2")).unwrap();
+    assert_eq!(edited.text, src.replace("newTag: v1", "newTag: v2"));
+    let warnings: Vec<(usize, &str)> = edited
+        .warnings
+        .iter()
+        .map(|w| (w.line, w.message.as_str()))
+        .collect();
+    assert_eq!(
+        warnings,
+        [
+            (
+                4,
+                "the key `namespace` appears twice in one mapping (first at line 1); kubectl kustomize uses the last one and stricter YAML tools refuse the file; it was left as it is"
+            ),
+            (
+                7,
+                "the key `pairs` appears twice in one mapping (first at line 6); kubectl kustomize uses the last one and stricter YAML tools refuse the file; it was left as it is"
+            ),
+        ]
+    );
+    // The same file with nothing to change still warns.
+    let again = set_image(&edited.text, &tag("v2")).unwrap();
+    assert!(again.changes.is_empty());
+    assert_eq!(again.warnings.len(), 2);
+    // A new entry and a new `images:` key are written around duplicates too.
+    let appended = set_image("namespace: a\nnamespace: b\n", &tag("v2")).unwrap();
+    assert_eq!(
+        appended.text,
+        format!("namespace: a\nnamespace: b\nimages:\n- name: {IMAGE}\n  newTag: v2\n")
+    );
+}
+
+#[test]
+fn a_key_twice_in_images_is_refused_as_ambiguous() {
+    let cases = [
+        (
+            format!("images:\n- name: {IMAGE}\n  newTag: a\nresources: []\nimages:\n- name: x\n"),
+            5,
+            "the key `images` appears twice (first at line 1); kustomize would use only this last list, so which one to edit is unclear",
+        ),
+        (
+            format!("images:\n- name: {IMAGE}\n  newTag: a\n  newTag: b\n"),
+            4,
+            "the key `newTag` appears twice in one mapping of `images:` (first at line 3); kustomize would use only this last one, so which one to edit is unclear",
+        ),
+        // Another entry's: with `name` twice, whether it is the image's entry is a guess.
+        (
+            format!("images:\n- name: {IMAGE}\n  newTag: a\n- name: other\n  name: {IMAGE}\n"),
+            5,
+            "the key `name` appears twice in one mapping of `images:` (first at line 4)",
+        ),
+    ];
+    for (src, line, message) in cases {
+        let err = set_image(&src, &tag("v2")).expect_err(&src);
+        assert_eq!(err.line, Some(line), "{src:?}");
+        assert!(err.message.starts_with(message), "{src:?}: {err:?}");
+        assert!(!err.hint.contains("kustomize refuses"), "{err:?}");
+    }
+}
+
+const PUSHED: &str = "acr.example.io/team/api";
+
+fn pushed(t: &str) -> ImageSpec {
+    ImageSpec {
+        name: PUSHED.into(),
+        ..tag(t)
+    }
+}
+
+#[test]
+fn the_pushed_reference_sets_the_one_entry_whose_new_name_it_is() {
+    // Issue 15: `--image acr.example.io/team/api:sha-abc1234` appended a second entry
+    // beside `name: api` / `newName: acr.example.io/team/api`, which kept the old tag.
+    let src = format!(
+        "images:\n- name: worker\n  newTag: w1\n- name: api   # short name in the base\n  newName: {PUSHED}\n  newTag: sha-2d26382\n"
+    );
+    let edited = set_image(&src, &pushed("sha-abc1234")).unwrap();
+    assert_eq!(edited.text, src.replace("sha-2d26382", "sha-abc1234"));
+    let note = edited.matched_by_new_name.expect("a note");
+    assert_eq!(note.line, 4);
+    assert_eq!(
+        note.message,
+        format!(
+            "no `images:` entry is named {PUSHED}; set the entry named api instead, whose `newName` it is"
+        )
+    );
+    assert_eq!(
+        edited.changes,
+        [Change {
+            image: PUSHED.into(),
+            field: Field::NewTag,
+            old: Some("sha-2d26382".into()),
+            new: Some("sha-abc1234".into()),
+        }]
+    );
+    // Run again: up to date, still through that entry.
+    let again = set_image(&edited.text, &pushed("sha-abc1234")).unwrap();
+    assert!(again.changes.is_empty());
+    assert!(again.matched_by_new_name.is_some());
+    // A digest goes to that entry too, and `newName` equal to the name changes nothing.
+    let digest = format!("sha256:{}", "d".repeat(64));
+    let spec = ImageSpec {
+        new_name: Some(PUSHED.into()),
+        digest: Some(digest.clone()),
+        ..pushed("sha-abc1234")
+    };
+    assert_eq!(
+        set_image(&src, &spec).unwrap().text,
+        src.replace(
+            "sha-2d26382\n",
+            &format!("sha-abc1234\n  digest: {digest}\n")
+        )
+    );
+}
+
+#[test]
+fn a_name_match_comes_before_a_new_name_match() {
+    let src = format!(
+        "images:\n- name: api\n  newName: {PUSHED}\n  newTag: a\n- name: {PUSHED}\n  newTag: b\n"
+    );
+    let edited = set_image(&src, &pushed("v2")).unwrap();
+    assert_eq!(edited.text, src.replace("newTag: b", "newTag: v2"));
+    assert_eq!(edited.matched_by_new_name, None);
+}
+
+#[test]
+fn a_spec_that_renames_the_image_does_not_match_by_new_name() {
+    // `reg/app=reg/other:v2` asks for an entry `name: reg/app`; an entry renaming
+    // something else to `reg/app` is not it.
+    let src = "images:\n- name: app\n  newName: reg/app\n  newTag: a\n";
+    let spec = ImageSpec {
+        name: "reg/app".into(),
+        new_name: Some("reg/other".into()),
+        ..tag("v2")
+    };
+    assert_eq!(
+        set_image(src, &spec).unwrap().text,
+        format!("{src}- name: reg/app\n  newName: reg/other\n  newTag: v2\n")
+    );
+}
+
+#[test]
+fn several_entries_with_the_pushed_reference_as_new_name_are_refused() {
+    let src = format!(
+        "images:\n- name: api\n  newName: {PUSHED}\n- name: other\n  newTag: x\n- name: api-canary\n  newName: {PUSHED}\n  newTag: c\n"
+    );
+    let err = set_image(&src, &pushed("v2")).unwrap_err();
+    assert_eq!(err.line, Some(6));
+    assert_eq!(
+        err.message,
+        format!(
+            "no `images:` entry is named {PUSHED}, and 2 entries have it as their `newName`: api (line 2), api-canary (line 6); which one to set is unclear"
+        )
+    );
+    assert_eq!(
+        err.hint,
+        "name the image by one entry's `name:` in promote.yaml (or --image)"
+    );
 }
 
 #[test]
@@ -236,7 +406,7 @@ fn a_missing_images_key_is_added() {
     assert_eq!(
         edit(crlf_no_eol, &tag("v2")),
         format!(
-            "kind: Kustomization\r\nresources:\r\n- a\r\nimages:\r\n- name: {IMAGE}\r\n  newTag: v2\r\n"
+            "kind: Kustomization\r\nresources:\r\n- a\r\nimages:\r\n- name: {IMAGE}\r\n  newTag: v2"
         )
     );
     assert_eq!(
@@ -276,6 +446,7 @@ fn unsafe_documents_are_refused_with_the_line() {
     let cases = [
         ("images:\n- name: a\n  newTag: [b\n", "invalid YAML"),
         ("images:\n- name: a\n  name: b\n", "appears twice"),
+        ("images: []\nimages: []\n", "appears twice"),
         ("a: &x {name: q}\nimages:\n- *x\n", "alias"),
         ("images: []\n---\nimages: []\n", "2 YAML documents"),
         ("- a\n", "not a mapping"),
@@ -319,5 +490,38 @@ fn tabs_bom_and_unicode_stay_byte_for_byte() {
     assert_eq!(
         edit(&src, &tag("v2")),
         src.replace("newTag: v1", "newTag: v2")
+    );
+}
+
+#[test]
+fn a_file_without_a_final_line_break_gains_exactly_the_new_lines() {
+    // Issue 15: a stray blank line was left where the old last line ended.
+    let src = format!("images:\n- name: {IMAGE}\n  newName: reg/x");
+    assert_eq!(edit(&src, &tag("v2")), format!("{src}\n  newTag: v2"));
+    let commented = format!("images:\r\n- name: {IMAGE}\r\n  newName: reg/x  # c");
+    assert_eq!(
+        edit(&commented, &tag("v2")),
+        format!("{commented}\r\n  newTag: v2")
+    );
+    let digest = format!("sha256:{}", "a".repeat(64));
+    let pinned = format!("images:\n- name: {IMAGE}\n  newName: reg/x\n  digest: {digest}");
+    assert_eq!(
+        edit(&pinned, &tag("v2")),
+        format!("images:\n- name: {IMAGE}\n  newName: reg/x\n  newTag: v2")
+    );
+    let pinned_crlf = format!("images:\r\n- name: {IMAGE}\r\n  newTag: v1\r\n  digest: {digest}");
+    assert_eq!(
+        edit(&pinned_crlf, &tag("v2")),
+        format!("images:\r\n- name: {IMAGE}\r\n  newTag: v2")
+    );
+    let empty_images = "resources:\n- a\nimages:";
+    assert_eq!(
+        edit(empty_images, &tag("v2")),
+        format!("{empty_images}\n- name: {IMAGE}\n  newTag: v2")
+    );
+    let flow = format!("images:\n- {{name: {IMAGE}}}");
+    assert_eq!(
+        edit(&flow, &tag("v2")),
+        format!("images:\n- {{name: {IMAGE}, newTag: v2}}")
     );
 }

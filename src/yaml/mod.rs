@@ -1,6 +1,7 @@
 //! Span-exact YAML editing: only the bytes of the values we change are touched, so the
 //! comments, quoting, indentation and line endings that people wrote stay theirs.
 
+pub mod resolve;
 pub mod scalar;
 pub mod tree;
 

@@ -42,13 +42,17 @@ fn needs_escape(c: char) -> bool {
     !super::is_printable(c) || matches!(c, '\u{85}' | '\u{2028}' | '\u{2029}' | '\u{feff}')
 }
 
-/// True when a plain scalar with this text is read as this very string by YAML 1.1 and
-/// 1.2 resolvers alike. Errs on the side of quoting: a needless quote is harmless.
+/// True when a plain scalar with this text is read as this very string: it is a plain
+/// scalar at all, in block and flow context, and every YAML reader on the way (go-yaml v2
+/// and v3, YAML 1.2 core, YAML 1.1) resolves it to a string, not a number, a boolean, a
+/// date or null. A digit in front is fine (`4.99.11.0-wecare`, an ECR registry host).
 pub fn plain_is_safe(value: &str) -> bool {
     let Some(first) = value.chars().next() else {
         return false;
     };
-    if first.is_ascii_digit() || "-+.?:,[]{}#&*!|>'\"%@`~ \t".contains(first) {
+    // Indicators cannot begin a plain scalar (`-`, `?` and `:` only before a non-space,
+    // which is rare enough in a tag or a name to quote always).
+    if "-?:,[]{}#&*!|>'\"%@` \t".contains(first) {
         return false;
     }
     // `,[]{}` end a plain scalar inside a flow collection (`images: [{newTag: v]}]`).
@@ -60,10 +64,7 @@ pub fn plain_is_safe(value: &str) -> bool {
     {
         return false;
     }
-    const WORDS: [&str; 12] = [
-        "y", "n", "yes", "no", "on", "off", "true", "false", "null", ".inf", ".nan", "<<",
-    ];
-    !WORDS.iter().any(|w| w.eq_ignore_ascii_case(value))
+    super::resolve::reads_as_string_everywhere(value)
 }
 
 #[cfg(test)]
@@ -73,7 +74,26 @@ mod tests {
     #[test]
     fn plain_values_that_read_as_other_types_are_quoted() {
         for v in [
-            "1.10", "1.2", "0123", "1234567", "12e4567", "yes", "No", "on", "null", "~", "",
+            "1.10",
+            "1.2",
+            "0123",
+            "1234567",
+            "12e4567",
+            "yes",
+            "No",
+            "on",
+            "null",
+            "~",
+            "",
+            "1e3",
+            "0x1F",
+            "0o17",
+            "012",
+            "1_000",
+            "12:30:00",
+            "2024-01-01",
+            "<<",
+            "=",
         ] {
             assert_eq!(render(v, Style::Plain), format!("\"{v}\""), "{v}");
         }
@@ -83,6 +103,11 @@ mod tests {
             "abc1234",
             "sha256:00ff",
             "reg.io/a/b",
+            "4.99.11.0-wecare",
+            "1.2.3-rc1",
+            "1.2.3",
+            "478468757808.dkr.ecr.ap-south-1.amazonaws.com/team/new",
+            "yEs",
         ] {
             assert_eq!(render(v, Style::Plain), v, "{v}");
         }

@@ -523,7 +523,7 @@ fn odd_but_valid_files_are_edited_byte_for_byte() {
             .edits(format!("\u{feff}{}", old.replace(OLD_SHA, TAG)), Some(TAG)),
         Case::dev("bom_and_crlf_and_no_images", "\u{feff}resources:\r\n- ../../base")
             .edits(
-                format!("\u{feff}resources:\r\n- ../../base\r\nimages:\r\n- name: {IMAGE}\r\n  newTag: {TAG}\r\n"),
+                format!("\u{feff}resources:\r\n- ../../base\r\nimages:\r\n- name: {IMAGE}\r\n  newTag: {TAG}"),
                 Some(TAG),
             ),
         Case::dev("tabs_in_comments_and_after_values", entry("newTag: v1\t\t# tab\t"))
@@ -704,7 +704,7 @@ fn hostile_configs_are_refused_at_their_line() {
             cfg(),
             &[("COMMIT_SHA", "4d5e6f7\n")],
         )
-        .edits(entry("newTag: \"4d5e6f7\""), Some("4d5e6f7")),
+        .edits(entry("newTag: 4d5e6f7"), Some("4d5e6f7")),
         with(
             "sha_with_an_inner_newline",
             cfg(),

@@ -14,6 +14,7 @@ mod container;
 mod errors;
 mod faults;
 mod hostile;
+mod kustomize;
 mod promote;
 mod secrets;
 mod tls;

@@ -88,7 +88,7 @@ fn a_missing_entry_is_appended_and_a_missing_images_key_is_added() {
     assert_eq!(
         devops.file(DEV),
         format!(
-            "resources:\n  - ../../base\nimages:\n  - name: other\n    newTag: a\n  - name: {IMAGE}\n    newTag: \"{SHA}\"\n"
+            "resources:\n  - ../../base\nimages:\n  - name: other\n    newTag: a\n  - name: {IMAGE}\n    newTag: {SHA}\n"
         )
     );
     Run::tomoda(&devops)
