@@ -105,7 +105,7 @@ impl Fields {
                     value
                         .as_str()
                         .map_or_else(|| value.to_string(), str::to_string),
-                )
+                );
             }
             name => {
                 self.rest.insert(name.to_string(), value);

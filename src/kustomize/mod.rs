@@ -157,14 +157,13 @@ pub fn set_image(source: &str, spec: &ImageSpec) -> Result<Edited, EditError> {
     };
 
     let planned = Editor::new(source, spec).plan(root)?;
-    let text = match planned.changes.is_empty() {
-        true => source.to_string(),
-        false => {
-            let text = yaml::apply(source, &planned.splices)
-                .ok_or_else(|| internal("overlapping edits"))?;
-            verify::verify(source, &text, spec, planned.entry, &planned.changes)?;
-            text
-        }
+    let text = if planned.changes.is_empty() {
+        source.to_string()
+    } else {
+        let text =
+            yaml::apply(source, &planned.splices).ok_or_else(|| internal("overlapping edits"))?;
+        verify::verify(source, &text, spec, planned.entry, &planned.changes)?;
+        text
     };
     Ok(Edited {
         text,

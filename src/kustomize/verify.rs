@@ -135,12 +135,11 @@ fn string(s: &str) -> Data {
 /// The value of the first entry whose key is `key`, added at the end when absent.
 fn entry_of<'d>(entries: &'d mut Vec<(Data, Data)>, key: &str, absent: Data) -> &'d mut Data {
     let key = string(key);
-    let index = match entries.iter().position(|(k, _)| *k == key) {
-        Some(i) => i,
-        None => {
-            entries.push((key, absent));
-            entries.len() - 1
-        }
+    let index = if let Some(i) = entries.iter().position(|(k, _)| *k == key) {
+        i
+    } else {
+        entries.push((key, absent));
+        entries.len() - 1
     };
     &mut entries[index].1
 }
