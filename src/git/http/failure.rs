@@ -65,7 +65,7 @@ pub(super) fn retry_for_send_error(error: &reqwest::Error) -> Retry {
 }
 
 /// `Retry-After` in seconds (the HTTP-date form is rare for git servers and is ignored).
-pub(super) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     let value = headers.get(reqwest::header::RETRY_AFTER)?;
     let seconds: u64 = value.to_str().ok()?.trim().parse().ok()?;
     Some(Duration::from_secs(seconds))

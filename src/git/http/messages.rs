@@ -236,7 +236,7 @@ fn tls_message(error: &rustls::Error, url: &Url) -> Told {
 
 /// The error and its causes, looking inside `io::Error` wrappers (whose `source()` skips
 /// the wrapped error itself).
-pub(super) fn causes<'a>(error: &'a (dyn StdError + 'static)) -> Vec<&'a (dyn StdError + 'static)> {
+pub(crate) fn causes<'a>(error: &'a (dyn StdError + 'static)) -> Vec<&'a (dyn StdError + 'static)> {
     let mut out = Vec::new();
     let mut next = Some(error);
     while let Some(e) = next {
@@ -253,7 +253,7 @@ pub(super) fn causes<'a>(error: &'a (dyn StdError + 'static)) -> Vec<&'a (dyn St
 }
 
 /// "outer: inner: root" without repeats (wrappers often repeat their cause).
-pub(super) fn error_chain(error: &(dyn StdError + 'static)) -> String {
+pub(crate) fn error_chain(error: &(dyn StdError + 'static)) -> String {
     let mut parts: Vec<String> = Vec::new();
     for cause in causes(error) {
         let text = sanitize(&cause.to_string());
@@ -265,13 +265,13 @@ pub(super) fn error_chain(error: &(dyn StdError + 'static)) -> String {
 }
 
 /// Control characters (NUL included, which git2 cannot carry) become spaces.
-pub(super) fn sanitize(s: &str) -> String {
+pub(crate) fn sanitize(s: &str) -> String {
     s.chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect()
 }
 
-pub(super) fn fmt_secs(d: Duration) -> String {
+pub(crate) fn fmt_secs(d: Duration) -> String {
     if d.subsec_millis() == 0 {
         format!("{}s", d.as_secs())
     } else {
