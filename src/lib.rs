@@ -20,6 +20,7 @@ pub mod ordering;
 pub mod overlay;
 pub mod plan;
 pub mod promote;
+pub mod repo;
 pub mod report;
 pub mod secrets;
 pub mod values;
