@@ -73,6 +73,31 @@ fn dependencies(modules: &BTreeMap<String, String>) -> BTreeMap<&str, BTreeSet<&
         .collect()
 }
 
+/// Depth-first search; a module met again on the current path closes a cycle.
+fn visit<'a>(
+    node: &'a str,
+    graph: &BTreeMap<&'a str, BTreeSet<&'a str>>,
+    path: &mut Vec<&'a str>,
+    done: &mut BTreeSet<&'a str>,
+) -> Option<Vec<&'a str>> {
+    if let Some(at) = path.iter().position(|n| *n == node) {
+        let mut cycle = path[at..].to_vec();
+        cycle.push(node);
+        return Some(cycle);
+    }
+    if !done.insert(node) {
+        return None;
+    }
+    path.push(node);
+    for next in &graph[node] {
+        if let Some(cycle) = visit(next, graph, path, done) {
+            return Some(cycle);
+        }
+    }
+    path.pop();
+    None
+}
+
 #[test]
 fn modules_depend_on_each_other_one_way_only() {
     let modules = modules();
@@ -81,30 +106,6 @@ fn modules_depend_on_each_other_one_way_only() {
         "read src/"
     );
     let graph = dependencies(&modules);
-    // Depth-first search; a module met again on the current path closes a cycle.
-    fn visit<'a>(
-        node: &'a str,
-        graph: &BTreeMap<&'a str, BTreeSet<&'a str>>,
-        path: &mut Vec<&'a str>,
-        done: &mut BTreeSet<&'a str>,
-    ) -> Option<Vec<&'a str>> {
-        if let Some(at) = path.iter().position(|n| *n == node) {
-            let mut cycle = path[at..].to_vec();
-            cycle.push(node);
-            return Some(cycle);
-        }
-        if !done.insert(node) {
-            return None;
-        }
-        path.push(node);
-        for next in &graph[node] {
-            if let Some(cycle) = visit(next, graph, path, done) {
-                return Some(cycle);
-            }
-        }
-        path.pop();
-        None
-    }
     let mut done = BTreeSet::new();
     for node in graph.keys() {
         if let Some(cycle) = visit(node, &graph, &mut Vec::new(), &mut done) {
