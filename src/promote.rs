@@ -12,7 +12,8 @@ use crate::message::commit_message;
 use crate::message::short_sha;
 use crate::ordering::{self, History, Older};
 use crate::overlay::{self, Entry, FileEdit};
-use crate::plan::{Plan, RepoLocation};
+use crate::plan::Plan;
+use crate::repo::RepoLocation;
 
 pub struct Settings<'a> {
     pub max_attempts: u32,

@@ -98,6 +98,10 @@ fn load(text: &str) -> Result<Vec<Data>, ScanError> {
             },
             Event::Scalar(value, style, anchor, tag) => {
                 let data = match tag {
+                    // `!!str key` is the string `key`, as every reader takes it.
+                    Some(tag) if tag.handle == "tag:yaml.org,2002:" && tag.suffix == "str" => {
+                        Data::Str(value)
+                    }
                     Some(tag) => Data::Tagged(format!("{}{}", tag.handle, tag.suffix), value),
                     None if style != TScalarStyle::Plain => Data::Str(value),
                     None if resolve::reads_as_string_everywhere(&value) => Data::Str(value),

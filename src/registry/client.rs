@@ -15,7 +15,8 @@ use reqwest::header::{ACCEPT, WWW_AUTHENTICATE};
 use super::auth::{Challenge, Credential, Sources, parse_challenge};
 use super::reference::{Reference, plain_http};
 use crate::error::{Error, Result, Retry};
-use crate::git::http::{causes, error_chain, fmt_secs, retry_after, sanitize};
+use crate::git::http::{causes, error_chain, fmt_secs, retry_after};
+use crate::repo::sanitize;
 use crate::secrets;
 
 /// What a manifest request accepts: a multi-platform image is an OCI index or a Docker

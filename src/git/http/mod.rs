@@ -29,13 +29,13 @@ use reqwest::blocking::Client;
 pub use self::failure::Failure;
 use self::failure::FailureSlot;
 use self::stream::HttpSubtransport;
-pub use self::url::{redact_str, take_userinfo};
 // Shared with the registry client, which speaks HTTP the same way.
 pub(crate) use self::failure::retry_after;
-pub(crate) use self::messages::{causes, error_chain, fmt_secs, sanitize};
+pub(crate) use self::messages::{causes, error_chain, fmt_secs};
 pub(crate) use self::tls::tls_config;
 use crate::error::{Error, Result};
-use crate::plan::{Credentials, RepoLocation};
+use crate::repo::{Credentials, RepoLocation};
+pub use crate::repo::{redact_str, take_userinfo};
 
 /// HTTP settings for every git request of one transport.
 #[derive(Clone, Debug)]
