@@ -6,6 +6,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use clap::builder::BoolishValueParser;
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 
 use crate::error::{Error, Result};
@@ -31,6 +32,34 @@ pub struct Args {
     pub source_repo: Option<PathBuf>,
     pub max_attempts: u32,
     pub timeout: Duration,
+    pub registry: RegistryFlags,
+}
+
+/// What the command line says about the registry check (issue 8).
+#[derive(Clone, Default)]
+pub struct RegistryFlags {
+    /// Check that each tag is in its registry; `--no-verify` turns it off.
+    pub verify: bool,
+    /// Write each verified digest into the image's entry.
+    pub pin_digest: bool,
+    /// Keep looking this long for a tag that is not there yet.
+    pub wait_for_image: Option<Duration>,
+    /// Registry hosts spoken to over plain HTTP besides loopback.
+    pub insecure_registries: Vec<String>,
+    /// `--registry-token`: a secret.
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for RegistryFlags {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryFlags")
+            .field("verify", &self.verify)
+            .field("pin_digest", &self.pin_digest)
+            .field("wait_for_image", &self.wait_for_image)
+            .field("insecure_registries", &self.insecure_registries)
+            .field("token", &self.token.as_ref().map(|_| "***"))
+            .finish()
+    }
 }
 
 /// Where the git token comes from; its value is a secret.
@@ -104,6 +133,13 @@ impl From<Cli> for Args {
             source_repo: cli.source_repo,
             max_attempts: cli.max_attempts,
             timeout: Duration::from_secs(cli.timeout),
+            registry: RegistryFlags {
+                verify: !cli.no_verify,
+                pin_digest: cli.pin_digest,
+                wait_for_image: cli.wait_for_image,
+                insecure_registries: cli.insecure_registries,
+                token: cli.registry_token,
+            },
         }
     }
 }
@@ -165,6 +201,8 @@ enum Command {
     Man,
 }
 
+// Flags are booleans by nature; each is one switch of the command line.
+#[allow(clippy::struct_excessive_bools)]
 #[derive(Parser)]
 #[command(
     name = "tomoda-promote",
@@ -286,10 +324,79 @@ struct Cli {
           value_parser = clap::value_parser!(u32).range(1..=100))]
     max_attempts: u32,
 
-    /// Seconds allowed for each HTTP request to the git server
+    /// Seconds allowed for each HTTP request to the git server or a registry
     #[arg(long, env = "PROMOTE_TIMEOUT", default_value_t = 60, value_name = "SECONDS",
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     timeout: u64,
+
+    /// Skip the check that each image's tag is in its registry
+    #[arg(long, env = "PROMOTE_NO_VERIFY", value_parser = BoolishValueParser::new())]
+    no_verify: bool,
+
+    /// Pin what was built: write the digest the registry gives each tag into the image's
+    /// entry (`digest:`)
+    #[arg(long, env = "PROMOTE_PIN_DIGEST", value_parser = BoolishValueParser::new())]
+    pin_digest: bool,
+
+    /// Keep looking for a tag that is not in its registry yet, up to this long (90s, 2m, 1m30s)
+    #[arg(long, env = "PROMOTE_WAIT_FOR_IMAGE", value_name = "DURATION",
+          value_parser = parse_duration)]
+    wait_for_image: Option<Duration>,
+
+    /// Speak plain HTTP to this registry host[:port] (loopback registries always are); repeatable
+    #[arg(
+        long = "insecure-registry",
+        env = "PROMOTE_INSECURE_REGISTRIES",
+        value_name = "HOST",
+        value_delimiter = ','
+    )]
+    insecure_registries: Vec<String>,
+
+    /// Registry credentials: USER:PASSWORD, or an access token (sent as user
+    /// oauth2accesstoken); prefer the environment variable
+    #[arg(
+        long,
+        env = "PROMOTE_REGISTRY_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    registry_token: Option<String>,
+}
+
+/// `90`, `90s`, `2m`, `1m30s`, `1h`: the duration of `--wait-for-image`.
+fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
+    let text = text.trim();
+    let bad = || format!("`{text}` is not a duration: write it as 90s, 2m or 1m30s");
+    if text.is_empty() {
+        return Err(bad());
+    }
+    if let Ok(seconds) = text.parse::<u64>() {
+        return Ok(Duration::from_secs(seconds));
+    }
+    let mut total = 0u64;
+    let mut number = String::new();
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            number.push(c);
+            continue;
+        }
+        let unit = match c {
+            'h' => 3600,
+            'm' => 60,
+            's' => 1,
+            _ => return Err(bad()),
+        };
+        let n: u64 = number.parse().map_err(|_| bad())?;
+        total = n
+            .checked_mul(unit)
+            .and_then(|s| total.checked_add(s))
+            .ok_or_else(bad)?;
+        number.clear();
+    }
+    if !number.is_empty() {
+        return Err(bad());
+    }
+    Ok(Duration::from_secs(total))
 }
 
 /// Removes the environment variables of our flags that are set but empty, so they count
@@ -320,5 +427,46 @@ mod tests {
         let args = Args::try_parse_from(["tomoda-promote", "--image", "a:1", "--image", "b:2,c:3"])
             .unwrap();
         assert_eq!(args.flags.images, ["a:1", "b:2", "c:3"]);
+    }
+
+    #[test]
+    fn registry_flags() {
+        let args = Args::try_parse_from(["tomoda-promote"]).unwrap();
+        assert!(args.registry.verify && !args.registry.pin_digest);
+        let args = Args::try_parse_from([
+            "tomoda-promote",
+            "--pin-digest",
+            "--wait-for-image",
+            "1m30s",
+            "--insecure-registry",
+            "reg.internal:5000",
+            "--insecure-registry",
+            "cache",
+            "--registry-token",
+            "robot:s3cret",
+        ])
+        .unwrap();
+        assert!(args.registry.pin_digest);
+        assert_eq!(args.registry.wait_for_image, Some(Duration::from_secs(90)));
+        assert_eq!(
+            args.registry.insecure_registries,
+            ["reg.internal:5000", "cache"]
+        );
+        assert!(!format!("{args:?}").contains("s3cret"));
+        let off = Args::try_parse_from(["tomoda-promote", "--no-verify"]).unwrap();
+        assert!(!off.registry.verify);
+    }
+
+    #[test]
+    fn durations() {
+        let d = |s: &str| parse_duration(s).map(|d| d.as_secs());
+        assert_eq!(d("90"), Ok(90));
+        assert_eq!(d("90s"), Ok(90));
+        assert_eq!(d("2m"), Ok(120));
+        assert_eq!(d("1m30s"), Ok(90));
+        assert_eq!(d("1h"), Ok(3600));
+        for bad in ["", "m", "5x", "1.5m", "10m5"] {
+            assert!(d(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -8,6 +8,7 @@ use crate::config::Config;
 use crate::context::BuildContext;
 use crate::error::{Error, Result};
 use crate::plan::{self, Bases, Plan};
+use crate::registry;
 use crate::secrets;
 
 const DEFAULT_CONFIG: &str = "promote.yaml";
@@ -80,6 +81,36 @@ pub fn read_token(source: &TokenSource) -> Result<Option<String>> {
         secrets::register(t);
     }
     Ok(token)
+}
+
+/// The registry check's settings: the flags, and where credentials are on this machine.
+/// `None` under `--no-verify`. The token is registered as a secret either way.
+pub fn registry_settings(args: &Args) -> Result<Option<registry::Settings>> {
+    let flags = &args.registry;
+    if let Some(token) = &flags.token {
+        secrets::register(token);
+    }
+    if !flags.verify && (flags.pin_digest || flags.wait_for_image.is_some()) {
+        let flag = if flags.pin_digest {
+            "--pin-digest"
+        } else {
+            "--wait-for-image"
+        };
+        return Err(Error::usage(
+            format!(
+                "{flag} needs the registry check, which --no-verify (PROMOTE_NO_VERIFY) turns off"
+            ),
+            format!("drop --no-verify, or {flag}"),
+        ));
+    }
+    Ok(flags.verify.then(|| registry::Settings {
+        sources: registry::Sources::from_env(flags.token.clone()),
+        insecure: flags.insecure_registries.clone(),
+        timeout: args.timeout,
+        wait: flags.wait_for_image,
+        pin: flags.pin_digest,
+        dry_run: args.dry_run,
+    }))
 }
 
 /// The config and the directory its relative paths start from; `None` in flags-only use.

@@ -40,8 +40,14 @@ pub fn run(args: &Args) -> Result<()> {
         return cli::print_generated(what);
     }
     let token = inputs::read_token(&args.token)?;
+    let registry_settings = inputs::registry_settings(args)?;
     let cwd = inputs::current_dir()?;
-    let plan = inputs::plan(args, &cwd)?;
+    let mut plan = inputs::plan(args, &cwd)?;
+    // Issue 8: every tag must be in its registry before the devops repo names it; pinning
+    // writes the digests into the plan's images.
+    if let Some(settings) = registry_settings {
+        registry::Registry::new(settings)?.verify(&mut plan.images, &mut std::thread::sleep)?;
+    }
     let transport =
         git::HttpTransport::for_repo(&plan.repo, token, &args.token.username, args.timeout)?;
     let source_repo = cwd.join(args.source_repo.as_deref().unwrap_or(Path::new(".")));

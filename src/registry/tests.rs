@@ -353,16 +353,3 @@ fn an_image_in_two_files_is_asked_about_once() {
     assert_eq!(images[1].digest.as_deref(), Some(DIGEST));
     assert_eq!(server.join().unwrap().len(), 1);
 }
-
-#[test]
-fn durations() {
-    let d = |s: &str| parse_duration(s).map(|d| d.as_secs());
-    assert_eq!(d("90"), Ok(90));
-    assert_eq!(d("90s"), Ok(90));
-    assert_eq!(d("2m"), Ok(120));
-    assert_eq!(d("1m30s"), Ok(90));
-    assert_eq!(d("1h"), Ok(3600));
-    for bad in ["", "m", "5x", "1.5m", "10m5"] {
-        assert!(d(bad).is_err(), "{bad}");
-    }
-}

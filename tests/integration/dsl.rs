@@ -251,6 +251,9 @@ impl Run {
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("HOME", cwd.path())
+            // The fixture images name registries the tests cannot reach; the registry
+            // check has its own tests (registry.rs), which turn it on with `verifying`.
+            .env("PROMOTE_NO_VERIFY", "1")
             .stdin(Stdio::null());
         let dir = cwd.path().to_path_buf();
         Run { command, cwd, dir }
@@ -276,6 +279,12 @@ impl Run {
 
     pub fn args<I: IntoIterator<Item = S>, S: AsRef<std::ffi::OsStr>>(mut self, args: I) -> Run {
         self.command.args(args);
+        self
+    }
+
+    /// Turns the registry check on (it is off in every other test).
+    pub fn verifying(mut self) -> Run {
+        self.command.env_remove("PROMOTE_NO_VERIFY");
         self
     }
 
