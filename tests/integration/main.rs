@@ -17,5 +17,6 @@ mod hostile;
 mod kustomize;
 mod layout;
 mod promote;
+mod registry;
 mod secrets;
 mod tls;
