@@ -386,8 +386,10 @@ fn send_error(error: &reqwest::Error, url: &str, timeout: Duration) -> Error {
             Retry::Transient { after: None },
         )
     } else {
+        // reqwest's own message repeats the URL, which the error already names.
+        let why = std::error::Error::source(error).map_or_else(|| error.to_string(), error_chain);
         (
-            format!("cannot reach the registry: {}", error_chain(error)),
+            format!("cannot reach the registry: {why}"),
             "check the image name's registry host, and network access from this machine (proxy, firewall)".to_string(),
             Retry::Transient { after: None },
         )

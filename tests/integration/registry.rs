@@ -644,3 +644,32 @@ fn the_registry_needs_the_accept_header_as_the_field_notes_say() {
     ));
     assert_eq!(accepted.headers()["docker-content-digest"], index.as_str());
 }
+
+#[test]
+fn help_names_the_registry_flags_and_hides_the_registry_token() {
+    Run::new()
+        .env("PROMOTE_REGISTRY_TOKEN", "robot:helpSecret-4821")
+        .args(["--help"])
+        .run()
+        .ok()
+        .stdout_has("--no-verify")
+        .stdout_has("--pin-digest")
+        .stdout_has("--wait-for-image <DURATION>")
+        .stdout_has("--insecure-registry <HOST>")
+        .stdout_has("[env: PROMOTE_REGISTRY_TOKEN]")
+        .never_shows("helpSecret-4821");
+}
+
+#[test]
+fn pinning_or_waiting_without_the_check_is_a_usage_error() {
+    let devops = Devops::tomoda();
+    for flag in ["--pin-digest", "--wait-for-image=1m"] {
+        let (done, _) = bounded::run(
+            promote(&devops, "127.0.0.1:9/app", "v1").args(["--no-verify", flag]),
+            LIMIT,
+        );
+        done.code(2).stderr_has(
+            "needs the registry check, which --no-verify (PROMOTE_NO_VERIFY) turns off",
+        );
+    }
+}
