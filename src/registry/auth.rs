@@ -19,7 +19,20 @@ pub const METADATA_URL: &str = "http://metadata.google.internal";
 const METADATA_TOKEN_PATH: &str = "/computeMetadata/v1/instance/service-accounts/default/token";
 /// Off Google Cloud nothing answers there (or the name does not resolve): give up
 /// quickly rather than hold the build.
+const METADATA_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const METADATA_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The client for the metadata server: plain HTTP on the VM's own link, so never through
+/// a proxy (as Google's own libraries do), and short timeouts.
+pub fn metadata_client(tls: rustls::ClientConfig) -> Result<reqwest::blocking::Client, String> {
+    reqwest::blocking::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .no_proxy()
+        .connect_timeout(METADATA_CONNECT_TIMEOUT)
+        .timeout(METADATA_TIMEOUT)
+        .build()
+        .map_err(|e| crate::git::http::error_chain(&e))
+}
 
 /// Where a credential came from, as errors and logs name it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,7 +115,7 @@ impl Sources {
     pub fn credential(
         &self,
         reference: &Reference,
-        client: &reqwest::blocking::Client,
+        metadata: &reqwest::blocking::Client,
     ) -> (Option<Credential>, Vec<String>) {
         let mut notes = Vec::new();
         if let Some(token) = &self.token {
@@ -144,7 +157,7 @@ impl Sources {
             }
         }
         if reference.is_google() {
-            match metadata_token(client, &self.metadata_url) {
+            match metadata_token(metadata, &self.metadata_url) {
                 Ok(token) => {
                     return (
                         Some(Credential {
@@ -241,7 +254,6 @@ fn metadata_token(client: &reqwest::blocking::Client, base: &str) -> Result<Stri
     let answer = client
         .get(&url)
         .header("Metadata-Flavor", "Google")
-        .timeout(METADATA_TIMEOUT)
         .send()
         .map_err(|e| format!("{url}: {}", crate::git::http::error_chain(&e)))?;
     let status = answer.status();
@@ -357,10 +369,7 @@ mod tests {
     use super::*;
 
     fn client() -> reqwest::blocking::Client {
-        reqwest::blocking::Client::builder()
-            .tls_backend_preconfigured(crate::git::http::tls_config().unwrap())
-            .build()
-            .unwrap()
+        metadata_client(crate::git::http::tls_config().unwrap()).unwrap()
     }
 
     #[test]

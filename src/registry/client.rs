@@ -52,6 +52,8 @@ pub enum Lookup {
 /// The HTTP side of registry verification.
 pub struct Client {
     http: HttpClient,
+    /// For the GCE metadata server only.
+    metadata: HttpClient,
     sources: Sources,
     insecure: Vec<String>,
     timeout: Duration,
@@ -79,6 +81,7 @@ impl Client {
     pub fn new(sources: Sources, insecure: Vec<String>, timeout: Duration) -> Result<Client> {
         let fail = |e: String| Error::local(format!("cannot set up the registry client: {e}"));
         let tls = crate::git::http::tls_config().map_err(fail)?;
+        let metadata = super::auth::metadata_client(tls.clone()).map_err(fail)?;
         let http = HttpClient::builder()
             .tls_backend_preconfigured(tls)
             .connect_timeout((timeout / 2).min(Duration::from_secs(10)))
@@ -88,6 +91,7 @@ impl Client {
             .map_err(|e| fail(error_chain(&e)))?;
         Ok(Client {
             http,
+            metadata,
             sources,
             insecure,
             timeout,
@@ -176,7 +180,7 @@ impl Client {
         session: &mut Session,
         url: &str,
     ) -> Result<()> {
-        let (credential, notes) = self.sources.credential(reference, &self.http);
+        let (credential, notes) = self.sources.credential(reference, &self.metadata);
         for note in &notes {
             tracing::info!("registry credentials: {note}");
         }
