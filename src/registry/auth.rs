@@ -71,7 +71,7 @@ impl fmt::Debug for Credential {
 }
 
 /// What the credential sources are on this machine; read once at the start.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct Sources {
     /// `--registry-token`: `USER:PASSWORD`, or a bare token sent as user
     /// `oauth2accesstoken` (what `gcloud auth print-access-token` gives; GHCR and others
@@ -81,6 +81,16 @@ pub struct Sources {
     pub docker_config: Option<PathBuf>,
     /// Base URL of the GCE metadata server.
     pub metadata_url: String,
+}
+
+impl fmt::Debug for Sources {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sources")
+            .field("token", &self.token.as_ref().map(|_| "***"))
+            .field("docker_config", &self.docker_config)
+            .field("metadata_url", &self.metadata_url)
+            .finish()
+    }
 }
 
 impl Sources {
@@ -455,6 +465,7 @@ mod tests {
             (GOOGLE_USERNAME, "ya29.token", Source::Flag)
         );
         assert!(!format!("{cred:?}").contains("ya29"));
+        assert!(!format!("{sources:?}").contains("ya29"));
         let sources = Sources {
             token: Some("robot:s3cret".into()),
             ..sources
