@@ -12,7 +12,7 @@ use reqwest::StatusCode;
 use reqwest::blocking::{Client as HttpClient, RequestBuilder, Response};
 use reqwest::header::{ACCEPT, WWW_AUTHENTICATE};
 
-use super::auth::{Challenge, Credential, Sources, parse_challenge};
+use super::auth::{Challenge, Credential, Source, Sources, parse_challenge};
 use super::reference::{Reference, plain_http};
 use crate::error::{Error, Result, Retry};
 use crate::git::http::{causes, error_chain, fmt_secs, retry_after};
@@ -451,8 +451,15 @@ fn status_error(
                 c.source
             ),
             format!(
-                "the credentials from {} are wrong or expired for {} (or the repository {} does not exist): renew them, or pass --registry-token",
-                c.source, reference.host, reference.repository
+                "the credentials from {} are wrong or expired for {} (or the repository {} does not exist): {}",
+                c.source,
+                reference.host,
+                reference.repository,
+                if c.source == Source::Flag {
+                    "renew them"
+                } else {
+                    "renew them, or pass --registry-token (PROMOTE_REGISTRY_TOKEN), which comes first"
+                }
             ),
             Retry::Never,
         ),

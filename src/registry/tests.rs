@@ -236,7 +236,7 @@ fn a_refused_credential_is_named_by_its_source_never_by_its_value() {
     assert_eq!(
         error.to_string(),
         format!(
-            "http://{host}/v2/team/app/manifests/v1: authentication failed: HTTP 401 with the credentials from --registry-token (PROMOTE_REGISTRY_TOKEN)\n  hint: the credentials from --registry-token (PROMOTE_REGISTRY_TOKEN) are wrong or expired for {host} (or the repository team/app does not exist): renew them, or pass --registry-token"
+            "http://{host}/v2/team/app/manifests/v1: authentication failed: HTTP 401 with the credentials from --registry-token (PROMOTE_REGISTRY_TOKEN)\n  hint: the credentials from --registry-token (PROMOTE_REGISTRY_TOKEN) are wrong or expired for {host} (or the repository team/app does not exist): renew them"
         )
     );
     assert_eq!(error.exit_code(), 1);
