@@ -1,16 +1,19 @@
 //! libgit2 at the edge: fetch the devops branch into a temporary bare repository, read
-//! and write objects in memory (no working tree), and push as a compare-and-swap.
+//! and write objects in memory (no working tree), and push as a compare-and-swap. A local
+//! repository with a work tree, which libgit2 cannot push to, gets the commit as `git
+//! commit` would put it there: its branch moved by a compare-and-swap, and its work tree
+//! and index updated when that branch is checked out.
 
 pub mod http;
 
 pub use http::HttpTransport;
 
 use std::cell::RefCell;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use git2::{
-    Direction, ErrorCode, FetchOptions, FileMode, ObjectType, Oid, PushOptions, RemoteCallbacks,
-    Repository, Signature,
+    Direction, ErrorCode, FetchOptions, FileMode, ObjectType, Odb, Oid, PushOptions,
+    RemoteCallbacks, Repository, RepositoryState, Signature, StatusOptions,
 };
 
 use self::http::Failed;
@@ -29,6 +32,16 @@ pub struct Workspace {
     /// What people are shown.
     display: String,
     shallow: bool,
+    target: Target,
+}
+
+/// Where a commit goes.
+enum Target {
+    /// Pushed through libgit2: an http(s) remote, or a bare local repository.
+    Push,
+    /// A local repository with a work tree (an ordinary clone), which libgit2 cannot push
+    /// to: its branch is updated in place.
+    Checkout(PathBuf),
 }
 
 /// How a push ended when the server answered.
@@ -67,10 +80,18 @@ impl Workspace {
                 e.message()
             ))
         })?;
-        let (remote, shallow) = match location {
-            RepoLocation::Remote { url, .. } => (url.clone(), true),
+        let (remote, shallow, target) = match location {
+            RepoLocation::Remote { url, .. } => (url.clone(), true, Target::Push),
             // libgit2 cannot fetch shallow from a local path.
-            RepoLocation::Local(path) => (path.display().to_string(), false),
+            RepoLocation::Local(path) => {
+                let checkout = Repository::open(path).is_ok_and(|r| !r.is_bare());
+                let target = if checkout {
+                    Target::Checkout(path.clone())
+                } else {
+                    Target::Push
+                };
+                (path.display().to_string(), false, target)
+            }
         };
         Ok(Workspace {
             _dir: dir,
@@ -79,6 +100,7 @@ impl Workspace {
             remote,
             display: location.display(),
             shallow,
+            target,
         })
     }
 
@@ -247,6 +269,9 @@ impl Workspace {
 
     /// Pushes the last commit to `branch`, refusing anything but a fast-forward.
     pub fn push(&self, branch: &str) -> Result<PushOutcome> {
+        if let Target::Checkout(dir) = &self.target {
+            return self.commit_into(dir, branch);
+        }
         let refused: RefCell<Option<String>> = RefCell::new(None);
         let progress: RefCell<Vec<u8>> = RefCell::new(Vec::new());
         let mut callbacks = RemoteCallbacks::new();
@@ -292,6 +317,243 @@ impl Workspace {
             }
         }
     }
+}
+
+impl Workspace {
+    /// "Pushes" the last commit into a local repository with a work tree, as `git commit`
+    /// would have made it there: the objects are copied in, then the branch is moved by a
+    /// compare-and-swap from the fetched tip. When the branch is the one checked out, its
+    /// work tree and index must be clean, and are updated to the new commit afterwards
+    /// (only the changed files are written); a branch not checked out is only moved.
+    fn commit_into(&self, dir: &Path, branch: &str) -> Result<PushOutcome> {
+        let shown = dir.display();
+        let fail = |what: &str, e: &git2::Error| {
+            Error::local(format!("cannot {what} in {shown}: {}", e.message()))
+        };
+        let refname = format!("refs/heads/{branch}");
+        let commit = self
+            .repo
+            .find_reference(LOCAL_REF)
+            .and_then(|r| r.peel_to_commit())
+            .map_err(|e| fail("read the new commit", &e))?;
+        let tip = commit
+            .parent(0)
+            .map_err(|e| fail("read the fetched commit", &e))?;
+        let target = Repository::open(dir).map_err(|e| fail("open the repository", &e))?;
+        let checked_out = head_is(&target, &refname);
+        if checked_out {
+            refuse_if_dirty(&target, &shown.to_string(), branch)?;
+        } else if let Some(other) = checked_out_elsewhere(&target, &refname) {
+            return Err(Error::usage(
+                format!(
+                    "branch {branch} of {shown} is checked out in the work tree {}",
+                    other.display()
+                ),
+                format!("point --repo at {}, or at the remote", other.display()),
+            ));
+        }
+        copy_objects(&self.repo, &target, commit.id())
+            .map_err(|e| fail("copy the new commit", &e))?;
+        let reflog = format!(
+            "tomoda-promote: {}",
+            String::from_utf8_lossy(commit.summary_bytes().unwrap_or_default())
+        );
+        match target.reference_matching(&refname, commit.id(), true, tip.id(), &reflog) {
+            Ok(_) => {}
+            // The branch moved (a commit, another promotion), is being written by another
+            // git process, or is gone: a race, which the next fetch tells apart.
+            Err(e)
+                if matches!(
+                    e.code(),
+                    ErrorCode::Modified | ErrorCode::Locked | ErrorCode::NotFound
+                ) =>
+            {
+                return Ok(PushOutcome::Rejected(Refusal {
+                    reason: format!("the branch moved ({})", e.message().trim_end_matches('.')),
+                    not_fast_forward: true,
+                    server_said: Vec::new(),
+                }));
+            }
+            Err(e) => return Err(fail(&format!("update branch {branch}"), &e)),
+        }
+        if !checked_out {
+            return Ok(PushOutcome::Pushed);
+        }
+        let paths = changed_paths(&self.repo, &tip, &commit)
+            .map_err(|e| fail("list the changed files", &e))?;
+        if let Err(e) = check_out(&target, commit.tree_id(), &paths) {
+            // Put the branch back, so that it never holds a commit its clean work tree
+            // does not show.
+            let undone = target
+                .reference_matching(
+                    &refname,
+                    tip.id(),
+                    true,
+                    commit.id(),
+                    "tomoda-promote: undo",
+                )
+                .is_ok();
+            let state = if undone {
+                format!("branch {branch} was left where it was")
+            } else {
+                format!(
+                    "branch {branch} holds the commit but the work tree does not: run `git checkout HEAD -- {}` in {shown}",
+                    paths.join(" ")
+                )
+            };
+            return Err(fail(&format!("update the work tree ({state})"), &e));
+        }
+        Ok(PushOutcome::Pushed)
+    }
+}
+
+/// Whether the repository's HEAD is the branch `refname` (born or not).
+fn head_is(repo: &Repository, refname: &str) -> bool {
+    repo.find_reference("HEAD")
+        .is_ok_and(|head| head.symbolic_target_bytes() == Some(refname.as_bytes()))
+}
+
+/// Another work tree of the same repository (the main one, or one added with `git
+/// worktree add`) that has the branch checked out; moving it under that work tree would
+/// leave it showing the promotion reverted.
+fn checked_out_elsewhere(repo: &Repository, refname: &str) -> Option<PathBuf> {
+    let main = Repository::open(repo.commondir()).ok()?;
+    let mut others = vec![main];
+    if let Ok(names) = others[0].worktrees() {
+        for name in names.iter().filter_map(|n| n.ok().flatten()) {
+            if let Ok(linked) = others[0]
+                .find_worktree(name)
+                .and_then(|w| Repository::open_from_worktree(&w))
+            {
+                others.push(linked);
+            }
+        }
+    }
+    let here = std::fs::canonicalize(repo.path()).ok();
+    others
+        .into_iter()
+        .filter(|r| !r.is_bare() && std::fs::canonicalize(r.path()).ok() != here)
+        .find(|r| head_is(r, refname))
+        .map(|r| r.workdir().unwrap_or(r.path()).to_path_buf())
+}
+
+/// Refuses a checked-out branch whose work tree or index holds changes to tracked files,
+/// or that is in the middle of a merge, rebase or cherry-pick, as committing onto it would
+/// mix those into the promotion or leave them behind. Untracked files do not count.
+fn refuse_if_dirty(repo: &Repository, dir: &str, branch: &str) -> Result<()> {
+    let hint = format!("commit or stash your changes in {dir}, or point --repo at the remote");
+    let operation = match repo.state() {
+        // Bisecting does not stop `git commit` either.
+        RepositoryState::Clean | RepositoryState::Bisect => None,
+        RepositoryState::Merge => Some("merge"),
+        RepositoryState::Revert | RepositoryState::RevertSequence => Some("revert"),
+        RepositoryState::CherryPick | RepositoryState::CherryPickSequence => Some("cherry-pick"),
+        RepositoryState::Rebase
+        | RepositoryState::RebaseInteractive
+        | RepositoryState::RebaseMerge => Some("rebase"),
+        RepositoryState::ApplyMailbox | RepositoryState::ApplyMailboxOrRebase => Some("git am"),
+    };
+    if let Some(operation) = operation {
+        return Err(Error::usage(
+            format!("{dir} is in the middle of a {operation} on branch {branch}"),
+            format!("finish or abort the {operation} in {dir}, or point --repo at the remote"),
+        ));
+    }
+    let mut options = StatusOptions::new();
+    options
+        .include_untracked(false)
+        .include_ignored(false)
+        .renames_head_to_index(false);
+    let statuses = repo
+        .statuses(Some(&mut options))
+        .map_err(|e| Error::local(format!("cannot read the status of {dir}: {}", e.message())))?;
+    let changed: Vec<String> = statuses
+        .iter()
+        .filter(|s| !s.status().is_empty())
+        .map(|s| String::from_utf8_lossy(s.path_bytes()).into_owned())
+        .collect();
+    if changed.is_empty() {
+        return Ok(());
+    }
+    let mut listed = changed
+        .iter()
+        .take(5)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if changed.len() > 5 {
+        listed.push_str(&format!(" and {} more", changed.len() - 5));
+    }
+    Err(Error::usage(
+        format!(
+            "branch {branch} is checked out in {dir} with uncommitted changes ({listed}); the promotion would be committed on top of them"
+        ),
+        hint,
+    ))
+}
+
+/// Copies the commit and what it needs that `to` lacks (its new trees and blobs) from
+/// `from`; its parent is already there.
+fn copy_objects(from: &Repository, to: &Repository, commit: Oid) -> Result<(), git2::Error> {
+    let (src, dst) = (from.odb()?, to.odb()?);
+    if dst.exists(commit) {
+        return Ok(());
+    }
+    copy_tree(from, &src, &dst, from.find_commit(commit)?.tree_id())?;
+    copy_object(&src, &dst, commit)
+}
+
+fn copy_tree(from: &Repository, src: &Odb, dst: &Odb, tree: Oid) -> Result<(), git2::Error> {
+    if dst.exists(tree) {
+        return Ok(());
+    }
+    for entry in &from.find_tree(tree)? {
+        match entry.kind() {
+            Some(ObjectType::Tree) => copy_tree(from, src, dst, entry.id())?,
+            Some(ObjectType::Blob) if !dst.exists(entry.id()) => {
+                copy_object(src, dst, entry.id())?;
+            }
+            // Blobs already there, and submodule commits, which live elsewhere.
+            _ => {}
+        }
+    }
+    copy_object(src, dst, tree)
+}
+
+fn copy_object(src: &Odb, dst: &Odb, id: Oid) -> Result<(), git2::Error> {
+    let object = src.read(id)?;
+    dst.write(object.kind(), object.data())?;
+    Ok(())
+}
+
+/// The files that differ between two commits.
+fn changed_paths(
+    repo: &Repository,
+    old: &git2::Commit<'_>,
+    new: &git2::Commit<'_>,
+) -> Result<Vec<String>, git2::Error> {
+    let diff = repo.diff_tree_to_tree(Some(&old.tree()?), Some(&new.tree()?), None)?;
+    Ok(diff
+        .deltas()
+        .filter_map(|d| d.new_file().path().or(d.old_file().path()))
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect())
+}
+
+/// Writes `paths` of the tree into the work tree and index, and nothing else. The work
+/// tree was clean, so its copies of them are HEAD's, which the branch just left.
+fn check_out(repo: &Repository, tree: Oid, paths: &[String]) -> Result<(), git2::Error> {
+    if paths.is_empty() {
+        // No pathspec would mean every file.
+        return Ok(());
+    }
+    let tree = repo.find_tree(tree)?;
+    let mut options = git2::build::CheckoutBuilder::new();
+    options.force().disable_pathspec_match(true);
+    for path in paths {
+        options.path(path.as_str());
+    }
+    repo.checkout_tree(tree.as_object(), Some(&mut options))
 }
 
 /// The server's progress text as lines: split at `\n` and `\r` (progress meters redraw
