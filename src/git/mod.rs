@@ -342,6 +342,13 @@ impl Workspace {
         let target = Repository::open(dir).map_err(|e| fail("open the repository", &e))?;
         let checked_out = head_is(&target, &refname);
         if checked_out {
+            let lock = target.path().join("index.lock");
+            if lock.exists() {
+                return Err(Error::local(format!(
+                    "cannot commit onto branch {branch} in {shown}: its index is locked by another git process, or by one that crashed ({}); remove that file if no git process is running there",
+                    lock.display()
+                )));
+            }
             refuse_if_dirty(&target, &shown.to_string(), branch)?;
         } else if let Some(other) = checked_out_elsewhere(&target, &refname) {
             return Err(Error::usage(
@@ -381,30 +388,52 @@ impl Workspace {
         }
         let paths = changed_paths(&self.repo, &tip, &commit)
             .map_err(|e| fail("list the changed files", &e))?;
-        if let Err(e) = check_out(&target, commit.tree_id(), &paths) {
-            // Put the branch back, so that it never holds a commit its clean work tree
-            // does not show.
-            let undone = target
-                .reference_matching(
-                    &refname,
-                    tip.id(),
-                    true,
-                    commit.id(),
-                    "tomoda-promote: undo",
-                )
-                .is_ok();
-            let state = if undone {
-                format!("branch {branch} was left where it was")
-            } else {
-                format!(
-                    "branch {branch} holds the commit but the work tree does not: run `git checkout HEAD -- {}` in {shown}",
-                    paths.join(" ")
-                )
-            };
-            return Err(fail(&format!("update the work tree ({state})"), &e));
-        }
+        update_work_tree(&target, &refname, tip.id(), commit.id(), &paths).map_err(
+            |(e, undone)| {
+                let state = if undone {
+                    format!("branch {branch} and the work tree were left as they were")
+                } else {
+                    format!(
+                        "branch {branch} holds the commit but the work tree may not: run `git checkout HEAD -- {}` there",
+                        paths.join(" ")
+                    )
+                };
+                fail(&format!("update the work tree ({state})"), &e)
+            },
+        )?;
         Ok(PushOutcome::Pushed)
     }
+}
+
+/// After the checked-out branch `refname` moved from `tip` to `commit`: writes the changed
+/// `paths` into the work tree and the index. When that fails (the index was locked in the
+/// meantime, a file cannot be written), the branch is moved back and the files restored,
+/// so that the branch never holds a commit its clean work tree does not show; the error
+/// says whether that worked.
+fn update_work_tree(
+    repo: &Repository,
+    refname: &str,
+    tip: Oid,
+    commit: Oid,
+    paths: &[String],
+) -> Result<(), (git2::Error, bool)> {
+    let tree = |id: Oid| repo.find_commit(id).map(|c| c.tree_id());
+    let error = match tree(commit).and_then(|t| check_out(repo, t, paths, true)) {
+        Ok(()) => return Ok(()),
+        Err(e) => e,
+    };
+    // The index in memory may hold the new entries its failed write did not keep.
+    if let Ok(mut index) = repo.index() {
+        let _ = index.read(true);
+    }
+    let undone = repo
+        .reference_matching(refname, tip, true, commit, "tomoda-promote: undone")
+        .is_ok()
+        // The index is written last, and only when all went well: it still holds the tip.
+        && tree(tip)
+            .and_then(|t| check_out(repo, t, paths, false))
+            .is_ok();
+    Err((error, undone))
 }
 
 /// Whether the repository's HEAD is the branch `refname` (born or not).
@@ -540,16 +569,25 @@ fn changed_paths(
         .collect())
 }
 
-/// Writes `paths` of the tree into the work tree and index, and nothing else. The work
-/// tree was clean, so its copies of them are HEAD's, which the branch just left.
-fn check_out(repo: &Repository, tree: Oid, paths: &[String]) -> Result<(), git2::Error> {
+/// Writes `paths` of the tree into the work tree (and the index, when `index`), and
+/// nothing else. The work tree was clean, so its copies of them are those the branch just
+/// left.
+fn check_out(
+    repo: &Repository,
+    tree: Oid,
+    paths: &[String],
+    index: bool,
+) -> Result<(), git2::Error> {
     if paths.is_empty() {
         // No pathspec would mean every file.
         return Ok(());
     }
     let tree = repo.find_tree(tree)?;
     let mut options = git2::build::CheckoutBuilder::new();
-    options.force().disable_pathspec_match(true);
+    options
+        .force()
+        .disable_pathspec_match(true)
+        .update_index(index);
     for path in paths {
         options.path(path.as_str());
     }
@@ -631,4 +669,145 @@ pub fn unified_diff(path: &str, old: &str, new: &str) -> Result<String> {
     .and_then(|mut p| p.to_buf())
     .map_err(|e| Error::local(format!("cannot compute the diff: {}", e.message())))?;
     Ok(String::from_utf8_lossy(&patch).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    const FILE: &str = "overlays/dev/kustomization.yaml";
+
+    fn author() -> Identity {
+        Identity {
+            name: "Test".into(),
+            email: "test@example.com".into(),
+        }
+    }
+
+    /// Writes `content` at `path` of the work tree and commits it onto the checked-out
+    /// branch, as someone working in the clone would.
+    fn commit_file(repo: &Repository, path: &str, content: &str) -> Oid {
+        let full = repo.workdir().unwrap().join(path);
+        std::fs::create_dir_all(full.parent().unwrap()).unwrap();
+        std::fs::write(full, content).unwrap();
+        let mut index = repo.index().unwrap();
+        index.add_path(Path::new(path)).unwrap();
+        index.write().unwrap();
+        let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
+        let signature = Signature::now("Someone", "someone@example.com").unwrap();
+        let parent = repo.head().ok().and_then(|h| h.peel_to_commit().ok());
+        let parents: Vec<&git2::Commit<'_>> = parent.iter().collect();
+        repo.commit(
+            Some("HEAD"),
+            &signature,
+            &signature,
+            "work",
+            &tree,
+            &parents,
+        )
+        .unwrap()
+    }
+
+    /// An ordinary repository with a work tree, branch main checked out, holding FILE.
+    fn checkout_with(content: &str) -> (tempfile::TempDir, Repository) {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init_opts(
+            dir.path(),
+            git2::RepositoryInitOptions::new().initial_head("main"),
+        )
+        .unwrap();
+        commit_file(&repo, FILE, content);
+        (dir, repo)
+    }
+
+    fn workspace(dir: &Path) -> Workspace {
+        let location = RepoLocation::Local(dir.to_path_buf());
+        let transport =
+            HttpTransport::for_repo(&location, None, "x", Duration::from_secs(5)).unwrap();
+        Workspace::new(&location, transport).unwrap()
+    }
+
+    fn clean(repo: &Repository) -> bool {
+        let mut options = StatusOptions::new();
+        options.include_untracked(true);
+        repo.statuses(Some(&mut options)).unwrap().is_empty()
+    }
+
+    #[test]
+    fn a_commit_in_the_checkout_after_the_fetch_is_a_race_and_the_retry_lands() {
+        let (dir, repo) = checkout_with("newTag: a\n");
+        let workspace = workspace(dir.path());
+        let tip = workspace.fetch("main").unwrap();
+        workspace
+            .commit(tip, FILE, b"newTag: b\n", "promote", &author())
+            .unwrap();
+        let theirs = commit_file(&repo, "other.yaml", "x\n");
+        match workspace.push("main").unwrap() {
+            PushOutcome::Rejected(refusal) => assert!(refusal.not_fast_forward, "{refusal:?}"),
+            PushOutcome::Pushed => panic!("pushed over a moved branch"),
+        }
+        assert_eq!(repo.refname_to_id("refs/heads/main").unwrap(), theirs);
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join(FILE)).unwrap(),
+            "newTag: a\n"
+        );
+        assert!(clean(&repo));
+
+        let tip = workspace.fetch("main").unwrap();
+        assert_eq!(tip, theirs);
+        let ours = workspace
+            .commit(tip, FILE, b"newTag: b\n", "promote", &author())
+            .unwrap();
+        assert_eq!(workspace.push("main").unwrap(), PushOutcome::Pushed);
+        assert_eq!(repo.head().unwrap().target(), Some(ours));
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join(FILE)).unwrap(),
+            "newTag: b\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("other.yaml")).unwrap(),
+            "x\n"
+        );
+        assert!(clean(&repo));
+    }
+
+    #[test]
+    fn a_work_tree_that_cannot_be_updated_puts_the_branch_and_the_files_back() {
+        let (dir, repo) = checkout_with("newTag: a\n");
+        let tip = repo.head().unwrap().target().unwrap();
+        let parent = repo.find_commit(tip).unwrap();
+        let mut update = git2::build::TreeUpdateBuilder::new();
+        update.upsert(FILE, repo.blob(b"newTag: b\n").unwrap(), FileMode::Blob);
+        let tree = update
+            .create_updated(&repo, &parent.tree().unwrap())
+            .unwrap();
+        let signature = Signature::now("Test", "test@example.com").unwrap();
+        let commit = repo
+            .commit(
+                None,
+                &signature,
+                &signature,
+                "promote",
+                &repo.find_tree(tree).unwrap(),
+                &[&parent],
+            )
+            .unwrap();
+        repo.reference_matching("refs/heads/main", commit, true, tip, "test")
+            .unwrap();
+        // Another git process takes the index between the branch update and the checkout.
+        let lock = repo.path().join("index.lock");
+        std::fs::write(&lock, "").unwrap();
+        let (_, undone) =
+            update_work_tree(&repo, "refs/heads/main", tip, commit, &[FILE.into()]).unwrap_err();
+        assert!(undone);
+        assert_eq!(repo.refname_to_id("refs/heads/main").unwrap(), tip);
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join(FILE)).unwrap(),
+            "newTag: a\n"
+        );
+        std::fs::remove_file(lock).unwrap();
+        assert!(clean(&repo));
+    }
 }

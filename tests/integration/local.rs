@@ -161,6 +161,25 @@ fn a_checkout_with_uncommitted_changes_is_refused_and_nothing_committed() {
 }
 
 #[test]
+fn a_checkout_whose_index_another_git_holds_is_left_alone() {
+    let devops = Devops::tomoda();
+    let clone = devops.checkout();
+    let dir = clone.path();
+    let before = rev(dir, "HEAD");
+    let lock = dir.join(".git/index.lock");
+    std::fs::write(&lock, "").unwrap();
+    promote(dir)
+        .run()
+        .code(1)
+        .stderr_has("its index is locked by another git process")
+        .stderr_has("remove that file if no git process is running there");
+    std::fs::remove_file(lock).unwrap();
+    assert_eq!(rev(dir, "HEAD"), before, "nothing committed");
+    assert_eq!(read(dir, DEV), tomoda_file(DEV));
+    assert_eq!(git(dir, &["status", "--porcelain"]), "");
+}
+
+#[test]
 fn plan_against_a_checkout_changes_nothing_clean_or_dirty() {
     let devops = Devops::tomoda();
     let clone = devops.checkout();
