@@ -292,3 +292,27 @@ fn a_bare_local_repository_is_still_pushed_to() {
     assert_eq!(git(&devops.bare(), &["rev-parse", "main^"]).trim(), before);
     assert_eq!(devops.file(DEV), tomoda_file(DEV).replace(OLD_SHA, SHA));
 }
+
+#[test]
+fn the_issue_s_command_line_promotes_a_clone_given_by_a_relative_path() {
+    let devops = Devops::tomoda();
+    let parent = tempfile::tempdir().unwrap();
+    let bare = devops.bare();
+    git(
+        parent.path(),
+        &["clone", "-q", bare.to_str().unwrap(), "devops"],
+    );
+    let dir = parent.path().join("devops");
+    let before = rev(&dir, "HEAD");
+    let done = Run::new()
+        .in_dir(parent.path())
+        .args(["--repo", "./devops", "--overlay", OVERLAY])
+        .args(["--image", &format!("{IMAGE}:{SHA}"), "--output", "json"])
+        .run();
+    let json = done.ok().json();
+    assert_eq!(json["pushed"], true);
+    assert_eq!(json["commit"], rev(&dir, "HEAD").as_str());
+    assert_eq!(rev(&dir, "HEAD^"), before);
+    assert_eq!(read(&dir, DEV), tomoda_file(DEV).replace(OLD_SHA, SHA));
+    assert_eq!(git(&dir, &["status", "--porcelain"]), "");
+}
