@@ -367,16 +367,21 @@ impl Workspace {
         );
         match target.reference_matching(&refname, commit.id(), true, tip.id(), &reflog) {
             Ok(_) => {}
-            // The branch moved (a commit, another promotion), is being written by another
-            // git process, or is gone: a race, which the next fetch tells apart.
+            // The branch moved (a commit, another promotion), is gone, or another git
+            // process is writing it: a race, retried on what the next fetch finds.
             Err(e)
                 if matches!(
                     e.code(),
                     ErrorCode::Modified | ErrorCode::Locked | ErrorCode::NotFound
                 ) =>
             {
+                let what = if e.code() == ErrorCode::Locked {
+                    "another git process holds the branch"
+                } else {
+                    "the branch moved"
+                };
                 return Ok(PushOutcome::Rejected(Refusal {
-                    reason: format!("the branch moved ({})", e.message().trim_end_matches('.')),
+                    reason: format!("{what} ({})", e.message().trim_end_matches(['.', ':', ' '])),
                     not_fast_forward: true,
                     server_said: Vec::new(),
                 }));
