@@ -554,7 +554,9 @@ environments:
         );
         assert_eq!(
             Template::parse("{}x{", 1).unwrap_err(),
-            TemplateError::Unknown { name: "".into() }
+            TemplateError::Unknown {
+                name: String::new()
+            }
         );
         assert_eq!(
             Template::parse("v{tag_name", 1).unwrap_err(),

@@ -105,6 +105,7 @@ impl Error {
     }
 
     /// Adds a sentence to a remote error's message.
+    #[must_use]
     pub fn with_note(self, note: &str) -> Self {
         match self {
             Error::Remote {

@@ -2,8 +2,10 @@
 //! GitOps repository's Kustomize overlay.
 //!
 //! Data flows one way: the edges (`cli`, `inputs`, `context`) feed a pure middle (`config`,
-//! `plan`, `overlay`, `kustomize`, `yaml`, `ordering`, `message`), whose result the edges
-//! carry out (`promote` over `git`) and tell (`report`).
+//! `plan`, `repo`, `overlay`, `kustomize`, `values`, `manifests`, `yaml`, `ordering`,
+//! `message`), whose result the edges carry out (`promote` over `git`) and tell (`report`).
+//! `tests/integration/layout.rs` holds the modules to that: no import cycle, no I/O in the
+//! middle.
 
 pub mod cli;
 pub mod config;
@@ -20,6 +22,7 @@ pub mod ordering;
 pub mod overlay;
 pub mod plan;
 pub mod promote;
+pub mod repo;
 pub mod report;
 pub mod secrets;
 pub mod values;

@@ -41,11 +41,6 @@ pub fn severity(level: &Level) -> &'static str {
     }
 }
 
-/// A JSON line for a message that does not come through tracing (the final error).
-pub fn json_line(severity: &str, message: &str) -> String {
-    serde_json::json!({"severity": severity, "message": message}).to_string()
-}
-
 struct CloudLogging;
 
 impl<S, N> FormatEvent<S, N> for CloudLogging
@@ -105,7 +100,7 @@ impl Fields {
                     value
                         .as_str()
                         .map_or_else(|| value.to_string(), str::to_string),
-                )
+                );
             }
             name => {
                 self.rest.insert(name.to_string(), value);

@@ -31,13 +31,7 @@ pub struct ManifestEdit {
 
 /// Sets `spec` in every container image of `source` whose repository is `spec.name`.
 pub fn set_image(source: &str, spec: &ImageSpec) -> Result<ManifestEdit, EditError> {
-    let docs = tree::parse(source).map_err(|e| {
-        EditError::new(
-            e.line,
-            format!("invalid YAML: {}", e.message),
-            "fix the YAML syntax; nothing was changed",
-        )
-    })?;
+    let docs = tree::parse(source)?;
     let mut found = Vec::new();
     for (index, doc) in docs.iter().enumerate() {
         collect_images(&doc.root, &mut Vec::new(), &mut |steps, key, value| {

@@ -128,7 +128,7 @@ pub fn promote_overlay(
     }
     let old = String::from_utf8(bytes).map_err(|e| {
         let at = e.utf8_error().valid_up_to();
-        let line = 1 + e.as_bytes()[..at].iter().filter(|&&b| b == b'\n').count();
+        let line = 1 + bytecount_lines(&e.as_bytes()[..at]);
         Error::input(
             &path,
             Some(line),
@@ -171,6 +171,11 @@ pub fn promote_overlay(
     })
 }
 
+/// Line breaks in bytes that may not be UTF-8 (the part of a file before a bad byte).
+fn bytecount_lines(bytes: &[u8]) -> usize {
+    bytes.split(|&b| b == b'\n').count() - 1
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -208,6 +213,10 @@ mod tests {
     #[test]
     fn missing_overlays_links_and_binary_files_are_refused() {
         static NONE: [(&str, Entry); 0] = [];
+        static LINK: [(&str, Entry); 2] = [
+            ("ov", Entry::Dir),
+            ("ov/kustomization.yaml", Entry::Symlink),
+        ];
         let e = promote_overlay(snapshot(&NONE), "ov", &spec(), "branch main of R").unwrap_err();
         assert_eq!(e.exit_code(), 2);
         assert!(
@@ -215,10 +224,6 @@ mod tests {
                 .starts_with("ov: no such overlay directory in branch main of R"),
             "{e}"
         );
-        static LINK: [(&str, Entry); 2] = [
-            ("ov", Entry::Dir),
-            ("ov/kustomization.yaml", Entry::Symlink),
-        ];
         let e = promote_overlay(snapshot(&LINK), "ov", &spec(), "b").unwrap_err();
         assert!(e.to_string().contains("symbolic link"), "{e}");
         let binary = |p: &str| match p {

@@ -2,50 +2,19 @@
 //! environment, which repository and branch, which overlay, which image values.
 //! Pure: nothing here touches the network or the disk.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::config::{Config, Environment, ImageRule, Placeholder, Template, When};
 use crate::context::BuildContext;
 use crate::error::{Error, Result};
 use crate::image;
 use crate::kustomize::ImageSpec;
+use crate::repo::{RepoLocation, parse_repo};
 
 pub const DEFAULT_BRANCH: &str = "main";
 pub const DEFAULT_AUTHOR: &str = "tomoda-promote <tomoda-promote@users.noreply.github.com>";
 /// The environment name used when flags alone describe the promotion.
 pub const FLAGS_ENVIRONMENT: &str = "default";
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RepoLocation {
-    /// An http(s) URL with any credentials taken out of it.
-    Remote {
-        url: String,
-        credentials: Option<Credentials>,
-    },
-    Local(PathBuf),
-}
-
-#[derive(Clone, PartialEq, Eq)]
-pub struct Credentials {
-    pub username: String,
-    pub password: String,
-}
-
-impl std::fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Credentials({}, ***)", self.username)
-    }
-}
-
-impl RepoLocation {
-    /// How the repository is shown to people: never with credentials.
-    pub fn display(&self) -> String {
-        match self {
-            RepoLocation::Remote { url, .. } => url.clone(),
-            RepoLocation::Local(path) => path.display().to_string(),
-        }
-    }
-}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
@@ -329,52 +298,6 @@ fn check_branch(branch: &str) -> Result<()> {
     }
 }
 
-/// `https://user:token@host/path` gives the URL without credentials, and the credentials.
-pub fn parse_repo(text: &str, base: &Path) -> Result<RepoLocation> {
-    let text = text.trim();
-    let lower = text.to_ascii_lowercase();
-    if lower.starts_with("https://") || lower.starts_with("http://") {
-        let mut url = reqwest::Url::parse(text).map_err(|e| match e {
-            url::ParseError::EmptyHost => Error::usage(
-                "the repo URL has no host",
-                "write it as https://host/owner/devops.git",
-            ),
-            e => Error::usage(
-                format!(
-                    "the repo URL {} is not valid: {e}",
-                    crate::git::http::redact_str(text)
-                ),
-                "write it as https://host[:port]/owner/devops.git",
-            ),
-        })?;
-        let credentials = crate::git::http::take_userinfo(&mut url);
-        return Ok(RepoLocation::Remote {
-            url: url.to_string(),
-            credentials,
-        });
-    }
-    if let Some(path) = text.strip_prefix("file://") {
-        return Ok(RepoLocation::Local(PathBuf::from(path)));
-    }
-    if lower.starts_with("ssh://") || lower.starts_with("git@") || lower.starts_with("git://") {
-        return Err(Error::usage(
-            "ssh and git:// URLs are not supported",
-            "use the https URL of the devops repository with a token in GIT_TOKEN",
-        ));
-    }
-    if let Some((scheme, _)) = text.split_once("://") {
-        return Err(Error::usage(
-            format!(
-                "`{}://` is not a scheme tomoda-promote speaks",
-                scheme.escape_debug()
-            ),
-            "write the repo as https://host/owner/devops.git, or as a local path",
-        ));
-    }
-    // Lexically tidy (`a/./b` to `a/b`) so the path reads well in messages.
-    Ok(RepoLocation::Local(base.join(text).components().collect()))
-}
-
 /// `Name <email>`.
 pub fn parse_identity(text: &str) -> Result<Identity> {
     let parsed = text
@@ -403,6 +326,8 @@ pub fn parse_identity(text: &str) -> Result<Identity> {
 
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+
     use super::*;
     use crate::cli::Args;
 

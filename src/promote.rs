@@ -12,7 +12,8 @@ use crate::message::commit_message;
 use crate::message::short_sha;
 use crate::ordering::{self, History, Older};
 use crate::overlay::{self, Entry, FileEdit};
-use crate::plan::{Plan, RepoLocation};
+use crate::plan::Plan;
+use crate::repo::RepoLocation;
 
 pub struct Settings<'a> {
     pub max_attempts: u32,
@@ -353,7 +354,7 @@ mod tests {
     fn backoff_grows_and_stays_bounded() {
         for attempt in 1..=20 {
             let ceiling = 200u64 << (attempt - 1).min(5);
-            let wait = backoff(attempt).as_millis() as u64;
+            let wait = u64::try_from(backoff(attempt).as_millis()).unwrap();
             assert!(wait >= ceiling / 2 && wait <= ceiling, "{attempt}: {wait}");
         }
     }

@@ -158,13 +158,7 @@ pub struct ValueEdit {
 /// Sets the scalar at `path` in `source` to the string `value`, changing only its bytes.
 /// The path must lead to one existing scalar in exactly one document of the file.
 pub fn set_value(source: &str, path: &KeyPath, value: &str) -> Result<ValueEdit, EditError> {
-    let docs = tree::parse(source).map_err(|e| {
-        EditError::new(
-            e.line,
-            format!("invalid YAML: {}", e.message),
-            "fix the YAML syntax; nothing was changed",
-        )
-    })?;
+    let docs = tree::parse(source)?;
     let mut found = Vec::new();
     let mut nearest: Option<Missing> = None;
     for (index, doc) in docs.iter().enumerate() {

@@ -19,7 +19,8 @@ use git2::{
 use self::http::Failed;
 use crate::error::{Error, Result, Retry};
 use crate::overlay::Entry;
-use crate::plan::{Identity, RepoLocation};
+use crate::plan::Identity;
+use crate::repo::RepoLocation;
 
 /// A scratch bare repository holding the fetched tip of one branch.
 pub struct Workspace {

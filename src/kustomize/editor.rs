@@ -236,7 +236,6 @@ impl<'a> Editor<'a> {
             Some(end) if !self.src[s.start.offset..end].contains(['\n', '\r']) => Ok(
                 Splice::replace(s.start.offset..end, scalar::render(new, s.style)),
             ),
-            Some(_) => Err(not_editable(key, value)),
             // `newTag:` with nothing after it: write the value after the colon.
             None if value.is_null() => {
                 let colon = self.colon_after(key)?;
@@ -245,7 +244,7 @@ impl<'a> Editor<'a> {
                     format!(" {}", scalar::render(new, Style::Plain)),
                 ))
             }
-            None => Err(not_editable(key, value)),
+            Some(_) | None => Err(not_editable(key, value)),
         }
     }
 
@@ -477,9 +476,10 @@ impl<'a> Editor<'a> {
         let before = &self.src[yaml::line_start(self.src, content)..content];
         let before = before.strip_prefix('\u{feff}').unwrap_or(before);
         let lead = before.len() - before.trim_start().len();
-        Ok(match before.trim_start().starts_with('-') {
-            true => (lead, key_col),
-            false => (key_col.saturating_sub(2), key_col),
+        Ok(if before.trim_start().starts_with('-') {
+            (lead, key_col)
+        } else {
+            (key_col.saturating_sub(2), key_col)
         })
     }
 
@@ -516,9 +516,10 @@ impl<'a> Editor<'a> {
         };
         let rest = &self.src[*end..];
         let skip = rest.len() - rest.trim_start_matches([' ', '\t']).len();
-        match rest[skip..].starts_with(':') {
-            true => Ok(end + skip),
-            false => Err(not_editable(key, key)),
+        if rest[skip..].starts_with(':') {
+            Ok(end + skip)
+        } else {
+            Err(not_editable(key, key))
         }
     }
 

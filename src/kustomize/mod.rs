@@ -65,6 +65,17 @@ pub struct EditError {
     pub hint: String,
 }
 
+/// A file that is not YAML cannot be edited: the parser's line, and what to do.
+impl From<tree::ParseError> for EditError {
+    fn from(e: tree::ParseError) -> Self {
+        EditError::new(
+            e.line,
+            format!("invalid YAML: {}", e.message),
+            "fix the YAML syntax in the devops repository; nothing was changed",
+        )
+    }
+}
+
 impl EditError {
     pub(crate) fn new(
         line: impl Into<Option<usize>>,
@@ -106,13 +117,7 @@ pub struct Edited {
 /// pushed, when the overlay maps a short name to it); failing that, a new entry.
 pub fn set_image(source: &str, spec: &ImageSpec) -> Result<Edited, EditError> {
     checks::check_line_breaks(source)?;
-    let docs = tree::parse(source).map_err(|e| {
-        EditError::new(
-            e.line,
-            format!("invalid YAML: {}", e.message),
-            "fix the YAML syntax in the devops repository; nothing was changed",
-        )
-    })?;
+    let docs = tree::parse(source)?;
     let root = match docs.as_slice() {
         [] => None,
         [doc] => Some(&doc.root),
@@ -157,14 +162,13 @@ pub fn set_image(source: &str, spec: &ImageSpec) -> Result<Edited, EditError> {
     };
 
     let planned = Editor::new(source, spec).plan(root)?;
-    let text = match planned.changes.is_empty() {
-        true => source.to_string(),
-        false => {
-            let text = yaml::apply(source, &planned.splices)
-                .ok_or_else(|| internal("overlapping edits"))?;
-            verify::verify(source, &text, spec, planned.entry, &planned.changes)?;
-            text
-        }
+    let text = if planned.changes.is_empty() {
+        source.to_string()
+    } else {
+        let text =
+            yaml::apply(source, &planned.splices).ok_or_else(|| internal("overlapping edits"))?;
+        verify::verify(source, &text, spec, planned.entry, &planned.changes)?;
+        text
     };
     Ok(Edited {
         text,

@@ -525,3 +525,14 @@ fn a_file_without_a_final_line_break_gains_exactly_the_new_lines() {
         format!("images:\n- {{name: {IMAGE}, newTag: v2}}")
     );
 }
+
+/// Found by the fuzzer: the re-parse check read a `!!str` key as another key than the
+/// editor did, and refused a right edit as a wrong splice.
+#[test]
+fn a_str_tagged_images_key_is_the_images_key() {
+    let src = format!("!!str images:\n  - name: {IMAGE}\n    newTag: 1.9\n");
+    assert_eq!(
+        edit(&src, &tag("1.10")),
+        format!("!!str images:\n  - name: {IMAGE}\n    newTag: \"1.10\"\n")
+    );
+}

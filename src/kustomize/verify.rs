@@ -98,6 +98,10 @@ fn load(text: &str) -> Result<Vec<Data>, ScanError> {
             },
             Event::Scalar(value, style, anchor, tag) => {
                 let data = match tag {
+                    // `!!str key` is the string `key`, as every reader takes it.
+                    Some(tag) if tag.handle == "tag:yaml.org,2002:" && tag.suffix == "str" => {
+                        Data::Str(value)
+                    }
                     Some(tag) => Data::Tagged(format!("{}{}", tag.handle, tag.suffix), value),
                     None if style != TScalarStyle::Plain => Data::Str(value),
                     None if resolve::reads_as_string_everywhere(&value) => Data::Str(value),
@@ -135,12 +139,11 @@ fn string(s: &str) -> Data {
 /// The value of the first entry whose key is `key`, added at the end when absent.
 fn entry_of<'d>(entries: &'d mut Vec<(Data, Data)>, key: &str, absent: Data) -> &'d mut Data {
     let key = string(key);
-    let index = match entries.iter().position(|(k, _)| *k == key) {
-        Some(i) => i,
-        None => {
-            entries.push((key, absent));
-            entries.len() - 1
-        }
+    let index = if let Some(i) = entries.iter().position(|(k, _)| *k == key) {
+        i
+    } else {
+        entries.push((key, absent));
+        entries.len() - 1
     };
     &mut entries[index].1
 }

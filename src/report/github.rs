@@ -80,9 +80,7 @@ fn summary(promotion: &Promotion) -> String {
                 "| `{}` | {} | {} | {} |\n",
                 c.image,
                 c.field.key(),
-                c.old
-                    .as_deref()
-                    .map_or("".to_string(), |v| format!("`{v}`")),
+                c.old.as_deref().map_or(String::new(), |v| format!("`{v}`")),
                 c.new
                     .as_deref()
                     .map_or("(removed)".to_string(), |v| format!("`{v}`"))

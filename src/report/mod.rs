@@ -40,7 +40,9 @@ pub fn error(error: &Error, format: Format) {
     let text = format!("tomoda-promote: error: {error}");
     let line = match format {
         Format::Text => text,
-        Format::Json => crate::logging::json_line("ERROR", &text),
+        // As Cloud Logging reads the progress lines (`logging`), for the one that is not
+        // an event of tracing.
+        Format::Json => serde_json::json!({"severity": "ERROR", "message": text}).to_string(),
     };
     eprintln!("{}", secrets::redact(&line));
     if github::active() {

@@ -12,9 +12,10 @@ pub fn render(value: &str, style: Style) -> String {
         Style::SingleQuoted if !value.chars().any(|c| c.is_control() || needs_escape(c)) => {
             format!("'{}'", value.replace('\'', "''"))
         }
-        Style::SingleQuoted | Style::DoubleQuoted => double_quoted(value),
         Style::Plain | Style::Block if plain_is_safe(value) => value.to_string(),
-        Style::Plain | Style::Block => double_quoted(value),
+        Style::SingleQuoted | Style::DoubleQuoted | Style::Plain | Style::Block => {
+            double_quoted(value)
+        }
     }
 }
 

@@ -68,7 +68,7 @@ fn bench_promotion() {
         median.as_secs_f64() * 1e3,
         times[0].as_secs_f64() * 1e3,
         times[runs - 1].as_secs_f64() * 1e3,
-        total.as_secs_f64() * 1e3 / runs as f64,
+        total.as_secs_f64() * 1e3 / f64::from(u32::try_from(runs).expect("few runs")),
         peak_kb
     );
 }

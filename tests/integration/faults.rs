@@ -65,8 +65,8 @@ fn assert_landed_whole(devops: &Devops, before: &str, done: &Done) {
         "exactly one commit on top of the old tip"
     );
     assert_eq!(devops.commit_count(), 2);
-    assert_eq!(devops.file(DEV), tomoda_files()[2].1.replace(OLD_SHA, SHA));
-    assert_eq!(devops.file(PROD), tomoda_files()[3].1);
+    assert_eq!(devops.file(DEV), tomoda_file(DEV).replace(OLD_SHA, SHA));
+    assert_eq!(devops.file(PROD), tomoda_file(PROD));
 }
 
 fn assert_unchanged(devops: &Devops, before: &str) {

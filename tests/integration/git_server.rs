@@ -87,7 +87,11 @@ impl GitServer {
     /// `url("devops")` both give `http://127.0.0.1:PORT/devops.git`.
     pub fn url(&self, repo_name: &str) -> String {
         let name = repo_name.trim_start_matches('/');
-        let suffix = if name.ends_with(".git") { "" } else { ".git" };
+        let suffix = if Path::new(name).extension().is_some_and(|e| e == "git") {
+            ""
+        } else {
+            ".git"
+        };
         match &self.tls {
             Some((addr, _)) => format!("https://{addr}/{name}{suffix}"),
             None => format!("http://{}/{name}{suffix}", self.addr),
@@ -235,7 +239,7 @@ impl Config {
 fn accept_loop(listener: &TcpListener, config: &Arc<Config>) {
     let handler = Arc::clone(config);
     serve(listener, &config.stop, "git-server", move |stream, peer| {
-        handle_connection(stream, peer, &handler)
+        handle_connection(&stream, peer, &handler);
     });
 }
 
@@ -378,7 +382,7 @@ struct RequestError {
     reason: String,
 }
 
-fn handle_connection(stream: TcpStream, peer: SocketAddr, config: &Config) {
+fn handle_connection(stream: &TcpStream, peer: SocketAddr, config: &Config) {
     let setup = stream
         .set_nonblocking(false)
         .and_then(|()| stream.set_read_timeout(Some(READ_POLL)))
@@ -388,11 +392,11 @@ fn handle_connection(stream: TcpStream, peer: SocketAddr, config: &Config) {
         return;
     }
     let mut reader = BufReader::new(Conn {
-        stream: &stream,
+        stream,
         stop: &config.stop,
         idle_limit: IO_TIMEOUT,
     });
-    let request = match read_request(&mut reader, &stream) {
+    let request = match read_request(&mut reader, stream) {
         Ok(Some(request)) => request,
         // The client connected and closed without a request.
         Ok(None) => return,
@@ -401,7 +405,7 @@ fn handle_connection(stream: TcpStream, peer: SocketAddr, config: &Config) {
             let code = error.response.as_ref().map_or("closed", Response::code);
             config.record(format!("{line} -> {code} ({})", error.reason));
             if let Some(response) = error.response {
-                finish(&stream, &mut reader, &response);
+                finish(stream, &mut reader, &response);
             }
             return;
         }
@@ -424,7 +428,7 @@ fn handle_connection(stream: TcpStream, peer: SocketAddr, config: &Config) {
         request.target,
         response.code()
     ));
-    finish(&stream, &mut reader, &response);
+    finish(stream, &mut reader, &response);
 }
 
 fn authorized(request: &Request, auth: &Auth) -> bool {
@@ -850,7 +854,7 @@ fn parse_cgi_output(output: &[u8]) -> Result<Response, String> {
             .ok_or_else(|| format!("malformed header {line:?}"))?;
         let (name, value) = (name.trim(), value.trim());
         if name.eq_ignore_ascii_case("Status") {
-            status = value.to_owned();
+            value.clone_into(&mut status);
         } else if !["Content-Length", "Connection", "Transfer-Encoding"]
             .iter()
             .any(|h| name.eq_ignore_ascii_case(h))

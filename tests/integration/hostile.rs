@@ -99,7 +99,7 @@ impl Case {
 
     fn args(mut self, args: &[&str]) -> Case {
         if let How::Image(_, extra) = &mut self.how {
-            extra.extend(args.iter().map(|a| a.to_string()));
+            extra.extend(args.iter().map(std::string::ToString::to_string));
         }
         self
     }
@@ -125,7 +125,12 @@ impl Case {
     }
 
     fn refused(mut self, needles: &[&str]) -> Case {
-        self.expect = Expect::Refused(needles.iter().map(|n| n.to_string()).collect());
+        self.expect = Expect::Refused(
+            needles
+                .iter()
+                .map(std::string::ToString::to_string)
+                .collect(),
+        );
         self
     }
 }
@@ -146,11 +151,15 @@ fn run_all(cases: Vec<Case>) {
     for case in cases {
         let name = case.name;
         write_seed(&case);
-        if let Err(panic) = std::panic::catch_unwind(|| run_case(case)) {
+        if let Err(panic) = std::panic::catch_unwind(|| run_case(&case)) {
             let why = panic
                 .downcast_ref::<String>()
                 .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .or_else(|| {
+                    panic
+                        .downcast_ref::<&str>()
+                        .map(std::string::ToString::to_string)
+                })
                 .unwrap_or_default();
             failed.push(format!("case `{name}`: {why}"));
         }
@@ -163,7 +172,7 @@ fn run_all(cases: Vec<Case>) {
     );
 }
 
-fn run_case(case: Case) {
+fn run_case(case: &Case) {
     let devops = Devops::empty();
     if !case.empty_repo {
         commit_contents(&devops, &case.files);

@@ -15,6 +15,7 @@ mod errors;
 mod faults;
 mod hostile;
 mod kustomize;
+mod layout;
 mod local;
 mod promote;
 mod secrets;

@@ -366,7 +366,7 @@ fn handle(client: TcpStream, shared: &Shared) -> io::Result<()> {
     Ok(())
 }
 
-#[derive(PartialEq)]
+#[derive(Clone, Copy, PartialEq)]
 enum Delivery {
     Answer,
     Reset,
@@ -599,7 +599,7 @@ pub fn reset(stream: TcpStream) {
                 LEVEL_NAME.0,
                 LEVEL_NAME.1,
                 std::ptr::from_ref(&linger).cast(),
-                std::mem::size_of::<Linger>() as u32,
+                u32::try_from(std::mem::size_of::<Linger>()).expect("small"),
             )
         };
         assert_eq!(

@@ -92,7 +92,7 @@ fn a_promotion_over_https_with_a_ca_trusted_through_ssl_cert_file_lands() {
     assert_eq!(json["pushed"], true);
     assert_eq!(json["repo"], url);
     assert_eq!(json["commit"], devops.head());
-    assert_eq!(devops.file(DEV), tomoda_files()[2].1.replace(OLD_SHA, SHA));
+    assert_eq!(devops.file(DEV), tomoda_file(DEV).replace(OLD_SHA, SHA));
     assert_eq!(devops.commit_count(), 2);
     let over_tls = tls.requests();
     assert!(

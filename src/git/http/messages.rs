@@ -265,11 +265,7 @@ pub(super) fn error_chain(error: &(dyn StdError + 'static)) -> String {
 }
 
 /// Control characters (NUL included, which git2 cannot carry) become spaces.
-pub(super) fn sanitize(s: &str) -> String {
-    s.chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect()
-}
+pub(super) use crate::repo::sanitize;
 
 pub(super) fn fmt_secs(d: Duration) -> String {
     if d.subsec_millis() == 0 {

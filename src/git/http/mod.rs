@@ -29,9 +29,9 @@ use reqwest::blocking::Client;
 pub use self::failure::Failure;
 use self::failure::FailureSlot;
 use self::stream::HttpSubtransport;
-pub use self::url::{redact_str, take_userinfo};
 use crate::error::{Error, Result};
-use crate::plan::{Credentials, RepoLocation};
+use crate::repo::{Credentials, RepoLocation};
+pub use crate::repo::{redact_str, take_userinfo};
 
 /// HTTP settings for every git request of one transport.
 #[derive(Clone, Debug)]

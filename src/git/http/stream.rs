@@ -18,7 +18,7 @@ use super::failure::{self, FailureSlot};
 use super::messages::{self, AuthState, Told, sanitize};
 use super::url::{keeps_auth, redact_str, redirected_base, service_url, take_userinfo};
 use crate::error::Retry;
-use crate::plan::Credentials;
+use crate::repo::Credentials;
 
 /// Redirects followed for one `info/refs` request (git's curl allows 20; a git host needs
 /// one or two, more means a loop or a login portal).

@@ -1,11 +1,9 @@
 //! URL helpers for the smart-HTTP exchange: where each git request goes, and how
 //! credentials written into a URL are taken out of it before anything can show it.
 
-use percent_encoding::percent_decode_str;
 use reqwest::Url;
 
-use super::messages::sanitize;
-use crate::plan::Credentials;
+pub(super) use crate::repo::{redact_str, take_userinfo};
 
 /// `base` + `/tail` + optional query; the base's own query and fragment are dropped.
 pub(super) fn service_url(base: &Url, tail: &str, query: Option<&str>) -> Url {
@@ -38,37 +36,6 @@ pub(super) fn keeps_auth(from: &Url, to: &Url) -> bool {
     same_host && (same_port || upgrade)
 }
 
-/// Removes userinfo from `url`, returning it percent-decoded.
-pub fn take_userinfo(url: &mut Url) -> Option<Credentials> {
-    if url.username().is_empty() && url.password().is_none() {
-        return None;
-    }
-    let decode = |s: &str| percent_decode_str(s).decode_utf8_lossy().into_owned();
-    let credentials = Credentials {
-        username: decode(url.username()),
-        password: url.password().map(decode).unwrap_or_default(),
-    };
-    // Cannot fail for http(s) URLs, which always have a host.
-    let _ = url.set_username("");
-    let _ = url.set_password(None);
-    Some(credentials)
-}
-
-/// Strips userinfo from a URL for a message. Only used on text that `Url` could not
-/// parse, which is why the authority is found by hand here.
-pub fn redact_str(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        return sanitize(url);
-    };
-    let rest_start = scheme_end + 3;
-    let rest = &url[rest_start..];
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => sanitize(&format!("{}{}", &url[..rest_start], &rest[at + 1..])),
-        None => sanitize(url),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,39 +61,6 @@ mod tests {
             service_url(&url("https://h"), "git-upload-pack", None).as_str(),
             "https://h/git-upload-pack"
         );
-    }
-
-    #[test]
-    fn userinfo_is_taken_out_and_decoded() {
-        let mut u = url("https://ci:p%40ss%2Fw@h/repo.git");
-        let auth = take_userinfo(&mut u).expect("userinfo");
-        assert_eq!(auth.username, "ci");
-        assert_eq!(auth.password, "p@ss/w");
-        assert_eq!(u.as_str(), "https://h/repo.git");
-        let mut u = url("https://token@h/repo.git");
-        let auth = take_userinfo(&mut u).expect("userinfo");
-        assert_eq!(
-            (auth.username.as_str(), auth.password.as_str()),
-            ("token", "")
-        );
-        assert!(take_userinfo(&mut url("https://h/repo.git")).is_none());
-    }
-
-    #[test]
-    fn only_two_hex_digits_make_an_escape() {
-        let mut u = url("https://a%20b%zz%4:%E2%9C%93%+1%40@h/r");
-        let auth = take_userinfo(&mut u).expect("userinfo");
-        assert_eq!(auth.username, "a b%zz%4");
-        assert_eq!(auth.password, "✓%+1@");
-    }
-
-    #[test]
-    fn redact_str_drops_userinfo() {
-        assert_eq!(redact_str("https://u:p@h/r@x"), "https://h/r@x");
-        assert_eq!(redact_str("https://u:p@w@h:1/r"), "https://h:1/r");
-        assert_eq!(redact_str("https://h/r"), "https://h/r");
-        assert_eq!(redact_str("http://u:p@[::1"), "http://[::1");
-        assert_eq!(redact_str("not a url\0"), "not a url ");
     }
 
     #[test]
