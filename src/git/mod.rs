@@ -322,10 +322,12 @@ impl Workspace {
 
 impl Workspace {
     /// "Pushes" the last commit into a local repository with a work tree, as `git commit`
-    /// would have made it there: the objects are copied in, then the branch is moved by a
-    /// compare-and-swap from the fetched tip. When the branch is the one checked out, its
-    /// work tree and index must be clean, and are updated to the new commit afterwards
-    /// (only the changed files are written); a branch not checked out is only moved.
+    /// would have made it there. The branch is locked as git locks it (`<branch>.lock`)
+    /// from the first check to its update, so neither git nor another promotion can move
+    /// it, or see a half-done update, in between; it must still be the fetched tip. When
+    /// it is the branch checked out, the work tree and index must be clean, and their
+    /// copies of the changed files are updated before the branch moves; a branch not
+    /// checked out is only moved.
     fn commit_into(&self, dir: &Path, branch: &str) -> Result<PushOutcome> {
         let shown = dir.display();
         let fail = |what: &str, e: &git2::Error| {
@@ -341,6 +343,23 @@ impl Workspace {
             .parent(0)
             .map_err(|e| fail("read the fetched commit", &e))?;
         let target = Repository::open(dir).map_err(|e| fail("open the repository", &e))?;
+        let mut update = target
+            .transaction()
+            .map_err(|e| fail("start a reference transaction", &e))?;
+        match update.lock_ref(&refname) {
+            Ok(()) => {}
+            Err(e) if e.code() == ErrorCode::Locked => {
+                return Ok(race("another git process holds the branch", &e));
+            }
+            Err(e) => return Err(fail(&format!("lock branch {branch}"), &e)),
+        }
+        // A commit, another promotion, or a deletion since the fetch: retried on what the
+        // next fetch finds.
+        match target.refname_to_id(&refname) {
+            Ok(id) if id == tip.id() => {}
+            Ok(_) => return Ok(moved("the branch moved since the fetch")),
+            Err(_) => return Ok(moved("the branch is gone")),
+        }
         let checked_out = head_is(&target, &refname);
         if checked_out {
             let lock = target.path().join("index.lock");
@@ -362,84 +381,90 @@ impl Workspace {
         }
         copy_objects(&self.repo, &target, commit.id())
             .map_err(|e| fail("copy the new commit", &e))?;
+        let paths = if checked_out {
+            changed_paths(&self.repo, &tip, &commit)
+                .map_err(|e| fail("list the changed files", &e))?
+        } else {
+            Vec::new()
+        };
+        let left = |restored: bool| {
+            if restored {
+                format!("branch {branch} and the work tree were left as they were")
+            } else {
+                format!(
+                    "run `git checkout HEAD -- {}` there to put the work tree back",
+                    paths.join(" ")
+                )
+            }
+        };
+        if let Err((e, restored)) =
+            update_work_tree(&target, tip.tree_id(), commit.tree_id(), &paths)
+        {
+            return Err(fail(
+                &format!("update the work tree ({})", left(restored)),
+                &e,
+            ));
+        }
         let reflog = format!(
             "tomoda-promote: {}",
             String::from_utf8_lossy(commit.summary_bytes().unwrap_or_default())
         );
-        match target.reference_matching(&refname, commit.id(), true, tip.id(), &reflog) {
-            Ok(_) => {}
-            // The branch moved (a commit, another promotion), is gone, or another git
-            // process is writing it: a race, retried on what the next fetch finds.
-            Err(e)
-                if matches!(
-                    e.code(),
-                    ErrorCode::Modified | ErrorCode::Locked | ErrorCode::NotFound
-                ) =>
-            {
-                let what = if e.code() == ErrorCode::Locked {
-                    "another git process holds the branch"
-                } else {
-                    "the branch moved"
-                };
-                return Ok(PushOutcome::Rejected(Refusal {
-                    reason: format!("{what} ({})", e.message().trim_end_matches(['.', ':', ' '])),
-                    not_fast_forward: true,
-                    server_said: Vec::new(),
-                }));
-            }
-            Err(e) => return Err(fail(&format!("update branch {branch}"), &e)),
+        let committer = commit.committer();
+        let signature = Signature::now(
+            &String::from_utf8_lossy(committer.name_bytes()),
+            &String::from_utf8_lossy(committer.email_bytes()),
+        )
+        .ok();
+        let moved_branch = update
+            .set_target(&refname, commit.id(), signature.as_ref(), &reflog)
+            .and_then(|()| update.commit());
+        if let Err(e) = moved_branch {
+            let restored = check_out(&target, tip.tree_id(), &paths, true).is_ok();
+            return Err(fail(
+                &format!("update branch {branch} ({})", left(restored)),
+                &e,
+            ));
         }
-        if !checked_out {
-            return Ok(PushOutcome::Pushed);
-        }
-        let paths = changed_paths(&self.repo, &tip, &commit)
-            .map_err(|e| fail("list the changed files", &e))?;
-        update_work_tree(&target, &refname, tip.id(), commit.id(), &paths).map_err(
-            |(e, undone)| {
-                let state = if undone {
-                    format!("branch {branch} and the work tree were left as they were")
-                } else {
-                    format!(
-                        "branch {branch} holds the commit but the work tree may not: run `git checkout HEAD -- {}` there",
-                        paths.join(" ")
-                    )
-                };
-                fail(&format!("update the work tree ({state})"), &e)
-            },
-        )?;
         Ok(PushOutcome::Pushed)
     }
 }
 
-/// After the checked-out branch `refname` moved from `tip` to `commit`: writes the changed
-/// `paths` into the work tree and the index. When that fails (the index was locked in the
-/// meantime, a file cannot be written), the branch is moved back and the files restored,
-/// so that the branch never holds a commit its clean work tree does not show; the error
-/// says whether that worked.
+/// A refusal that is a race: retried on the tip the next fetch finds.
+fn moved(reason: &str) -> PushOutcome {
+    PushOutcome::Rejected(Refusal {
+        reason: reason.to_string(),
+        not_fast_forward: true,
+        server_said: Vec::new(),
+    })
+}
+
+fn race(what: &str, e: &git2::Error) -> PushOutcome {
+    moved(&format!(
+        "{what} ({})",
+        e.message().trim_end_matches(['.', ':', ' '])
+    ))
+}
+
+/// Writes the changed `paths` of `new_tree` into the work tree and the index, before the
+/// checked-out branch moves to the commit. When that fails (another git process took the
+/// index, a file cannot be written), the files of `tip_tree`, which the clean work tree
+/// held, are put back; the index, written only when all went well, still holds them. The
+/// error says whether that worked.
 fn update_work_tree(
     repo: &Repository,
-    refname: &str,
-    tip: Oid,
-    commit: Oid,
+    tip_tree: Oid,
+    new_tree: Oid,
     paths: &[String],
 ) -> Result<(), (git2::Error, bool)> {
-    let tree = |id: Oid| repo.find_commit(id).map(|c| c.tree_id());
-    let error = match tree(commit).and_then(|t| check_out(repo, t, paths, true)) {
-        Ok(()) => return Ok(()),
-        Err(e) => e,
+    let Err(error) = check_out(repo, new_tree, paths, true) else {
+        return Ok(());
     };
     // The index in memory may hold the new entries its failed write did not keep.
     if let Ok(mut index) = repo.index() {
         let _ = index.read(true);
     }
-    let undone = repo
-        .reference_matching(refname, tip, true, commit, "tomoda-promote: undone")
-        .is_ok()
-        // The index is written last, and only when all went well: it still holds the tip.
-        && tree(tip)
-            .and_then(|t| check_out(repo, t, paths, false))
-            .is_ok();
-    Err((error, undone))
+    let restored = check_out(repo, tip_tree, paths, false).is_ok();
+    Err((error, restored))
 }
 
 /// Whether the repository's HEAD is the branch `refname` (born or not).
@@ -780,40 +805,30 @@ mod tests {
     }
 
     #[test]
-    fn a_work_tree_that_cannot_be_updated_puts_the_branch_and_the_files_back() {
+    fn a_work_tree_that_cannot_be_updated_keeps_its_files() {
         let (dir, repo) = checkout_with("newTag: a\n");
-        let tip = repo.head().unwrap().target().unwrap();
-        let parent = repo.find_commit(tip).unwrap();
+        let tip = repo
+            .head()
+            .unwrap()
+            .peel_to_commit()
+            .unwrap()
+            .tree()
+            .unwrap();
         let mut update = git2::build::TreeUpdateBuilder::new();
         update.upsert(FILE, repo.blob(b"newTag: b\n").unwrap(), FileMode::Blob);
-        let tree = update
-            .create_updated(&repo, &parent.tree().unwrap())
-            .unwrap();
-        let signature = Signature::now("Test", "test@example.com").unwrap();
-        let commit = repo
-            .commit(
-                None,
-                &signature,
-                &signature,
-                "promote",
-                &repo.find_tree(tree).unwrap(),
-                &[&parent],
-            )
-            .unwrap();
-        repo.reference_matching("refs/heads/main", commit, true, tip, "test")
-            .unwrap();
-        // Another git process takes the index between the branch update and the checkout.
+        let new_tree = update.create_updated(&repo, &tip).unwrap();
+        // Another git process holds the index: the files are written, the index is not.
         let lock = repo.path().join("index.lock");
         std::fs::write(&lock, "").unwrap();
-        let (_, undone) =
-            update_work_tree(&repo, "refs/heads/main", tip, commit, &[FILE.into()]).unwrap_err();
-        assert!(undone);
-        assert_eq!(repo.refname_to_id("refs/heads/main").unwrap(), tip);
+        let (_, restored) =
+            update_work_tree(&repo, tip.id(), new_tree, &[FILE.into()]).unwrap_err();
+        assert!(restored);
         assert_eq!(
             std::fs::read_to_string(dir.path().join(FILE)).unwrap(),
             "newTag: a\n"
         );
         std::fs::remove_file(lock).unwrap();
         assert!(clean(&repo));
+        assert!(clean(&Repository::open(dir.path()).unwrap()));
     }
 }

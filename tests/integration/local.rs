@@ -316,3 +316,37 @@ fn the_issue_s_command_line_promotes_a_clone_given_by_a_relative_path() {
     assert_eq!(read(&dir, DEV), tomoda_file(DEV).replace(OLD_SHA, SHA));
     assert_eq!(git(&dir, &["status", "--porcelain"]), "");
 }
+
+#[test]
+fn promotions_into_one_checkout_at_once_all_land_and_leave_it_clean() {
+    const PROMOTERS: usize = 6;
+    let dev: String = (0..PROMOTERS)
+        .map(|i| format!("  - name: reg.example/app-{i}\n    newTag: old-{i}\n"))
+        .collect();
+    let devops = Devops::with_files(&[(DEV, format!("images:\n{dev}"))]);
+    let clone = devops.checkout();
+    let dir = clone.path();
+    let before = rev(dir, "HEAD");
+    let (children, cwds): (Vec<_>, Vec<_>) = (0..PROMOTERS)
+        .map(|i| {
+            Run::new()
+                .args(["--repo", dir.to_str().unwrap(), "--overlay", OVERLAY])
+                .args(["--image", &format!("reg.example/app-{i}:new-{i}")])
+                .args(["--max-attempts", "20"])
+                .spawn()
+        })
+        .unzip();
+    let ended = crate::bounded::wait_all(children, std::time::Duration::from_secs(120));
+    drop(cwds);
+    for (i, e) in ended.iter().enumerate() {
+        e.finished(&format!("promoter {i}"));
+        assert_eq!(e.done.code, 0, "promoter {i}:\n{}", e.done.stderr);
+    }
+    assert_eq!(
+        read(dir, DEV),
+        format!("images:\n{dev}").replace("old-", "new-")
+    );
+    let count = git(dir, &["rev-list", "--count", &format!("{before}..HEAD")]);
+    assert_eq!(count.trim(), PROMOTERS.to_string(), "one commit each");
+    assert_eq!(git(dir, &["status", "--porcelain"]), "");
+}
