@@ -116,6 +116,8 @@ fn a_clean_checkout_of_the_branch_gets_the_commit_and_a_matching_work_tree() {
         "{rendered}"
     );
     assert_eq!(devops.head(), upstream, "nothing pushed upstream");
+    // The copied objects are whole and the branch's history connected.
+    git(dir, &["fsck", "--strict", "--no-progress"]);
 
     // As with a remote, a rerun finds nothing to do.
     promote(dir).run().ok().stdout_has("already up to date");
