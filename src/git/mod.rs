@@ -1,16 +1,19 @@
 //! libgit2 at the edge: fetch the devops branch into a temporary bare repository, read
-//! and write objects in memory (no working tree), and push as a compare-and-swap.
+//! and write objects in memory (no working tree), and push as a compare-and-swap. A local
+//! repository with a work tree, which libgit2 cannot push to, gets the commit as `git
+//! commit` would put it there: its branch moved by a compare-and-swap, and its work tree
+//! and index updated when that branch is checked out.
 
 pub mod http;
 
 pub use http::HttpTransport;
 
 use std::cell::RefCell;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use git2::{
-    Direction, ErrorCode, FetchOptions, FileMode, ObjectType, Oid, PushOptions, RemoteCallbacks,
-    Repository, Signature,
+    Direction, ErrorCode, FetchOptions, FileMode, ObjectType, Odb, Oid, PushOptions,
+    RemoteCallbacks, Repository, RepositoryState, Signature, StatusOptions,
 };
 
 use self::http::Failed;
@@ -30,6 +33,16 @@ pub struct Workspace {
     /// What people are shown.
     display: String,
     shallow: bool,
+    target: Target,
+}
+
+/// Where a commit goes.
+enum Target {
+    /// Pushed through libgit2: an http(s) remote, or a bare local repository.
+    Push,
+    /// A local repository with a work tree (an ordinary clone), which libgit2 cannot push
+    /// to: its branch is updated in place.
+    Checkout(PathBuf),
 }
 
 /// How a push ended when the server answered.
@@ -68,10 +81,18 @@ impl Workspace {
                 e.message()
             ))
         })?;
-        let (remote, shallow) = match location {
-            RepoLocation::Remote { url, .. } => (url.clone(), true),
+        let (remote, shallow, target) = match location {
+            RepoLocation::Remote { url, .. } => (url.clone(), true, Target::Push),
             // libgit2 cannot fetch shallow from a local path.
-            RepoLocation::Local(path) => (path.display().to_string(), false),
+            RepoLocation::Local(path) => {
+                let checkout = Repository::open(path).is_ok_and(|r| !r.is_bare());
+                let target = if checkout {
+                    Target::Checkout(path.clone())
+                } else {
+                    Target::Push
+                };
+                (path.display().to_string(), false, target)
+            }
         };
         Ok(Workspace {
             _dir: dir,
@@ -80,6 +101,7 @@ impl Workspace {
             remote,
             display: location.display(),
             shallow,
+            target,
         })
     }
 
@@ -248,6 +270,9 @@ impl Workspace {
 
     /// Pushes the last commit to `branch`, refusing anything but a fast-forward.
     pub fn push(&self, branch: &str) -> Result<PushOutcome> {
+        if let Target::Checkout(dir) = &self.target {
+            return self.commit_into(dir, branch);
+        }
         let refused: RefCell<Option<String>> = RefCell::new(None);
         let progress: RefCell<Vec<u8>> = RefCell::new(Vec::new());
         let mut callbacks = RemoteCallbacks::new();
@@ -293,6 +318,311 @@ impl Workspace {
             }
         }
     }
+}
+
+impl Workspace {
+    /// "Pushes" the last commit into a local repository with a work tree, as `git commit`
+    /// would have made it there. The branch is locked as git locks it (`<branch>.lock`)
+    /// from the first check to its update, so neither git nor another promotion can move
+    /// it, or see a half-done update, in between; it must still be the fetched tip. When
+    /// it is the branch checked out, the work tree and index must be clean, and their
+    /// copies of the changed files are updated before the branch moves; a branch not
+    /// checked out is only moved.
+    fn commit_into(&self, dir: &Path, branch: &str) -> Result<PushOutcome> {
+        let shown = dir.display();
+        let fail = |what: &str, e: &git2::Error| {
+            Error::local(format!("cannot {what} in {shown}: {}", e.message()))
+        };
+        let refname = format!("refs/heads/{branch}");
+        let commit = self
+            .repo
+            .find_reference(LOCAL_REF)
+            .and_then(|r| r.peel_to_commit())
+            .map_err(|e| fail("read the new commit", &e))?;
+        let tip = commit
+            .parent(0)
+            .map_err(|e| fail("read the fetched commit", &e))?;
+        let target = Repository::open(dir).map_err(|e| fail("open the repository", &e))?;
+        let mut update = target
+            .transaction()
+            .map_err(|e| fail("start a reference transaction", &e))?;
+        match update.lock_ref(&refname) {
+            Ok(()) => {}
+            Err(e) if e.code() == ErrorCode::Locked => {
+                return Ok(race("another git process holds the branch", &e));
+            }
+            Err(e) => return Err(fail(&format!("lock branch {branch}"), &e)),
+        }
+        // A commit, another promotion, or a deletion since the fetch: retried on what the
+        // next fetch finds.
+        match target.refname_to_id(&refname) {
+            Ok(id) if id == tip.id() => {}
+            Ok(_) => return Ok(moved("the branch moved since the fetch")),
+            Err(_) => return Ok(moved("the branch is gone")),
+        }
+        let checked_out = head_is(&target, &refname);
+        if checked_out {
+            let lock = target.path().join("index.lock");
+            if lock.exists() {
+                return Err(Error::local(format!(
+                    "cannot commit onto branch {branch} in {shown}: its index is locked by another git process, or by one that crashed ({}); remove that file if no git process is running there",
+                    lock.display()
+                )));
+            }
+            refuse_if_dirty(&target, &shown.to_string(), branch)?;
+        } else if let Some(other) = checked_out_elsewhere(&target, &refname) {
+            return Err(Error::usage(
+                format!(
+                    "branch {branch} of {shown} is checked out in the work tree {}",
+                    other.display()
+                ),
+                format!("point --repo at {}, or at the remote", other.display()),
+            ));
+        }
+        copy_objects(&self.repo, &target, commit.id())
+            .map_err(|e| fail("copy the new commit", &e))?;
+        let paths = if checked_out {
+            changed_paths(&self.repo, &tip, &commit)
+                .map_err(|e| fail("list the changed files", &e))?
+        } else {
+            Vec::new()
+        };
+        let left = |restored: bool| {
+            if restored {
+                format!("branch {branch} and the work tree were left as they were")
+            } else {
+                format!(
+                    "run `git checkout HEAD -- {}` there to put the work tree back",
+                    paths.join(" ")
+                )
+            }
+        };
+        if let Err((e, restored)) =
+            update_work_tree(&target, tip.tree_id(), commit.tree_id(), &paths)
+        {
+            return Err(fail(
+                &format!("update the work tree ({})", left(restored)),
+                &e,
+            ));
+        }
+        let reflog = format!(
+            "tomoda-promote: {}",
+            String::from_utf8_lossy(commit.summary_bytes().unwrap_or_default())
+        );
+        let committer = commit.committer();
+        let signature = Signature::now(
+            &String::from_utf8_lossy(committer.name_bytes()),
+            &String::from_utf8_lossy(committer.email_bytes()),
+        )
+        .ok();
+        let moved_branch = update
+            .set_target(&refname, commit.id(), signature.as_ref(), &reflog)
+            .and_then(|()| update.commit());
+        if let Err(e) = moved_branch {
+            let restored = check_out(&target, tip.tree_id(), &paths, true).is_ok();
+            return Err(fail(
+                &format!("update branch {branch} ({})", left(restored)),
+                &e,
+            ));
+        }
+        Ok(PushOutcome::Pushed)
+    }
+}
+
+/// A refusal that is a race: retried on the tip the next fetch finds.
+fn moved(reason: &str) -> PushOutcome {
+    PushOutcome::Rejected(Refusal {
+        reason: reason.to_string(),
+        not_fast_forward: true,
+        server_said: Vec::new(),
+    })
+}
+
+fn race(what: &str, e: &git2::Error) -> PushOutcome {
+    moved(&format!(
+        "{what} ({})",
+        e.message().trim_end_matches(['.', ':', ' '])
+    ))
+}
+
+/// Writes the changed `paths` of `new_tree` into the work tree and the index, before the
+/// checked-out branch moves to the commit. When that fails (another git process took the
+/// index, a file cannot be written), the files of `tip_tree`, which the clean work tree
+/// held, are put back; the index, written only when all went well, still holds them. The
+/// error says whether that worked.
+fn update_work_tree(
+    repo: &Repository,
+    tip_tree: Oid,
+    new_tree: Oid,
+    paths: &[String],
+) -> Result<(), (git2::Error, bool)> {
+    let Err(error) = check_out(repo, new_tree, paths, true) else {
+        return Ok(());
+    };
+    // The index in memory may hold the new entries its failed write did not keep.
+    if let Ok(mut index) = repo.index() {
+        let _ = index.read(true);
+    }
+    let restored = check_out(repo, tip_tree, paths, false).is_ok();
+    Err((error, restored))
+}
+
+/// Whether the repository's HEAD is the branch `refname` (born or not).
+fn head_is(repo: &Repository, refname: &str) -> bool {
+    repo.find_reference("HEAD")
+        .is_ok_and(|head| head.symbolic_target_bytes() == Some(refname.as_bytes()))
+}
+
+/// Another work tree of the same repository (the main one, or one added with `git
+/// worktree add`) that has the branch checked out; moving it under that work tree would
+/// leave it showing the promotion reverted.
+fn checked_out_elsewhere(repo: &Repository, refname: &str) -> Option<PathBuf> {
+    let main = Repository::open(repo.commondir()).ok()?;
+    let mut others = vec![main];
+    if let Ok(names) = others[0].worktrees() {
+        for name in names.iter().filter_map(|n| n.ok().flatten()) {
+            if let Ok(linked) = others[0]
+                .find_worktree(name)
+                .and_then(|w| Repository::open_from_worktree(&w))
+            {
+                others.push(linked);
+            }
+        }
+    }
+    let here = std::fs::canonicalize(repo.path()).ok();
+    others
+        .into_iter()
+        .filter(|r| !r.is_bare() && std::fs::canonicalize(r.path()).ok() != here)
+        .find(|r| head_is(r, refname))
+        .map(|r| r.workdir().unwrap_or(r.path()).to_path_buf())
+}
+
+/// Refuses a checked-out branch whose work tree or index holds changes to tracked files,
+/// or that is in the middle of a merge, rebase or cherry-pick, as committing onto it would
+/// mix those into the promotion or leave them behind. Untracked files do not count.
+fn refuse_if_dirty(repo: &Repository, dir: &str, branch: &str) -> Result<()> {
+    let hint = format!("commit or stash your changes in {dir}, or point --repo at the remote");
+    let operation = match repo.state() {
+        // Bisecting does not stop `git commit` either.
+        RepositoryState::Clean | RepositoryState::Bisect => None,
+        RepositoryState::Merge => Some("merge"),
+        RepositoryState::Revert | RepositoryState::RevertSequence => Some("revert"),
+        RepositoryState::CherryPick | RepositoryState::CherryPickSequence => Some("cherry-pick"),
+        RepositoryState::Rebase
+        | RepositoryState::RebaseInteractive
+        | RepositoryState::RebaseMerge => Some("rebase"),
+        RepositoryState::ApplyMailbox | RepositoryState::ApplyMailboxOrRebase => Some("git am"),
+    };
+    if let Some(operation) = operation {
+        return Err(Error::usage(
+            format!("{dir} is in the middle of a {operation} on branch {branch}"),
+            format!("finish or abort the {operation} in {dir}, or point --repo at the remote"),
+        ));
+    }
+    let mut options = StatusOptions::new();
+    options
+        .include_untracked(false)
+        .include_ignored(false)
+        .renames_head_to_index(false);
+    let statuses = repo
+        .statuses(Some(&mut options))
+        .map_err(|e| Error::local(format!("cannot read the status of {dir}: {}", e.message())))?;
+    let changed: Vec<String> = statuses
+        .iter()
+        .filter(|s| !s.status().is_empty())
+        .map(|s| String::from_utf8_lossy(s.path_bytes()).into_owned())
+        .collect();
+    if changed.is_empty() {
+        return Ok(());
+    }
+    let mut listed = changed
+        .iter()
+        .take(5)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if changed.len() > 5 {
+        listed.push_str(&format!(" and {} more", changed.len() - 5));
+    }
+    Err(Error::usage(
+        format!(
+            "branch {branch} is checked out in {dir} with uncommitted changes ({listed}); the promotion would be committed on top of them"
+        ),
+        hint,
+    ))
+}
+
+/// Copies the commit and what it needs that `to` lacks (its new trees and blobs) from
+/// `from`; its parent is already there.
+fn copy_objects(from: &Repository, to: &Repository, commit: Oid) -> Result<(), git2::Error> {
+    let (src, dst) = (from.odb()?, to.odb()?);
+    if dst.exists(commit) {
+        return Ok(());
+    }
+    copy_tree(from, &src, &dst, from.find_commit(commit)?.tree_id())?;
+    copy_object(&src, &dst, commit)
+}
+
+fn copy_tree(from: &Repository, src: &Odb, dst: &Odb, tree: Oid) -> Result<(), git2::Error> {
+    if dst.exists(tree) {
+        return Ok(());
+    }
+    for entry in &from.find_tree(tree)? {
+        match entry.kind() {
+            Some(ObjectType::Tree) => copy_tree(from, src, dst, entry.id())?,
+            Some(ObjectType::Blob) if !dst.exists(entry.id()) => {
+                copy_object(src, dst, entry.id())?;
+            }
+            // Blobs already there, and submodule commits, which live elsewhere.
+            _ => {}
+        }
+    }
+    copy_object(src, dst, tree)
+}
+
+fn copy_object(src: &Odb, dst: &Odb, id: Oid) -> Result<(), git2::Error> {
+    let object = src.read(id)?;
+    dst.write(object.kind(), object.data())?;
+    Ok(())
+}
+
+/// The files that differ between two commits.
+fn changed_paths(
+    repo: &Repository,
+    old: &git2::Commit<'_>,
+    new: &git2::Commit<'_>,
+) -> Result<Vec<String>, git2::Error> {
+    let diff = repo.diff_tree_to_tree(Some(&old.tree()?), Some(&new.tree()?), None)?;
+    Ok(diff
+        .deltas()
+        .filter_map(|d| d.new_file().path().or(d.old_file().path()))
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect())
+}
+
+/// Writes `paths` of the tree into the work tree (and the index, when `index`), and
+/// nothing else. The work tree was clean, so its copies of them are those the branch just
+/// left.
+fn check_out(
+    repo: &Repository,
+    tree: Oid,
+    paths: &[String],
+    index: bool,
+) -> Result<(), git2::Error> {
+    if paths.is_empty() {
+        // No pathspec would mean every file.
+        return Ok(());
+    }
+    let tree = repo.find_tree(tree)?;
+    let mut options = git2::build::CheckoutBuilder::new();
+    options
+        .force()
+        .disable_pathspec_match(true)
+        .update_index(index);
+    for path in paths {
+        options.path(path.as_str());
+    }
+    repo.checkout_tree(tree.as_object(), Some(&mut options))
 }
 
 /// The server's progress text as lines: split at `\n` and `\r` (progress meters redraw
@@ -370,4 +700,135 @@ pub fn unified_diff(path: &str, old: &str, new: &str) -> Result<String> {
     .and_then(|mut p| p.to_buf())
     .map_err(|e| Error::local(format!("cannot compute the diff: {}", e.message())))?;
     Ok(String::from_utf8_lossy(&patch).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    const FILE: &str = "overlays/dev/kustomization.yaml";
+
+    fn author() -> Identity {
+        Identity {
+            name: "Test".into(),
+            email: "test@example.com".into(),
+        }
+    }
+
+    /// Writes `content` at `path` of the work tree and commits it onto the checked-out
+    /// branch, as someone working in the clone would.
+    fn commit_file(repo: &Repository, path: &str, content: &str) -> Oid {
+        let full = repo.workdir().unwrap().join(path);
+        std::fs::create_dir_all(full.parent().unwrap()).unwrap();
+        std::fs::write(full, content).unwrap();
+        let mut index = repo.index().unwrap();
+        index.add_path(Path::new(path)).unwrap();
+        index.write().unwrap();
+        let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
+        let signature = Signature::now("Someone", "someone@example.com").unwrap();
+        let parent = repo.head().ok().and_then(|h| h.peel_to_commit().ok());
+        let parents: Vec<&git2::Commit<'_>> = parent.iter().collect();
+        repo.commit(
+            Some("HEAD"),
+            &signature,
+            &signature,
+            "work",
+            &tree,
+            &parents,
+        )
+        .unwrap()
+    }
+
+    /// An ordinary repository with a work tree, branch main checked out, holding FILE.
+    fn checkout_with(content: &str) -> (tempfile::TempDir, Repository) {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init_opts(
+            dir.path(),
+            git2::RepositoryInitOptions::new().initial_head("main"),
+        )
+        .unwrap();
+        commit_file(&repo, FILE, content);
+        (dir, repo)
+    }
+
+    fn workspace(dir: &Path) -> Workspace {
+        let location = RepoLocation::Local(dir.to_path_buf());
+        let transport =
+            HttpTransport::for_repo(&location, None, "x", Duration::from_secs(5)).unwrap();
+        Workspace::new(&location, transport).unwrap()
+    }
+
+    fn clean(repo: &Repository) -> bool {
+        let mut options = StatusOptions::new();
+        options.include_untracked(true);
+        repo.statuses(Some(&mut options)).unwrap().is_empty()
+    }
+
+    #[test]
+    fn a_commit_in_the_checkout_after_the_fetch_is_a_race_and_the_retry_lands() {
+        let (dir, repo) = checkout_with("newTag: a\n");
+        let workspace = workspace(dir.path());
+        let tip = workspace.fetch("main").unwrap();
+        workspace
+            .commit(tip, FILE, b"newTag: b\n", "promote", &author())
+            .unwrap();
+        let theirs = commit_file(&repo, "other.yaml", "x\n");
+        match workspace.push("main").unwrap() {
+            PushOutcome::Rejected(refusal) => assert!(refusal.not_fast_forward, "{refusal:?}"),
+            PushOutcome::Pushed => panic!("pushed over a moved branch"),
+        }
+        assert_eq!(repo.refname_to_id("refs/heads/main").unwrap(), theirs);
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join(FILE)).unwrap(),
+            "newTag: a\n"
+        );
+        assert!(clean(&repo));
+
+        let tip = workspace.fetch("main").unwrap();
+        assert_eq!(tip, theirs);
+        let ours = workspace
+            .commit(tip, FILE, b"newTag: b\n", "promote", &author())
+            .unwrap();
+        assert_eq!(workspace.push("main").unwrap(), PushOutcome::Pushed);
+        assert_eq!(repo.head().unwrap().target(), Some(ours));
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join(FILE)).unwrap(),
+            "newTag: b\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("other.yaml")).unwrap(),
+            "x\n"
+        );
+        assert!(clean(&repo));
+    }
+
+    #[test]
+    fn a_work_tree_that_cannot_be_updated_keeps_its_files() {
+        let (dir, repo) = checkout_with("newTag: a\n");
+        let tip = repo
+            .head()
+            .unwrap()
+            .peel_to_commit()
+            .unwrap()
+            .tree()
+            .unwrap();
+        let mut update = git2::build::TreeUpdateBuilder::new();
+        update.upsert(FILE, repo.blob(b"newTag: b\n").unwrap(), FileMode::Blob);
+        let new_tree = update.create_updated(&repo, &tip).unwrap();
+        // Another git process holds the index: the files are written, the index is not.
+        let lock = repo.path().join("index.lock");
+        std::fs::write(&lock, "").unwrap();
+        let (_, restored) =
+            update_work_tree(&repo, tip.id(), new_tree, &[FILE.into()]).unwrap_err();
+        assert!(restored);
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join(FILE)).unwrap(),
+            "newTag: a\n"
+        );
+        std::fs::remove_file(lock).unwrap();
+        assert!(clean(&repo));
+        assert!(clean(&Repository::open(dir.path()).unwrap()));
+    }
 }

@@ -16,6 +16,7 @@ mod faults;
 mod hostile;
 mod kustomize;
 mod layout;
+mod local;
 mod promote;
 mod registry;
 mod secrets;
