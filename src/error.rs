@@ -16,6 +16,16 @@ pub enum Retry {
     Transient { after: Option<Duration> },
 }
 
+impl Retry {
+    /// The wait before try `attempt + 1` when the server did not say: exponential backoff
+    /// with jitter, 200 ms doubling to 6.4 s, each wait drawn from its upper half, so that
+    /// pipelines that failed together do not retry together.
+    pub fn backoff(attempt: u32) -> Duration {
+        let ceiling = 200u64 << attempt.saturating_sub(1).min(5);
+        Duration::from_millis(fastrand::u64(ceiling / 2..=ceiling))
+    }
+}
+
 /// Exit code for everything else (network, auth, a push still refused).
 pub const EXIT_FAILURE: u8 = 1;
 

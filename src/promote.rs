@@ -130,7 +130,7 @@ fn retry_rounds<T>(
                         message: refused.refusal.reason,
                     });
                 }
-                let wait = backoff(attempt);
+                let wait = Retry::backoff(attempt);
                 tracing::info!(
                     "push refused ({}); fetching the new tip and retrying in {} ms",
                     refused.refusal.reason,
@@ -153,7 +153,7 @@ fn retry_rounds<T>(
                             )));
                         }
                         Some(asked) => asked,
-                        None => backoff(attempt),
+                        None => Retry::backoff(attempt),
                     };
                     tracing::warn!("{}; retrying in {} ms", error.summary(), wait.as_millis());
                     wait
@@ -243,12 +243,6 @@ impl Round<Box<Promotion>> {
             }
         }
     }
-}
-
-/// Exponential backoff with jitter: 200 ms doubling to 6.4 s, each wait drawn from its upper half.
-fn backoff(attempt: u32) -> Duration {
-    let ceiling = 200u64 << attempt.saturating_sub(1).min(5);
-    Duration::from_millis(fastrand::u64(ceiling / 2..=ceiling))
 }
 
 /// What an edit leads to.
@@ -354,7 +348,7 @@ mod tests {
     fn backoff_grows_and_stays_bounded() {
         for attempt in 1..=20 {
             let ceiling = 200u64 << (attempt - 1).min(5);
-            let wait = u64::try_from(backoff(attempt).as_millis()).unwrap();
+            let wait = u64::try_from(Retry::backoff(attempt).as_millis()).unwrap();
             assert!(wait >= ceiling / 2 && wait <= ceiling, "{attempt}: {wait}");
         }
     }

@@ -129,7 +129,7 @@ impl Client {
                     )));
                 }
                 Some(asked) => asked,
-                None => backoff(failures),
+                None => Retry::backoff(failures),
             };
             tracing::warn!("{}; retrying in {} ms", error.summary(), wait.as_millis());
             sleep(wait);
@@ -365,12 +365,6 @@ fn digest_header(answer: &Response) -> Option<String> {
     Some(value.to_string())
 }
 
-/// 200 ms doubling, each wait drawn from its upper half.
-fn backoff(failure: u32) -> Duration {
-    let ceiling = 200u64 << failure.saturating_sub(1).min(5);
-    Duration::from_millis(fastrand::u64(ceiling / 2..=ceiling))
-}
-
 /// A request that got no answer: a TLS failure stays one, the rest may pass on a retry.
 fn send_error(error: &reqwest::Error, url: &str, timeout: Duration) -> Error {
     let tls = causes(error)
@@ -392,10 +386,16 @@ fn send_error(error: &reqwest::Error, url: &str, timeout: Duration) -> Error {
     } else {
         // reqwest's own message repeats the URL, which the error already names.
         let why = std::error::Error::source(error).map_or_else(|| error.to_string(), error_chain);
+        // A host name that does not resolve will not resolve a second later.
+        let retry = if why.contains("dns error") {
+            Retry::Never
+        } else {
+            Retry::Transient { after: None }
+        };
         (
             format!("cannot reach the registry: {why}"),
             "check the image name's registry host, and network access from this machine (proxy, firewall)".to_string(),
-            Retry::Transient { after: None },
+            retry,
         )
     };
     Error::Remote {
