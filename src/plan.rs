@@ -4,11 +4,14 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::config::{Config, Environment, ImageRule, Placeholder, Template, When};
+use crate::config::{
+    Config, Environment, FileRule, FileRuleEdit, ImageRule, Placeholder, Template, When,
+};
 use crate::context::BuildContext;
 use crate::error::{Error, Result};
 use crate::image;
 use crate::kustomize::ImageSpec;
+use crate::values::KeyPath;
 
 pub const DEFAULT_BRANCH: &str = "main";
 pub const DEFAULT_AUTHOR: &str = "tomoda-promote <tomoda-promote@users.noreply.github.com>";
@@ -58,11 +61,38 @@ pub struct Plan {
     pub environment: String,
     pub repo: RepoLocation,
     pub branch: String,
-    /// A clean relative path inside the repository, without `./` or a trailing `/`.
-    pub overlay: String,
-    pub images: Vec<ImageSpec>,
+    /// What to change, in order; every one lands in the same commit or none does.
+    pub targets: Vec<Target>,
     pub context: BuildContext,
     pub author: Identity,
+}
+
+/// One place of the repository to change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// A clean relative path inside the repository, without `./` or a trailing `/`.
+    pub path: String,
+    pub edit: TargetEdit,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetEdit {
+    /// An overlay directory: its kustomization's `images:` entries.
+    Overlay(Vec<ImageSpec>),
+    /// A file: a kustomization's `images:` entries, or a manifest's container images.
+    Images(Vec<ImageSpec>),
+    /// A YAML file's values at key paths (Helm values).
+    Set(Vec<(KeyPath, String)>),
+}
+
+impl Plan {
+    /// Every image the plan sets, in order, for the commit message.
+    pub fn images(&self) -> impl Iterator<Item = &ImageSpec> {
+        self.targets.iter().flat_map(|t| match &t.edit {
+            TargetEdit::Overlay(images) | TargetEdit::Images(images) => images.as_slice(),
+            TargetEdit::Set(_) => &[],
+        })
+    }
 }
 
 /// What the command line says about the promotion; each overrides promote.yaml.
@@ -75,6 +105,8 @@ pub struct Flags {
     pub overlay: Option<String>,
     /// Image specs as `kustomize edit set image` takes them; replaces the environment's.
     pub images: Vec<String>,
+    /// `FILE:PATH=VALUE`: values set at key paths; replaces the environment's `files:`.
+    pub sets: Vec<String>,
     pub author: Option<String>,
 }
 
@@ -107,49 +139,69 @@ pub fn resolve(
         )?),
         None => None,
     };
-    let images = match (&environment, flags.images.is_empty()) {
-        (_, false) => flags
-            .images
-            .iter()
-            .flat_map(|value| value.split([',', '\n']))
-            .map(str::trim)
-            .filter(|spec| !spec.is_empty())
-            .map(|spec| {
-                image::parse_spec(spec).map_err(|e| {
-                    Error::usage(
-                        format!("--image {spec}: {e}"),
-                        "see --help for the image forms",
-                    )
-                })
-            })
-            .collect::<Result<Vec<_>>>()?,
-        (Some(env), true) => env
-            .images
-            .iter()
-            .map(|rule| {
-                render_rule(
-                    rule,
-                    &context,
-                    config.map_or("promote.yaml", |c| c.file.as_str()),
-                )
-            })
-            .collect::<Result<Vec<_>>>()?,
-        (None, true) => return Err(flags_needed("--image")),
-    };
-    let overlay_source = flags
+    let file = config.map_or("promote.yaml", |c| c.file.as_str());
+    let mut targets = Vec::new();
+    let overlay = flags
         .overlay
         .as_deref()
-        .or(environment.map(|e| e.overlay.as_str()));
-    let overlay = clean_overlay(overlay_source.ok_or_else(|| flags_needed("--overlay"))?)?;
+        .or(environment.and_then(|e| e.overlay.as_deref()));
+    let images = if flags.images.is_empty() {
+        environment.map_or(Ok(Vec::new()), |env| {
+            env.images
+                .iter()
+                .map(|rule| render_rule(rule, &context, file))
+                .collect::<Result<Vec<_>>>()
+        })?
+    } else {
+        flag_images(&flags.images)?
+    };
+    match (overlay, images.is_empty()) {
+        (Some(overlay), false) => targets.push(Target {
+            path: clean_path(overlay)?,
+            edit: TargetEdit::Overlay(images),
+        }),
+        (Some(_), true) => return Err(flags_needed("--image")),
+        (None, false) => return Err(flags_needed("--overlay")),
+        (None, true) => {}
+    }
+    if flags.sets.is_empty() {
+        for rule in environment.map_or(&[][..], |e| e.files.as_slice()) {
+            targets.push(render_file(rule, &context, file)?);
+        }
+    } else {
+        for target in flag_sets(&flags.sets)? {
+            match targets.iter_mut().find(|t| t.path == target.path) {
+                Some(Target { edit: TargetEdit::Set(sets), .. }) => {
+                    if let TargetEdit::Set(more) = target.edit {
+                        sets.extend(more);
+                    }
+                }
+                _ => targets.push(target),
+            }
+        }
+    }
+    if targets.is_empty() {
+        return Err(flags_needed("--image"));
+    }
+    if let Some(path) = first_repeated(&targets) {
+        return Err(Error::usage(
+            format!("`{path}` is the target of two entries"),
+            "list each file once: put all its images (or key paths) under one entry",
+        ));
+    }
 
-    let repo = match (&flags.repo, config.and_then(|c| c.repo.as_ref())) {
-        (Some(flag), _) => parse_repo(flag, bases.cwd)?,
-        (None, Some(from_config)) => parse_repo(from_config, bases.config_dir)?,
-        (None, None) => return Err(flags_needed("--repo")),
+    let env_repo = environment.and_then(|e| e.repo.as_ref());
+    let repo = match (&flags.repo, env_repo, config.and_then(|c| c.repo.as_ref())) {
+        (Some(flag), _, _) => parse_repo(flag, bases.cwd)?,
+        (None, Some(from_config), _) | (None, None, Some(from_config)) => {
+            parse_repo(from_config, bases.config_dir)?
+        }
+        (None, None, None) => return Err(flags_needed("--repo")),
     };
     let branch = flags
         .branch
         .clone()
+        .or_else(|| environment.and_then(|e| e.branch.clone()))
         .or_else(|| config.and_then(|c| c.branch.clone()))
         .unwrap_or_else(|| DEFAULT_BRANCH.to_string());
     check_branch(&branch)?;
@@ -170,8 +222,7 @@ pub fn resolve(
         ),
         repo,
         branch,
-        overlay,
-        images,
+        targets,
         context,
         author: parse_identity(author_text)?,
     })
@@ -180,8 +231,91 @@ pub fn resolve(
 fn flags_needed(flag: &str) -> Error {
     Error::usage(
         format!("{flag} is required when no promote.yaml is used"),
-        "write a promote.yaml (see --help), or give --repo, --overlay and --image together",
+        "write a promote.yaml (see --help), or give --repo with --overlay and --image, or with --set",
     )
+}
+
+/// `--image` values: repeatable, and split on commas and newlines.
+fn flag_images(values: &[String]) -> Result<Vec<ImageSpec>> {
+    values
+        .iter()
+        .flat_map(|value| value.split([',', '\n']))
+        .map(str::trim)
+        .filter(|spec| !spec.is_empty())
+        .map(|spec| {
+            image::parse_spec(spec).map_err(|e| {
+                Error::usage(
+                    format!("--image {spec}: {e}"),
+                    "see --help for the image forms",
+                )
+            })
+        })
+        .collect()
+}
+
+/// `--set FILE:PATH=VALUE`, one target per file in the order first named.
+fn flag_sets(values: &[String]) -> Result<Vec<Target>> {
+    let mut targets: Vec<Target> = Vec::new();
+    for value in values {
+        let bad = |why: String| {
+            Error::usage(
+                format!("--set {value}: {why}"),
+                "write --set FILE:PATH=VALUE, such as --set charts/api/values-dev.yaml:image.tag=4d5e6f7",
+            )
+        };
+        let (file, rest) = value
+            .split_once(':')
+            .ok_or_else(|| bad("has no `:` after the file".into()))?;
+        let (key_path, new) = rest
+            .split_once('=')
+            .ok_or_else(|| bad("has no `=` before the value".into()))?;
+        let path = clean_path(file)?;
+        let key_path = KeyPath::parse(key_path).map_err(|e| bad(e.to_string()))?;
+        match targets.iter_mut().find(|t| t.path == path) {
+            Some(Target {
+                edit: TargetEdit::Set(sets),
+                ..
+            }) => sets.push((key_path, new.to_string())),
+            _ => targets.push(Target {
+                path,
+                edit: TargetEdit::Set(vec![(key_path, new.to_string())]),
+            }),
+        }
+    }
+    Ok(targets)
+}
+
+/// A `files:` entry with its templates filled in.
+fn render_file(rule: &FileRule, context: &BuildContext, file: &str) -> Result<Target> {
+    let edit = match &rule.edit {
+        FileRuleEdit::Images(images) => TargetEdit::Images(
+            images
+                .iter()
+                .map(|r| render_rule(r, context, file))
+                .collect::<Result<_>>()?,
+        ),
+        FileRuleEdit::Set(sets) => TargetEdit::Set(
+            sets.iter()
+                .map(|set| Ok((set.path.clone(), render(&set.value, context, file)?)))
+                .collect::<Result<_>>()?,
+        ),
+    };
+    Ok(Target {
+        path: clean_path(&rule.path).map_err(|e| match e {
+            Error::Usage { message, hint } => Error::input(file, Some(rule.line), message, hint),
+            other => other,
+        })?,
+        edit,
+    })
+}
+
+fn first_repeated(targets: &[Target]) -> Option<&str> {
+    targets.iter().enumerate().find_map(|(i, t)| {
+        targets[..i]
+            .iter()
+            .any(|u| u.path == t.path)
+            .then_some(t.path.as_str())
+    })
 }
 
 /// A tag picks the first environment whose regex matches it; no tag picks `when: commit`.
@@ -254,27 +388,11 @@ pub fn missing_sha() -> Error {
 }
 
 fn render_rule(rule: &ImageRule, context: &BuildContext, file: &str) -> Result<ImageSpec> {
-    let render = |template: &Option<Template>,
-                  check: fn(&str) -> std::result::Result<(), image::ImageError>|
+    let checked = |template: &Option<Template>,
+                   check: fn(&str) -> std::result::Result<(), image::ImageError>|
      -> Result<Option<String>> {
         let Some(t) = template else { return Ok(None) };
-        let value = t
-            .render(|p| context.placeholder(p.name()))
-            .map_err(|missing| match missing.0 {
-                Placeholder::CommitSha | Placeholder::ShortSha => missing_sha(),
-                Placeholder::TagName => Error::input(
-                    file,
-                    Some(t.line),
-                    missing.to_string(),
-                    "this build has no tag: set TAG_NAME (Cloud Build: map $TAG_NAME in the step's env), or use {commit_sha}",
-                ),
-                Placeholder::BranchName => Error::input(
-                    file,
-                    Some(t.line),
-                    missing.to_string(),
-                    "set BRANCH_NAME (Cloud Build: map $BRANCH_NAME in the step's env)",
-                ),
-            })?;
+        let value = render(t, context, file)?;
         check(&value).map_err(|e| {
             Error::input(
                 file,
@@ -287,18 +405,38 @@ fn render_rule(rule: &ImageRule, context: &BuildContext, file: &str) -> Result<I
     };
     Ok(ImageSpec {
         name: rule.name.clone(),
-        new_name: render(&rule.new_name, image::check_new_name)?,
-        new_tag: render(&rule.tag, image::check_tag)?,
-        digest: render(&rule.digest, image::check_digest)?,
+        new_name: checked(&rule.new_name, image::check_new_name)?,
+        new_tag: checked(&rule.tag, image::check_tag)?,
+        digest: checked(&rule.digest, image::check_digest)?,
     })
 }
 
-/// Overlay paths stay inside the repository: relative, no `..`.
-pub fn clean_overlay(path: &str) -> Result<String> {
+/// A template with this build's values; a missing one says how to provide it.
+fn render(t: &Template, context: &BuildContext, file: &str) -> Result<String> {
+    t.render(|p| context.placeholder(p.name()))
+        .map_err(|missing| match missing.0 {
+            Placeholder::CommitSha | Placeholder::ShortSha => missing_sha(),
+            Placeholder::TagName => Error::input(
+                file,
+                Some(t.line),
+                missing.to_string(),
+                "this build has no tag: set TAG_NAME (Cloud Build: map $TAG_NAME in the step's env), or use {commit_sha}",
+            ),
+            Placeholder::BranchName => Error::input(
+                file,
+                Some(t.line),
+                missing.to_string(),
+                "set BRANCH_NAME (Cloud Build: map $BRANCH_NAME in the step's env)",
+            ),
+        })
+}
+
+/// Paths stay inside the repository: relative, no `..`.
+pub fn clean_path(path: &str) -> Result<String> {
     let bad = |why: &str| {
         Error::usage(
-            format!("overlay `{}` {why}", path.escape_debug()),
-            "give the overlay as a path inside the devops repository, such as k8s/apps/app/overlays/dev",
+            format!("path `{}` {why}", path.escape_debug()),
+            "give overlays and files as paths inside the devops repository, such as k8s/apps/app/overlays/dev",
         )
     };
     if path.starts_with('/') || path.starts_with('\\') || path.contains(':') {
