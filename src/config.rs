@@ -401,14 +401,6 @@ impl Reader<'_> {
             })?)
         };
         let overlay = self.opt_string(map, "overlay")?;
-        let images = match (map.get("images"), &overlay) {
-            (Some((_, node)), _) => self.images(node, &format!("environment `{name}`"))?,
-            (None, Some(_)) => {
-                required("images")?;
-                Vec::new()
-            }
-            (None, None) => Vec::new(),
-        };
         if overlay.is_none()
             && let Some((k, _)) = map.get("images")
         {
@@ -419,6 +411,14 @@ impl Reader<'_> {
                 "add `overlay:` (the overlay directory), or move the images under `files:` with the file's `path:`",
             ));
         }
+        let images = match (map.get("images"), &overlay) {
+            (Some((_, node)), _) => self.images(node, &format!("environment `{name}`"))?,
+            (None, Some(_)) => {
+                required("images")?;
+                Vec::new()
+            }
+            (None, None) => Vec::new(),
+        };
         let files = match map.get("files") {
             Some((_, node)) => self.files(node)?,
             None => Vec::new(),
@@ -468,7 +468,11 @@ impl Reader<'_> {
         let Node::Seq(items) = node else {
             return Err(self.expected(node, "a list of files with `path:` and `set:` or `images:`"));
         };
-        items.items.iter().map(|item| self.file_rule(item)).collect()
+        items
+            .items
+            .iter()
+            .map(|item| self.file_rule(item))
+            .collect()
     }
 
     fn file_rule(&self, item: &Node) -> Result<FileRule> {
@@ -504,7 +508,10 @@ impl Reader<'_> {
 
     fn set_rules(&self, node: &Node, path: &str) -> Result<Vec<SetRule>> {
         let Node::Map(map) = node else {
-            return Err(self.expected(node, "a mapping of key paths to values, such as `image.tag: \"{commit_sha}\"`"));
+            return Err(self.expected(
+                node,
+                "a mapping of key paths to values, such as `image.tag: \"{commit_sha}\"`",
+            ));
         };
         if map.entries.is_empty() {
             return Err(Error::input(
@@ -667,7 +674,9 @@ environments:
         );
         let e = error("environments:\n  dev:\n    when: commit\n    images: []\n");
         assert!(
-            e.starts_with("promote.yaml:2: environment `dev` has no `overlay:`"),
+            e.starts_with(
+                "promote.yaml:4: environment `dev` has `images:` but no `overlay:` to set them in"
+            ),
             "{e}"
         );
     }

@@ -42,7 +42,11 @@ pub fn plan(args: &Args, cwd: &Path) -> Result<Plan> {
     tracing::info!(
         "environment {}: {} on branch {} of {}",
         plan.environment,
-        plan.overlay,
+        plan.targets
+            .iter()
+            .map(|t| t.path.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
         plan.branch,
         plan.repo.display()
     );
@@ -97,10 +101,14 @@ fn load_config(args: &Args, cwd: &Path) -> Result<Option<(Config, PathBuf)>> {
             .map_err(|_| Error::input(&shown, None, "is not UTF-8 text", "save it as UTF-8"))?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
             let flags = &args.flags;
-            if flags.repo.is_none() && flags.overlay.is_none() && flags.images.is_empty() {
+            if flags.repo.is_none()
+                && flags.overlay.is_none()
+                && flags.images.is_empty()
+                && flags.sets.is_empty()
+            {
                 return Err(Error::usage(
                     format!("no {DEFAULT_CONFIG} in {}", cwd.display()),
-                    "pass --config FILE, or describe the promotion with --repo, --overlay and --image",
+                    "pass --config FILE, or describe the promotion with --repo, --overlay and --image (or --set)",
                 ));
             }
             return Ok(None);

@@ -22,6 +22,7 @@ pub mod plan;
 pub mod promote;
 pub mod report;
 pub mod secrets;
+pub mod targets;
 pub mod values;
 pub mod yaml;
 

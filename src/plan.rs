@@ -157,7 +157,7 @@ pub fn resolve(
     };
     match (overlay, images.is_empty()) {
         (Some(overlay), false) => targets.push(Target {
-            path: clean_path(overlay)?,
+            path: clean_path(overlay, "overlay")?,
             edit: TargetEdit::Overlay(images),
         }),
         (Some(_), true) => return Err(flags_needed("--image")),
@@ -171,7 +171,10 @@ pub fn resolve(
     } else {
         for target in flag_sets(&flags.sets)? {
             match targets.iter_mut().find(|t| t.path == target.path) {
-                Some(Target { edit: TargetEdit::Set(sets), .. }) => {
+                Some(Target {
+                    edit: TargetEdit::Set(sets),
+                    ..
+                }) => {
                     if let TargetEdit::Set(more) = target.edit {
                         sets.extend(more);
                     }
@@ -256,7 +259,7 @@ fn flag_images(values: &[String]) -> Result<Vec<ImageSpec>> {
 /// `--set FILE:PATH=VALUE`, one target per file in the order first named.
 fn flag_sets(values: &[String]) -> Result<Vec<Target>> {
     let mut targets: Vec<Target> = Vec::new();
-    for value in values {
+    for value in values.iter().filter(|v| !v.trim().is_empty()) {
         let bad = |why: String| {
             Error::usage(
                 format!("--set {value}: {why}"),
@@ -266,10 +269,9 @@ fn flag_sets(values: &[String]) -> Result<Vec<Target>> {
         let (file, rest) = value
             .split_once(':')
             .ok_or_else(|| bad("has no `:` after the file".into()))?;
-        let (key_path, new) = rest
-            .split_once('=')
-            .ok_or_else(|| bad("has no `=` before the value".into()))?;
-        let path = clean_path(file)?;
+        let (key_path, new) =
+            split_assignment(rest).ok_or_else(|| bad("has no `=` before the value".into()))?;
+        let path = clean_path(file, "file")?;
         let key_path = KeyPath::parse(key_path).map_err(|e| bad(e.to_string()))?;
         match targets.iter_mut().find(|t| t.path == path) {
             Some(Target {
@@ -283,6 +285,25 @@ fn flag_sets(values: &[String]) -> Result<Vec<Target>> {
         }
     }
     Ok(targets)
+}
+
+/// `PATH=VALUE` split at the first `=` outside `[…]` and quotes, so that a field match
+/// such as `containers[name=api].image=v2` keeps its own `=`.
+fn split_assignment(text: &str) -> Option<(&str, &str)> {
+    let mut depth = 0usize;
+    let mut quote: Option<char> = None;
+    for (i, c) in text.char_indices() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '\'' | '"') => quote = Some(c),
+            (None, '[') => depth += 1,
+            (None, ']') => depth = depth.saturating_sub(1),
+            (None, '=') if depth == 0 => return Some((&text[..i], &text[i + 1..])),
+            _ => {}
+        }
+    }
+    None
 }
 
 /// A `files:` entry with its templates filled in.
@@ -301,7 +322,7 @@ fn render_file(rule: &FileRule, context: &BuildContext, file: &str) -> Result<Ta
         ),
     };
     Ok(Target {
-        path: clean_path(&rule.path).map_err(|e| match e {
+        path: clean_path(&rule.path, "file").map_err(|e| match e {
             Error::Usage { message, hint } => Error::input(file, Some(rule.line), message, hint),
             other => other,
         })?,
@@ -431,12 +452,19 @@ fn render(t: &Template, context: &BuildContext, file: &str) -> Result<String> {
         })
 }
 
-/// Paths stay inside the repository: relative, no `..`.
-pub fn clean_path(path: &str) -> Result<String> {
+/// Paths stay inside the repository: relative, no `..`. `what` names the path in errors
+/// (`overlay`, `file`).
+pub fn clean_path(path: &str, what: &str) -> Result<String> {
     let bad = |why: &str| {
         Error::usage(
-            format!("path `{}` {why}", path.escape_debug()),
-            "give overlays and files as paths inside the devops repository, such as k8s/apps/app/overlays/dev",
+            format!("{what} `{}` {why}", path.escape_debug()),
+            format!(
+                "give the {what} as a path inside the devops repository, such as {}",
+                match what {
+                    "overlay" => "k8s/apps/app/overlays/dev",
+                    _ => "charts/app/values-dev.yaml",
+                }
+            ),
         )
     };
     if path.starts_with('/') || path.starts_with('\\') || path.contains(':') {
@@ -578,13 +606,17 @@ environments:
         resolve(&args.flags, Some(&config), context, &bases)
     }
 
+    fn images(p: &Plan) -> Vec<ImageSpec> {
+        p.images().cloned().collect()
+    }
+
     #[test]
     fn a_commit_build_goes_to_the_commit_environment() {
         let p = plan(&[], Some("4d5e6f7a"), None).unwrap();
         assert_eq!(p.environment, "dev");
-        assert_eq!(p.overlay, "k8s/overlays/dev");
+        assert_eq!(p.targets[0].path, "k8s/overlays/dev");
         assert_eq!(p.repo, RepoLocation::Local(PathBuf::from("/cfg/../devops")));
-        assert_eq!(p.images[0].new_tag.as_deref(), Some("4d5e6f7a"));
+        assert_eq!(images(&p)[0].new_tag.as_deref(), Some("4d5e6f7a"));
         assert_eq!(p.branch, "main");
     }
 
@@ -592,8 +624,8 @@ environments:
     fn a_release_tag_goes_to_the_matching_environment() {
         let p = plan(&[], Some("4d5e6f7a"), Some("v1.2.3")).unwrap();
         assert_eq!(p.environment, "prod");
-        assert_eq!(p.images[0].new_name.as_deref(), Some("reg/prod/app"));
-        assert_eq!(p.images[0].new_tag.as_deref(), Some("v1.2.3"));
+        assert_eq!(images(&p)[0].new_name.as_deref(), Some("reg/prod/app"));
+        assert_eq!(images(&p)[0].new_tag.as_deref(), Some("v1.2.3"));
     }
 
     #[test]
@@ -640,9 +672,10 @@ environments:
         .unwrap();
         assert_eq!(p.environment, "prod");
         assert_eq!(p.branch, "release");
-        assert_eq!(p.images[0].new_tag.as_deref(), Some("v9"));
+        assert_eq!(images(&p)[0].new_tag.as_deref(), Some("v9"));
         assert_eq!(
-            p.images[1].name, "reg/b",
+            images(&p)[1].name,
+            "reg/b",
             "commas and newlines separate images"
         );
         let RepoLocation::Remote { url, credentials } = &p.repo else {

@@ -192,12 +192,11 @@ impl Workspace {
         }
     }
 
-    /// Writes `content` at `path` on top of `parent` and returns the new commit.
+    /// Writes every `(path, content)` on top of `parent`, in one new commit, and returns it.
     pub fn commit(
         &self,
         parent: Oid,
-        path: &str,
-        content: &[u8],
+        files: &[(&str, &[u8])],
         message: &str,
         author: &Identity,
     ) -> Result<Oid> {
@@ -214,18 +213,20 @@ impl Workspace {
         let tree = parent
             .tree()
             .map_err(|e| fail("read the fetched tree", e))?;
-        let mode = match tree.get_path(Path::new(path)) {
-            Ok(entry) if entry.filemode() == i32::from(FileMode::BlobExecutable) => {
-                FileMode::BlobExecutable
-            }
-            _ => FileMode::Blob,
-        };
-        let blob = self
-            .repo
-            .blob(content)
-            .map_err(|e| fail("write the file", e))?;
         let mut update = git2::build::TreeUpdateBuilder::new();
-        update.upsert(path, blob, mode);
+        for (path, content) in files {
+            let mode = match tree.get_path(Path::new(path)) {
+                Ok(entry) if entry.filemode() == i32::from(FileMode::BlobExecutable) => {
+                    FileMode::BlobExecutable
+                }
+                _ => FileMode::Blob,
+            };
+            let blob = self
+                .repo
+                .blob(content)
+                .map_err(|e| fail("write the file", e))?;
+            update.upsert(path, blob, mode);
+        }
         let tree_id = update
             .create_updated(&self.repo, &tree)
             .map_err(|e| fail("write the tree", e))?;
