@@ -227,4 +227,55 @@ mod tests {
             "\n\nPromoted-Image: reg/p/tomoda-backend:4d5e6f7aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\nSource-Commit: 4d5e6f7aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\nBuild-Id: b-42\n"
         ), "{m}");
     }
+
+    #[test]
+    fn every_file_and_change_is_listed_and_values_have_their_own_summary() {
+        let backend = ImageSpec {
+            name: "reg/p/backend".into(),
+            new_name: None,
+            new_tag: Some("v2".into()),
+            digest: None,
+        };
+        let web = ImageSpec {
+            name: "reg/p/web".into(),
+            ..backend.clone()
+        };
+        let changes = vec![
+            Change {
+                file: "ov/kustomization.yaml".into(),
+                subject: Subject::Entry {
+                    image: backend.name.clone(),
+                    field: Field::NewTag,
+                },
+                old: Some("v1".into()),
+                new: Some("v2".into()),
+            },
+            Change {
+                file: "charts/api/values-dev.yaml".into(),
+                subject: Subject::Value {
+                    path: "image.tag".into(),
+                },
+                old: Some("4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9012345678".into()),
+                new: Some("9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a0b".into()),
+            },
+            Change {
+                file: "web.yaml".into(),
+                subject: Subject::Container {
+                    image: web.name.clone(),
+                    path: "spec.template.spec.containers[0].image".into(),
+                },
+                old: Some("reg/p/web:v1".into()),
+                new: Some("reg/p/web:v2".into()),
+            },
+        ];
+        let m = commit_message("dev", [&backend, &web], &changes, &BuildContext::default());
+        assert_eq!(
+            m,
+            "promote(dev): backend v1 -> v2, web v1 -> v2, values-dev.yaml image.tag 4d5e6f7 -> 9a8b7c6\n\n\
+Set in ov/kustomization.yaml:\n  reg/p/backend newTag: v1 -> v2\n\
+Set in charts/api/values-dev.yaml:\n  image.tag: 4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9012345678 -> 9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a0b\n\
+Set in web.yaml:\n  reg/p/web at spec.template.spec.containers[0].image: reg/p/web:v1 -> reg/p/web:v2\n\
+\nPromoted-Image: reg/p/backend:v2\nPromoted-Image: reg/p/web:v2\n"
+        );
+    }
 }

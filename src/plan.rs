@@ -620,6 +620,178 @@ environments:
         assert_eq!(p.branch, "main");
     }
 
+    const FILES: &str = r#"repo: ../devops
+environments:
+  dev:
+    when: commit
+    overlay: k8s/overlays/dev
+    images:
+      - name: reg/app
+        tag: "{commit_sha}"
+    files:
+      - path: ./charts/api/values-dev.yaml
+        set:
+          image.tag: "{short_sha}"
+          "containers[name=api].image": "reg/api:{short_sha}"
+      - path: manifests/web.yaml
+        images:
+          - name: reg/web
+            tag: "{commit_sha}"
+  prod:
+    when: '^v'
+    repo: https://git.example/o/prod.git
+    branch: release
+    files:
+      - path: charts/api/values-prod.yaml
+        set:
+          image.tag: "{tag_name}"
+"#;
+
+    fn plan_files(args: &[&str], tag: Option<&str>) -> Result<Plan> {
+        let args =
+            Args::try_parse_from(std::iter::once("tomoda-promote").chain(args.iter().copied()))
+                .unwrap();
+        let config = Config::parse("promote.yaml", FILES).unwrap();
+        let context = BuildContext {
+            commit_sha: Some("4d5e6f7a8b".into()),
+            short_sha: Some("4d5e6f7".into()),
+            tag_name: tag.map(Into::into),
+            ..Default::default()
+        };
+        let bases = Bases {
+            config_dir: Path::new("/cfg"),
+            cwd: Path::new("/cwd"),
+        };
+        resolve(&args.flags, Some(&config), context, &bases)
+    }
+
+    fn key(text: &str) -> KeyPath {
+        KeyPath::parse(text).unwrap()
+    }
+
+    #[test]
+    fn files_become_targets_after_the_overlay_in_order() {
+        let p = plan_files(&[], None).unwrap();
+        let paths: Vec<&str> = p.targets.iter().map(|t| t.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "k8s/overlays/dev",
+                "charts/api/values-dev.yaml",
+                "manifests/web.yaml"
+            ]
+        );
+        assert_eq!(
+            p.targets[1].edit,
+            TargetEdit::Set(vec![
+                (key("image.tag"), "4d5e6f7".into()),
+                (key("containers[name=api].image"), "reg/api:4d5e6f7".into()),
+            ])
+        );
+        let TargetEdit::Images(web) = &p.targets[2].edit else {
+            panic!("{:?}", p.targets[2])
+        };
+        assert_eq!(web[0].new_tag.as_deref(), Some("4d5e6f7a8b"));
+        assert_eq!(
+            images(&p).len(),
+            2,
+            "the overlay's image and the manifest's"
+        );
+    }
+
+    #[test]
+    fn an_environment_may_have_its_own_repo_and_branch() {
+        let p = plan_files(&[], Some("v1.0.0")).unwrap();
+        assert_eq!(p.environment, "prod");
+        assert_eq!(p.branch, "release");
+        assert_eq!(
+            p.repo,
+            RepoLocation::Remote {
+                url: "https://git.example/o/prod.git".into(),
+                credentials: None
+            }
+        );
+        let dev = plan_files(&[], None).unwrap();
+        assert_eq!(
+            dev.repo,
+            RepoLocation::Local(PathBuf::from("/cfg/../devops"))
+        );
+        assert_eq!(dev.branch, "main");
+        let forced = plan_files(&["--branch", "hotfix"], Some("v1.0.0")).unwrap();
+        assert_eq!(forced.branch, "hotfix", "the flag wins");
+    }
+
+    #[test]
+    fn set_flags_replace_the_files_and_group_by_file() {
+        let p = plan_files(
+            &[
+                "--set",
+                "a/values.yaml:image.tag=v2",
+                "--set",
+                "b.yaml:spec.containers[name=api].image=reg/api:v2=x",
+                "--set",
+                "a/values.yaml:'x.y'.z=",
+            ],
+            None,
+        )
+        .unwrap();
+        let targets: Vec<(&str, &TargetEdit)> = p
+            .targets
+            .iter()
+            .map(|t| (t.path.as_str(), &t.edit))
+            .collect();
+        assert_eq!(
+            targets,
+            [
+                ("k8s/overlays/dev", &p.targets[0].edit),
+                (
+                    "a/values.yaml",
+                    &TargetEdit::Set(vec![
+                        (key("image.tag"), "v2".into()),
+                        (key("'x.y'.z"), "".into())
+                    ])
+                ),
+                (
+                    "b.yaml",
+                    &TargetEdit::Set(vec![(
+                        key("spec.containers[name=api].image"),
+                        "reg/api:v2=x".into()
+                    )])
+                ),
+            ]
+        );
+        for (bad, words) in [
+            ("values.yaml", "has no `:`"),
+            ("values.yaml:image.tag", "has no `=`"),
+            ("../values.yaml:a=1", "climbs out"),
+            ("values.yaml:a..b=1", "empty key"),
+        ] {
+            let e = plan_files(&["--set", bad], None).unwrap_err();
+            assert_eq!(e.exit_code(), 2);
+            assert!(e.to_string().contains(words), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn set_flags_alone_need_no_config() {
+        let args = Args::try_parse_from([
+            "tomoda-promote",
+            "--repo",
+            "https://git.example/o/infra.git",
+            "--set",
+            "charts/api/values-dev.yaml:image.tag=4d5e6f7",
+        ])
+        .unwrap();
+        let bases = Bases {
+            config_dir: Path::new("/cwd"),
+            cwd: Path::new("/cwd"),
+        };
+        let p = resolve(&args.flags, None, BuildContext::default(), &bases).unwrap();
+        assert_eq!(p.environment, FLAGS_ENVIRONMENT);
+        assert_eq!(p.targets.len(), 1);
+        assert_eq!(p.targets[0].path, "charts/api/values-dev.yaml");
+    }
+
     #[test]
     fn a_release_tag_goes_to_the_matching_environment() {
         let p = plan(&[], Some("4d5e6f7a"), Some("v1.2.3")).unwrap();

@@ -17,4 +17,5 @@ mod hostile;
 mod kustomize;
 mod promote;
 mod secrets;
+mod targets;
 mod tls;
