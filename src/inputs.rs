@@ -15,12 +15,14 @@ const DEFAULT_CONFIG: &str = "promote.yaml";
 /// Flags, promote.yaml and the build's environment, resolved into one checked plan.
 pub fn plan(args: &Args, cwd: &Path) -> Result<Plan> {
     let config = load_config(args, cwd)?;
-    let config_repo = config.as_ref().and_then(|(c, _)| c.repo.as_deref());
-    // Before anything can show a repo URL, even one too mistyped to parse.
-    for repo in [args.flags.repo.as_deref(), config_repo]
-        .into_iter()
-        .flatten()
-    {
+    let config_repos = config.iter().flat_map(|(c, _)| {
+        c.repo
+            .iter()
+            .chain(c.environments.iter().filter_map(|e| e.repo.as_ref()))
+    });
+    // Before anything can show a repo URL, even one too mistyped to parse: the flag's,
+    // the config's and every environment's.
+    for repo in args.flags.repo.iter().chain(config_repos) {
         secrets::register_userinfo(repo);
     }
     let context = BuildContext::gather(args.commit_sha.clone(), args.tag_name.clone(), |k| {

@@ -461,3 +461,25 @@ environments:
         VALUES_TEXT
     );
 }
+
+#[test]
+fn credentials_in_an_environment_repo_never_show() {
+    let secret = "s3cr3t-environment-token";
+    // `https//` is no URL but a local path, which the error names: masked all the same.
+    for (repo, code) in [
+        (format!("https//ci:{secret}@github.com/o/prod.git"), 2),
+        (format!("htps://ci:{secret}@github.com/o/prod.git"), 2),
+        (format!("http://ci:{secret}@127.0.0.1:9/prod.git"), 1),
+    ] {
+        let config = format!(
+            "repo: https://github.com/o/dev.git\nenvironments:\n  prod:\n    when: commit\n    repo: {repo}\n    files:\n      - path: {VALUES}\n        set:\n          image.tag: v2\n"
+        );
+        let done = Run::new().config(&config).sha(SHA).run();
+        done.code(code).never_shows(secret);
+        assert!(
+            done.stderr.contains("tomoda-promote: error:"),
+            "{}",
+            done.stderr
+        );
+    }
+}
