@@ -483,3 +483,104 @@ fn credentials_in_an_environment_repo_never_show() {
         );
     }
 }
+
+#[test]
+fn two_promoters_racing_with_overlapping_targets_both_land_whole() {
+    let overlay = "k8s/apps/tomoda/overlays/dev";
+    let values = "charts/app/values-dev.yaml";
+    let devops = Devops::with_files(&[
+        (
+            DEV,
+            "images:\n  - name: reg/a\n    newTag: a0\n  - name: reg/b\n    newTag: b0\n",
+        ),
+        (values, "a:\n  tag: a0\nb:\n  tag: b0\n"),
+    ]);
+    let children: Vec<_> = ["a", "b"]
+        .iter()
+        .map(|name| {
+            Run::new()
+                .args(["--repo", &devops.url(), "--overlay", overlay])
+                .args(["--image", &format!("reg/{name}:{name}1")])
+                .args(["--set", &format!("{values}:{name}.tag={name}1")])
+                .sha(SHA)
+                .spawn()
+        })
+        .collect();
+    for (child, _cwd) in children {
+        Done::from(child.wait_with_output().unwrap()).ok();
+    }
+    assert_eq!(
+        devops.file(DEV),
+        "images:\n  - name: reg/a\n    newTag: a1\n  - name: reg/b\n    newTag: b1\n"
+    );
+    assert_eq!(devops.file(values), "a:\n  tag: a1\nb:\n  tag: b1\n");
+    assert_eq!(devops.commit_count(), 3, "one commit each");
+    for commit in ["main", "main^"] {
+        let files = git(
+            &devops.bare(),
+            &["diff", "--name-only", &format!("{commit}^"), commit],
+        );
+        assert_eq!(
+            files.lines().count(),
+            2,
+            "{commit} holds both files: {files}"
+        );
+    }
+}
+
+#[test]
+fn a_kustomization_named_in_files_gets_its_images_and_kustomize_renders_them() {
+    // wecare's shape: two images bumped to one tag, in the kustomization file itself.
+    let frontend = "asia-east1-docker.pkg.dev/development-485000/tomoda-dev-repo/tomoda-frontend";
+    let mut files = tomoda_files();
+    files.push((
+        "k8s/apps/tomoda/base/frontend-deployment.yaml",
+        format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: tomoda-web\nspec:\n  selector:\n    matchLabels: {{app: tomoda-web}}\n  template:\n    metadata:\n      labels: {{app: tomoda-web}}\n    spec:\n      containers:\n        - name: web\n          image: {frontend}:latest\n"
+        ),
+    ));
+    files.retain(|(p, _)| *p != "k8s/apps/tomoda/base/kustomization.yaml");
+    files.push((
+        "k8s/apps/tomoda/base/kustomization.yaml",
+        "resources:\n  - backend-deployment.yaml\n  - frontend-deployment.yaml\n".into(),
+    ));
+    let devops = Devops::with_files(&files);
+    let config = format!(
+        r#"repo: {}
+environments:
+  dev:
+    when: commit
+    files:
+      - path: {DEV}
+        images:
+          - name: {IMAGE}
+            tag: "{{short_sha}}"
+          - name: {frontend}
+            tag: "{{short_sha}}"
+"#,
+        devops.url()
+    );
+    Run::new().config(&config).sha(SHA).run().ok();
+    assert_eq!(devops.commit_count(), 2);
+    assert_eq!(
+        devops.file(DEV),
+        format!(
+            "# dev follows main\nresources:\n  - ../../base\nimages:\n  - name: {IMAGE}\n    newTag: \"4d5e6f7\" # set by CI\n  - name: {frontend}\n    newTag: 4d5e6f7\n"
+        )
+    );
+    assert!(
+        devops.log().contains(
+            "promote(dev): tomoda-backend 0a1b2c3 -> 4d5e6f7, tomoda-frontend (none) -> 4d5e6f7\n"
+        ),
+        "{}",
+        devops.log()
+    );
+    let checkout = devops.checkout();
+    let rendered = kustomize_render(checkout.path(), "k8s/apps/tomoda/overlays/dev");
+    for image in [IMAGE, frontend] {
+        assert!(
+            rendered.contains(&format!("image: {image}:4d5e6f7\n")),
+            "{rendered}"
+        );
+    }
+}
