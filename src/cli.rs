@@ -119,6 +119,7 @@ impl From<Cli> for Args {
                 branch: cli.branch,
                 overlay: cli.overlay,
                 images: cli.images,
+                sets: cli.sets,
                 author: cli.author,
             },
             dry_run: cli.plan,
@@ -225,6 +226,9 @@ secretEnv: ['GIT_TOKEN']\n\n\
   Without a config file:\n    \
 tomoda-promote --repo https://github.com/acme/devops.git --overlay k8s/app/overlays/dev \\\n      \
 --image reg.io/acme/app:4d5e6f7\n\n\
+  A Helm values file, without a config file:\n    \
+tomoda-promote --repo https://github.com/acme/infra.git \\\n      \
+--set charts/api/values-dev.yaml:image.tag=4d5e6f7\n\n\
 EXIT CODES:\n  0  promoted, already up to date, skipped, or plan printed\n  \
 2  usage, config or input error (nothing was pushed)\n  \
 1  anything else: network, authentication, push still refused after the last attempt\n\n\
@@ -277,6 +281,18 @@ struct Cli {
         value_delimiter = ','
     )]
     images: Vec<String>,
+
+    /// A value to set at a key path of a YAML file in the devops repository (Helm values),
+    /// as FILE:PATH=VALUE, e.g. --set charts/api/values-dev.yaml:image.tag=4d5e6f7; lists
+    /// by index or field match: containers[name=api].image (repeatable; replaces the
+    /// environment's files)
+    #[arg(
+        long = "set",
+        env = "PROMOTE_SET",
+        value_name = "FILE:PATH=VALUE",
+        value_delimiter = '\n'
+    )]
+    sets: Vec<String>,
 
     /// Dry run: show each file's diff and the commit message; push nothing
     #[arg(long, env = "PROMOTE_PLAN")]
@@ -468,5 +484,21 @@ mod tests {
         for bad in ["", "m", "5x", "1.5m", "10m5"] {
             assert!(d(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn sets_repeat_and_keep_their_commas() {
+        let args = Args::try_parse_from([
+            "tomoda-promote",
+            "--set",
+            "v.yaml:image.tag=a,b",
+            "--set",
+            "v.yaml:c[name=x].d=1",
+        ])
+        .unwrap();
+        assert_eq!(
+            args.flags.sets,
+            ["v.yaml:image.tag=a,b", "v.yaml:c[name=x].d=1"]
+        );
     }
 }

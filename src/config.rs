@@ -6,6 +6,7 @@
 use regex_lite::Regex;
 
 use crate::error::{Error, Result};
+use crate::values::KeyPath;
 use crate::yaml::tree::{self, Map, Node};
 
 #[derive(Debug, Clone)]
@@ -22,8 +23,38 @@ pub struct Environment {
     pub name: String,
     pub line: usize,
     pub when: When,
-    pub overlay: String,
+    /// Another repository or branch than the top level's (prod kept apart from dev).
+    pub repo: Option<String>,
+    pub branch: Option<String>,
+    /// A Kustomize overlay and the images set in it; `None` when only `files:` are given.
+    pub overlay: Option<String>,
     pub images: Vec<ImageRule>,
+    /// Other files: Helm values and any YAML by key path, plain manifests by image.
+    pub files: Vec<FileRule>,
+}
+
+/// One file of `files:`, and what is set in it.
+#[derive(Debug, Clone)]
+pub struct FileRule {
+    pub line: usize,
+    pub path: String,
+    pub edit: FileRuleEdit,
+}
+
+#[derive(Debug, Clone)]
+pub enum FileRuleEdit {
+    /// `set:` key paths to values (`image.tag: "{commit_sha}"`).
+    Set(Vec<SetRule>),
+    /// `images:` as for an overlay: a kustomization file's entries, or a manifest's
+    /// container images.
+    Images(Vec<ImageRule>),
+}
+
+#[derive(Debug, Clone)]
+pub struct SetRule {
+    pub line: usize,
+    pub path: KeyPath,
+    pub value: Template,
 }
 
 /// Which builds an environment takes.
@@ -192,7 +223,8 @@ fn placeholder_hint() -> String {
 }
 
 const TOP_KEYS: [&str; 4] = ["repo", "branch", "author", "environments"];
-const ENV_KEYS: [&str; 3] = ["when", "overlay", "images"];
+const ENV_KEYS: [&str; 6] = ["when", "overlay", "images", "files", "repo", "branch"];
+const FILE_KEYS: [&str; 3] = ["path", "set", "images"];
 const IMAGE_KEYS: [&str; 4] = ["name", "new_name", "tag", "digest"];
 
 impl Config {
@@ -368,10 +400,53 @@ impl Reader<'_> {
                 )
             })?)
         };
-        let overlay = self.string(required("overlay")?)?;
-        let images_node = required("images")?;
-        let Node::Seq(items) = images_node else {
-            return Err(self.expected(images_node, "a list of images"));
+        let overlay = self.opt_string(map, "overlay")?;
+        if overlay.is_none()
+            && let Some((k, _)) = map.get("images")
+        {
+            return Err(Error::input(
+                self.file,
+                Some(k.line()),
+                format!("environment `{name}` has `images:` but no `overlay:` to set them in"),
+                "add `overlay:` (the overlay directory), or move the images under `files:` with the file's `path:`",
+            ));
+        }
+        let images = match (map.get("images"), &overlay) {
+            (Some((_, node)), _) => self.images(node, &format!("environment `{name}`"))?,
+            (None, Some(_)) => {
+                required("images")?;
+                Vec::new()
+            }
+            (None, None) => Vec::new(),
+        };
+        let files = match map.get("files") {
+            Some((_, node)) => self.files(node)?,
+            None => Vec::new(),
+        };
+        if overlay.is_none() && files.is_empty() {
+            return Err(Error::input(
+                self.file,
+                Some(key.line()),
+                format!("environment `{name}` has neither `overlay:` nor `files:`"),
+                "add `overlay:` with `images:` (a Kustomize overlay), or `files:` with `path:` and `set:` (Helm values) or `images:` (plain manifests)",
+            ));
+        }
+        Ok(Environment {
+            name,
+            line: key.line(),
+            when,
+            repo: self.opt_string(map, "repo")?,
+            branch: self.opt_string(map, "branch")?,
+            overlay,
+            images,
+            files,
+        })
+    }
+
+    /// A non-empty list of images.
+    fn images(&self, node: &Node, owner: &str) -> Result<Vec<ImageRule>> {
+        let Node::Seq(items) = node else {
+            return Err(self.expected(node, "a list of images"));
         };
         let images = items
             .items
@@ -381,18 +456,94 @@ impl Reader<'_> {
         if images.is_empty() {
             return Err(Error::input(
                 self.file,
-                Some(images_node.line()),
-                format!("environment `{name}` lists no images"),
+                Some(node.line()),
+                format!("{owner} lists no images"),
                 "add `- name: <image>` with `tag:`",
             ));
         }
-        Ok(Environment {
-            name,
-            line: key.line(),
-            when,
-            overlay,
-            images,
-        })
+        Ok(images)
+    }
+
+    fn files(&self, node: &Node) -> Result<Vec<FileRule>> {
+        let Node::Seq(items) = node else {
+            return Err(self.expected(node, "a list of files with `path:` and `set:` or `images:`"));
+        };
+        items
+            .items
+            .iter()
+            .map(|item| self.file_rule(item))
+            .collect()
+    }
+
+    fn file_rule(&self, item: &Node) -> Result<FileRule> {
+        let Node::Map(map) = item else {
+            return Err(self.expected(item, "a file mapping with `path:` and `set:` or `images:`"));
+        };
+        self.check_keys(map, &FILE_KEYS, "in a file of `files:`")?;
+        let line = map.start_line();
+        let path = self.opt_string(map, "path")?.ok_or_else(|| {
+            Error::input(
+                self.file,
+                Some(line),
+                "a file of `files:` has no `path:`",
+                "add `path:` with the file's path in the devops repository",
+            )
+        })?;
+        let edit = match (map.get("set"), map.get("images")) {
+            (Some((_, set)), None) => FileRuleEdit::Set(self.set_rules(set, &path)?),
+            (None, Some((_, images))) => {
+                FileRuleEdit::Images(self.images(images, &format!("file `{path}`"))?)
+            }
+            (Some(_), Some(_)) | (None, None) => {
+                return Err(Error::input(
+                    self.file,
+                    Some(line),
+                    format!("file `{path}` needs one of `set:` or `images:`"),
+                    "`set:` maps key paths to values (Helm values: `image.tag: \"{commit_sha}\"`); `images:` sets container images of a manifest or kustomization file",
+                ));
+            }
+        };
+        Ok(FileRule { line, path, edit })
+    }
+
+    fn set_rules(&self, node: &Node, path: &str) -> Result<Vec<SetRule>> {
+        let Node::Map(map) = node else {
+            return Err(self.expected(
+                node,
+                "a mapping of key paths to values, such as `image.tag: \"{commit_sha}\"`",
+            ));
+        };
+        if map.entries.is_empty() {
+            return Err(Error::input(
+                self.file,
+                Some(node.line()),
+                format!("file `{path}` sets nothing"),
+                "add a key path and its value, such as `image.tag: \"{commit_sha}\"`",
+            ));
+        }
+        map.entries
+            .iter()
+            .map(|(key, value)| {
+                let text = self.string(key)?;
+                let key_path = KeyPath::parse(&text).map_err(|e| {
+                    Error::input(
+                        self.file,
+                        Some(key.line()),
+                        e.to_string(),
+                        "write keys with dots (`image.tag`), list items as [0] or [name=api], and quote a key holding a dot ('a.b'.c)",
+                    )
+                })?;
+                let line = value.line();
+                let template = Template::parse(&self.string(value)?, line).map_err(|e| {
+                    Error::input(self.file, Some(line), e.to_string(), placeholder_hint())
+                })?;
+                Ok(SetRule {
+                    line: key.line(),
+                    path: key_path,
+                    value: template,
+                })
+            })
+            .collect()
     }
 
     fn image(&self, item: &Node) -> Result<ImageRule> {
@@ -523,7 +674,9 @@ environments:
         );
         let e = error("environments:\n  dev:\n    when: commit\n    images: []\n");
         assert!(
-            e.starts_with("promote.yaml:2: environment `dev` has no `overlay:`"),
+            e.starts_with(
+                "promote.yaml:4: environment `dev` has `images:` but no `overlay:` to set them in"
+            ),
             "{e}"
         );
     }

@@ -16,12 +16,14 @@ const DEFAULT_CONFIG: &str = "promote.yaml";
 /// Flags, promote.yaml and the build's environment, resolved into one checked plan.
 pub fn plan(args: &Args, cwd: &Path) -> Result<Plan> {
     let config = load_config(args, cwd)?;
-    let config_repo = config.as_ref().and_then(|(c, _)| c.repo.as_deref());
-    // Before anything can show a repo URL, even one too mistyped to parse.
-    for repo in [args.flags.repo.as_deref(), config_repo]
-        .into_iter()
-        .flatten()
-    {
+    let config_repos = config.iter().flat_map(|(c, _)| {
+        c.repo
+            .iter()
+            .chain(c.environments.iter().filter_map(|e| e.repo.as_ref()))
+    });
+    // Before anything can show a repo URL, even one too mistyped to parse: the flag's,
+    // the config's and every environment's.
+    for repo in args.flags.repo.iter().chain(config_repos) {
         secrets::register_userinfo(repo);
     }
     let context = BuildContext::gather(args.commit_sha.clone(), args.tag_name.clone(), |k| {
@@ -43,7 +45,11 @@ pub fn plan(args: &Args, cwd: &Path) -> Result<Plan> {
     tracing::info!(
         "environment {}: {} on branch {} of {}",
         plan.environment,
-        plan.overlay,
+        plan.targets
+            .iter()
+            .map(|t| t.path.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
         plan.branch,
         plan.repo.display()
     );
@@ -128,10 +134,14 @@ fn load_config(args: &Args, cwd: &Path) -> Result<Option<(Config, PathBuf)>> {
             .map_err(|_| Error::input(&shown, None, "is not UTF-8 text", "save it as UTF-8"))?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
             let flags = &args.flags;
-            if flags.repo.is_none() && flags.overlay.is_none() && flags.images.is_empty() {
+            if flags.repo.is_none()
+                && flags.overlay.is_none()
+                && flags.images.is_empty()
+                && flags.sets.is_empty()
+            {
                 return Err(Error::usage(
                     format!("no {DEFAULT_CONFIG} in {}", cwd.display()),
-                    "pass --config FILE, or describe the promotion with --repo, --overlay and --image",
+                    "pass --config FILE, or describe the promotion with --repo, --overlay and --image (or --set)",
                 ));
             }
             return Ok(None);

@@ -26,6 +26,7 @@ pub mod registry;
 pub mod repo;
 pub mod report;
 pub mod secrets;
+pub mod targets;
 pub mod values;
 pub mod yaml;
 
@@ -43,10 +44,13 @@ pub fn run(args: &Args) -> Result<()> {
     let registry_settings = inputs::registry_settings(args)?;
     let cwd = inputs::current_dir()?;
     let mut plan = inputs::plan(args, &cwd)?;
-    // Issue 8: every tag must be in its registry before the devops repo names it; pinning
+    // Every tag must be in its registry before the devops repo names it; pinning
     // writes the digests into the plan's images.
     if let Some(settings) = registry_settings {
-        registry::Registry::new(settings)?.verify(&mut plan.images, &mut std::thread::sleep)?;
+        let mut registry = registry::Registry::new(settings)?;
+        for images in plan.images_mut() {
+            registry.verify(images, &mut std::thread::sleep)?;
+        }
     }
     let transport =
         git::HttpTransport::for_repo(&plan.repo, token, &args.token.username, args.timeout)?;

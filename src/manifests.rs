@@ -29,7 +29,8 @@ pub struct ManifestEdit {
     pub changes: Vec<ImageChange>,
 }
 
-/// Sets `spec` in every container image of `source` whose repository is `spec.name`.
+/// Sets `spec` in every container image of `source` whose repository is `spec.name` (or
+/// already `spec.new_name`, so that a rerun of a rename changes nothing).
 pub fn set_image(source: &str, spec: &ImageSpec) -> Result<ManifestEdit, EditError> {
     let docs = tree::parse(source)?;
     let mut found = Vec::new();
@@ -47,7 +48,10 @@ pub fn set_image(source: &str, spec: &ImageSpec) -> Result<ManifestEdit, EditErr
             continue;
         };
         let reference = Reference::parse(current);
-        if reference.repository != spec.name {
+        // An image already renamed to `new_name` (a rerun) is the same image.
+        if reference.repository != spec.name
+            && spec.new_name.as_deref() != Some(reference.repository)
+        {
             continue;
         }
         matched += 1;
@@ -250,6 +254,8 @@ mod tests {
             renamed.text,
             file.replace("localhost:5000/app", "reg.io/team/app")
         );
+        let again = set_image(&renamed.text, &moved).unwrap();
+        assert!(again.changes.is_empty(), "a rerun finds the renamed image");
     }
 
     #[test]

@@ -114,23 +114,35 @@ pub fn promote_overlay(
             ));
         }
     };
+    let old = decode(
+        &path,
+        bytes,
+        "kustomizations",
+        "a kustomization should list images and resources, not carry data",
+    )?;
+    set_images(path, old, images)
+}
+
+/// A file's text: refused when larger than [`MAX_FILE_BYTES`] (`kind` says what such files
+/// are, `hint` what they should hold instead) or not UTF-8, naming the line.
+pub(crate) fn decode(path: &str, bytes: Vec<u8>, kind: &str, hint: &str) -> Result<String> {
     if bytes.len() > MAX_FILE_BYTES {
         return Err(Error::input(
             path,
             None,
             format!(
-                "is {} bytes; kustomizations over {} bytes are refused",
+                "is {} bytes; {kind} over {} bytes are refused",
                 bytes.len(),
                 MAX_FILE_BYTES
             ),
-            "a kustomization should list images and resources, not carry data",
+            hint,
         ));
     }
-    let old = String::from_utf8(bytes).map_err(|e| {
+    String::from_utf8(bytes).map_err(|e| {
         let at = e.utf8_error().valid_up_to();
         let line = 1 + bytecount_lines(&e.as_bytes()[..at]);
         Error::input(
-            &path,
+            path,
             Some(line),
             format!(
                 "is not UTF-8 text (byte 0x{:02x} at offset {at})",
@@ -138,7 +150,11 @@ pub fn promote_overlay(
             ),
             "save the file as UTF-8 (a Windows-1252 or Latin-1 editor writes `é` as one byte)",
         )
-    })?;
+    })
+}
+
+/// Sets every image in the kustomization file `path` (whose text is `old`), in order.
+pub fn set_images(path: String, old: String, images: &[ImageSpec]) -> Result<FileEdit> {
     let mut new = old.clone();
     let mut changes = Vec::new();
     let mut notes = Vec::new();

@@ -4,12 +4,15 @@
 
 use std::path::Path;
 
-use crate::config::{Config, Environment, ImageRule, Placeholder, Template, When};
+use crate::config::{
+    Config, Environment, FileRule, FileRuleEdit, ImageRule, Placeholder, Template, When,
+};
 use crate::context::BuildContext;
 use crate::error::{Error, Result};
 use crate::image;
 use crate::kustomize::ImageSpec;
 use crate::repo::{RepoLocation, parse_repo};
+use crate::values::KeyPath;
 
 pub const DEFAULT_BRANCH: &str = "main";
 pub const DEFAULT_AUTHOR: &str = "tomoda-promote <tomoda-promote@users.noreply.github.com>";
@@ -27,11 +30,46 @@ pub struct Plan {
     pub environment: String,
     pub repo: RepoLocation,
     pub branch: String,
-    /// A clean relative path inside the repository, without `./` or a trailing `/`.
-    pub overlay: String,
-    pub images: Vec<ImageSpec>,
+    /// What to change, in order; every one lands in the same commit or none does.
+    pub targets: Vec<Target>,
     pub context: BuildContext,
     pub author: Identity,
+}
+
+/// One place of the repository to change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// A clean relative path inside the repository, without `./` or a trailing `/`.
+    pub path: String,
+    pub edit: TargetEdit,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetEdit {
+    /// An overlay directory: its kustomization's `images:` entries.
+    Overlay(Vec<ImageSpec>),
+    /// A file: a kustomization's `images:` entries, or a manifest's container images.
+    Images(Vec<ImageSpec>),
+    /// A YAML file's values at key paths (Helm values).
+    Set(Vec<(KeyPath, String)>),
+}
+
+impl Plan {
+    /// The image lists of every target, to verify them and pin their digests.
+    pub fn images_mut(&mut self) -> impl Iterator<Item = &mut Vec<ImageSpec>> {
+        self.targets.iter_mut().filter_map(|t| match &mut t.edit {
+            TargetEdit::Overlay(images) | TargetEdit::Images(images) => Some(images),
+            TargetEdit::Set(_) => None,
+        })
+    }
+
+    /// Every image the plan sets, in order, for the commit message.
+    pub fn images(&self) -> impl Iterator<Item = &ImageSpec> {
+        self.targets.iter().flat_map(|t| match &t.edit {
+            TargetEdit::Overlay(images) | TargetEdit::Images(images) => images.as_slice(),
+            TargetEdit::Set(_) => &[],
+        })
+    }
 }
 
 /// What the command line says about the promotion; each overrides promote.yaml.
@@ -44,6 +82,8 @@ pub struct Flags {
     pub overlay: Option<String>,
     /// Image specs as `kustomize edit set image` takes them; replaces the environment's.
     pub images: Vec<String>,
+    /// `FILE:PATH=VALUE`: values set at key paths; replaces the environment's `files:`.
+    pub sets: Vec<String>,
     pub author: Option<String>,
 }
 
@@ -76,49 +116,72 @@ pub fn resolve(
         )?),
         None => None,
     };
-    let images = match (&environment, flags.images.is_empty()) {
-        (_, false) => flags
-            .images
-            .iter()
-            .flat_map(|value| value.split([',', '\n']))
-            .map(str::trim)
-            .filter(|spec| !spec.is_empty())
-            .map(|spec| {
-                image::parse_spec(spec).map_err(|e| {
-                    Error::usage(
-                        format!("--image {spec}: {e}"),
-                        "see --help for the image forms",
-                    )
-                })
-            })
-            .collect::<Result<Vec<_>>>()?,
-        (Some(env), true) => env
-            .images
-            .iter()
-            .map(|rule| {
-                render_rule(
-                    rule,
-                    &context,
-                    config.map_or("promote.yaml", |c| c.file.as_str()),
-                )
-            })
-            .collect::<Result<Vec<_>>>()?,
-        (None, true) => return Err(flags_needed("--image")),
-    };
-    let overlay_source = flags
+    let file = config.map_or("promote.yaml", |c| c.file.as_str());
+    let mut targets = Vec::new();
+    let overlay = flags
         .overlay
         .as_deref()
-        .or(environment.map(|e| e.overlay.as_str()));
-    let overlay = clean_overlay(overlay_source.ok_or_else(|| flags_needed("--overlay"))?)?;
+        .or(environment.and_then(|e| e.overlay.as_deref()));
+    let images = if flags.images.is_empty() {
+        environment.map_or(Ok(Vec::new()), |env| {
+            env.images
+                .iter()
+                .map(|rule| render_rule(rule, &context, file))
+                .collect::<Result<Vec<_>>>()
+        })?
+    } else {
+        flag_images(&flags.images)?
+    };
+    match (overlay, images.is_empty()) {
+        (Some(overlay), false) => targets.push(Target {
+            path: clean_path(overlay, "overlay")?,
+            edit: TargetEdit::Overlay(images),
+        }),
+        (Some(_), true) => return Err(flags_needed("--image")),
+        (None, false) => return Err(flags_needed("--overlay")),
+        (None, true) => {}
+    }
+    if flags.sets.is_empty() {
+        for rule in environment.map_or(&[][..], |e| e.files.as_slice()) {
+            targets.push(render_file(rule, &context, file)?);
+        }
+    } else {
+        for target in flag_sets(&flags.sets)? {
+            match targets.iter_mut().find(|t| t.path == target.path) {
+                Some(Target {
+                    edit: TargetEdit::Set(sets),
+                    ..
+                }) => {
+                    if let TargetEdit::Set(more) = target.edit {
+                        sets.extend(more);
+                    }
+                }
+                _ => targets.push(target),
+            }
+        }
+    }
+    if targets.is_empty() {
+        return Err(flags_needed("--image"));
+    }
+    if let Some(path) = first_repeated(&targets) {
+        return Err(Error::usage(
+            format!("`{path}` is the target of two entries"),
+            "list each file once: put all its images (or key paths) under one entry",
+        ));
+    }
 
-    let repo = match (&flags.repo, config.and_then(|c| c.repo.as_ref())) {
-        (Some(flag), _) => parse_repo(flag, bases.cwd)?,
-        (None, Some(from_config)) => parse_repo(from_config, bases.config_dir)?,
-        (None, None) => return Err(flags_needed("--repo")),
+    let env_repo = environment.and_then(|e| e.repo.as_ref());
+    let repo = match (&flags.repo, env_repo, config.and_then(|c| c.repo.as_ref())) {
+        (Some(flag), _, _) => parse_repo(flag, bases.cwd)?,
+        (None, Some(from_config), _) | (None, None, Some(from_config)) => {
+            parse_repo(from_config, bases.config_dir)?
+        }
+        (None, None, None) => return Err(flags_needed("--repo")),
     };
     let branch = flags
         .branch
         .clone()
+        .or_else(|| environment.and_then(|e| e.branch.clone()))
         .or_else(|| config.and_then(|c| c.branch.clone()))
         .unwrap_or_else(|| DEFAULT_BRANCH.to_string());
     check_branch(&branch)?;
@@ -139,8 +202,7 @@ pub fn resolve(
         ),
         repo,
         branch,
-        overlay,
-        images,
+        targets,
         context,
         author: parse_identity(author_text)?,
     })
@@ -149,8 +211,108 @@ pub fn resolve(
 fn flags_needed(flag: &str) -> Error {
     Error::usage(
         format!("{flag} is required when no promote.yaml is used"),
-        "write a promote.yaml (see --help), or give --repo, --overlay and --image together",
+        "write a promote.yaml (see --help), or give --repo with --overlay and --image, or with --set",
     )
+}
+
+/// `--image` values: repeatable, and split on commas and newlines.
+fn flag_images(values: &[String]) -> Result<Vec<ImageSpec>> {
+    values
+        .iter()
+        .flat_map(|value| value.split([',', '\n']))
+        .map(str::trim)
+        .filter(|spec| !spec.is_empty())
+        .map(|spec| {
+            image::parse_spec(spec).map_err(|e| {
+                Error::usage(
+                    format!("--image {spec}: {e}"),
+                    "see --help for the image forms",
+                )
+            })
+        })
+        .collect()
+}
+
+/// `--set FILE:PATH=VALUE`, one target per file in the order first named.
+fn flag_sets(values: &[String]) -> Result<Vec<Target>> {
+    let mut targets: Vec<Target> = Vec::new();
+    for value in values.iter().filter(|v| !v.trim().is_empty()) {
+        let bad = |why: String| {
+            Error::usage(
+                format!("--set {value}: {why}"),
+                "write --set FILE:PATH=VALUE, such as --set charts/api/values-dev.yaml:image.tag=4d5e6f7",
+            )
+        };
+        let (file, rest) = value
+            .split_once(':')
+            .ok_or_else(|| bad("has no `:` after the file".into()))?;
+        let (key_path, new) =
+            split_assignment(rest).ok_or_else(|| bad("has no `=` before the value".into()))?;
+        let path = clean_path(file, "file")?;
+        let key_path = KeyPath::parse(key_path).map_err(|e| bad(e.to_string()))?;
+        match targets.iter_mut().find(|t| t.path == path) {
+            Some(Target {
+                edit: TargetEdit::Set(sets),
+                ..
+            }) => sets.push((key_path, new.to_string())),
+            _ => targets.push(Target {
+                path,
+                edit: TargetEdit::Set(vec![(key_path, new.to_string())]),
+            }),
+        }
+    }
+    Ok(targets)
+}
+
+/// `PATH=VALUE` split at the first `=` outside `[…]` and quotes, so that a field match
+/// such as `containers[name=api].image=v2` keeps its own `=`.
+fn split_assignment(text: &str) -> Option<(&str, &str)> {
+    let mut depth = 0usize;
+    let mut quote: Option<char> = None;
+    for (i, c) in text.char_indices() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (None, '\'' | '"') => quote = Some(c),
+            (None, '[') => depth += 1,
+            (None, ']') => depth = depth.saturating_sub(1),
+            (None, '=') if depth == 0 => return Some((&text[..i], &text[i + 1..])),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// A `files:` entry with its templates filled in.
+fn render_file(rule: &FileRule, context: &BuildContext, file: &str) -> Result<Target> {
+    let edit = match &rule.edit {
+        FileRuleEdit::Images(images) => TargetEdit::Images(
+            images
+                .iter()
+                .map(|r| render_rule(r, context, file))
+                .collect::<Result<_>>()?,
+        ),
+        FileRuleEdit::Set(sets) => TargetEdit::Set(
+            sets.iter()
+                .map(|set| Ok((set.path.clone(), render(&set.value, context, file)?)))
+                .collect::<Result<_>>()?,
+        ),
+    };
+    Ok(Target {
+        path: clean_path(&rule.path, "file").map_err(|e| match e {
+            Error::Usage { message, hint } => Error::input(file, Some(rule.line), message, hint),
+            other => other,
+        })?,
+        edit,
+    })
+}
+
+fn first_repeated(targets: &[Target]) -> Option<&str> {
+    targets.iter().enumerate().find_map(|(i, t)| {
+        targets[..i]
+            .iter()
+            .any(|u| u.path == t.path)
+            .then_some(t.path.as_str())
+    })
 }
 
 /// A tag picks the first environment whose regex matches it; no tag picks `when: commit`.
@@ -223,27 +385,11 @@ pub fn missing_sha() -> Error {
 }
 
 fn render_rule(rule: &ImageRule, context: &BuildContext, file: &str) -> Result<ImageSpec> {
-    let render = |template: &Option<Template>,
-                  check: fn(&str) -> std::result::Result<(), image::ImageError>|
+    let checked = |template: &Option<Template>,
+                   check: fn(&str) -> std::result::Result<(), image::ImageError>|
      -> Result<Option<String>> {
         let Some(t) = template else { return Ok(None) };
-        let value = t
-            .render(|p| context.placeholder(p.name()))
-            .map_err(|missing| match missing.0 {
-                Placeholder::CommitSha | Placeholder::ShortSha => missing_sha(),
-                Placeholder::TagName => Error::input(
-                    file,
-                    Some(t.line),
-                    missing.to_string(),
-                    "this build has no tag: set TAG_NAME (Cloud Build: map $TAG_NAME in the step's env), or use {commit_sha}",
-                ),
-                Placeholder::BranchName => Error::input(
-                    file,
-                    Some(t.line),
-                    missing.to_string(),
-                    "set BRANCH_NAME (Cloud Build: map $BRANCH_NAME in the step's env)",
-                ),
-            })?;
+        let value = render(t, context, file)?;
         check(&value).map_err(|e| {
             Error::input(
                 file,
@@ -256,18 +402,45 @@ fn render_rule(rule: &ImageRule, context: &BuildContext, file: &str) -> Result<I
     };
     Ok(ImageSpec {
         name: rule.name.clone(),
-        new_name: render(&rule.new_name, image::check_new_name)?,
-        new_tag: render(&rule.tag, image::check_tag)?,
-        digest: render(&rule.digest, image::check_digest)?,
+        new_name: checked(&rule.new_name, image::check_new_name)?,
+        new_tag: checked(&rule.tag, image::check_tag)?,
+        digest: checked(&rule.digest, image::check_digest)?,
     })
 }
 
-/// Overlay paths stay inside the repository: relative, no `..`.
-pub fn clean_overlay(path: &str) -> Result<String> {
+/// A template with this build's values; a missing one says how to provide it.
+fn render(t: &Template, context: &BuildContext, file: &str) -> Result<String> {
+    t.render(|p| context.placeholder(p.name()))
+        .map_err(|missing| match missing.0 {
+            Placeholder::CommitSha | Placeholder::ShortSha => missing_sha(),
+            Placeholder::TagName => Error::input(
+                file,
+                Some(t.line),
+                missing.to_string(),
+                "this build has no tag: set TAG_NAME (Cloud Build: map $TAG_NAME in the step's env), or use {commit_sha}",
+            ),
+            Placeholder::BranchName => Error::input(
+                file,
+                Some(t.line),
+                missing.to_string(),
+                "set BRANCH_NAME (Cloud Build: map $BRANCH_NAME in the step's env)",
+            ),
+        })
+}
+
+/// Paths stay inside the repository: relative, no `..`. `what` names the path in errors
+/// (`overlay`, `file`).
+pub fn clean_path(path: &str, what: &str) -> Result<String> {
     let bad = |why: &str| {
         Error::usage(
-            format!("overlay `{}` {why}", path.escape_debug()),
-            "give the overlay as a path inside the devops repository, such as k8s/apps/app/overlays/dev",
+            format!("{what} `{}` {why}", path.escape_debug()),
+            format!(
+                "give the {what} as a path inside the devops repository, such as {}",
+                match what {
+                    "overlay" => "k8s/apps/app/overlays/dev",
+                    _ => "charts/app/values-dev.yaml",
+                }
+            ),
         )
     };
     if path.starts_with('/') || path.starts_with('\\') || path.contains(':') {
@@ -365,22 +538,198 @@ environments:
         resolve(&args.flags, Some(&config), context, &bases)
     }
 
+    fn images(p: &Plan) -> Vec<ImageSpec> {
+        p.images().cloned().collect()
+    }
+
     #[test]
     fn a_commit_build_goes_to_the_commit_environment() {
         let p = plan(&[], Some("4d5e6f7a"), None).unwrap();
         assert_eq!(p.environment, "dev");
-        assert_eq!(p.overlay, "k8s/overlays/dev");
+        assert_eq!(p.targets[0].path, "k8s/overlays/dev");
         assert_eq!(p.repo, RepoLocation::Local(PathBuf::from("/cfg/../devops")));
-        assert_eq!(p.images[0].new_tag.as_deref(), Some("4d5e6f7a"));
+        assert_eq!(images(&p)[0].new_tag.as_deref(), Some("4d5e6f7a"));
         assert_eq!(p.branch, "main");
+    }
+
+    const FILES: &str = r#"repo: ../devops
+environments:
+  dev:
+    when: commit
+    overlay: k8s/overlays/dev
+    images:
+      - name: reg/app
+        tag: "{commit_sha}"
+    files:
+      - path: ./charts/api/values-dev.yaml
+        set:
+          image.tag: "{short_sha}"
+          "containers[name=api].image": "reg/api:{short_sha}"
+      - path: manifests/web.yaml
+        images:
+          - name: reg/web
+            tag: "{commit_sha}"
+  prod:
+    when: '^v'
+    repo: https://git.example/o/prod.git
+    branch: release
+    files:
+      - path: charts/api/values-prod.yaml
+        set:
+          image.tag: "{tag_name}"
+"#;
+
+    fn plan_files(args: &[&str], tag: Option<&str>) -> Result<Plan> {
+        let args =
+            Args::try_parse_from(std::iter::once("tomoda-promote").chain(args.iter().copied()))
+                .unwrap();
+        let config = Config::parse("promote.yaml", FILES).unwrap();
+        let context = BuildContext {
+            commit_sha: Some("4d5e6f7a8b".into()),
+            short_sha: Some("4d5e6f7".into()),
+            tag_name: tag.map(Into::into),
+            ..Default::default()
+        };
+        let bases = Bases {
+            config_dir: Path::new("/cfg"),
+            cwd: Path::new("/cwd"),
+        };
+        resolve(&args.flags, Some(&config), context, &bases)
+    }
+
+    fn key(text: &str) -> KeyPath {
+        KeyPath::parse(text).unwrap()
+    }
+
+    #[test]
+    fn files_become_targets_after_the_overlay_in_order() {
+        let p = plan_files(&[], None).unwrap();
+        let paths: Vec<&str> = p.targets.iter().map(|t| t.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "k8s/overlays/dev",
+                "charts/api/values-dev.yaml",
+                "manifests/web.yaml"
+            ]
+        );
+        assert_eq!(
+            p.targets[1].edit,
+            TargetEdit::Set(vec![
+                (key("image.tag"), "4d5e6f7".into()),
+                (key("containers[name=api].image"), "reg/api:4d5e6f7".into()),
+            ])
+        );
+        let TargetEdit::Images(web) = &p.targets[2].edit else {
+            panic!("{:?}", p.targets[2])
+        };
+        assert_eq!(web[0].new_tag.as_deref(), Some("4d5e6f7a8b"));
+        assert_eq!(
+            images(&p).len(),
+            2,
+            "the overlay's image and the manifest's"
+        );
+    }
+
+    #[test]
+    fn an_environment_may_have_its_own_repo_and_branch() {
+        let p = plan_files(&[], Some("v1.0.0")).unwrap();
+        assert_eq!(p.environment, "prod");
+        assert_eq!(p.branch, "release");
+        assert_eq!(
+            p.repo,
+            RepoLocation::Remote {
+                url: "https://git.example/o/prod.git".into(),
+                credentials: None
+            }
+        );
+        let dev = plan_files(&[], None).unwrap();
+        assert_eq!(
+            dev.repo,
+            RepoLocation::Local(PathBuf::from("/cfg/../devops"))
+        );
+        assert_eq!(dev.branch, "main");
+        let forced = plan_files(&["--branch", "hotfix"], Some("v1.0.0")).unwrap();
+        assert_eq!(forced.branch, "hotfix", "the flag wins");
+    }
+
+    #[test]
+    fn set_flags_replace_the_files_and_group_by_file() {
+        let p = plan_files(
+            &[
+                "--set",
+                "a/values.yaml:image.tag=v2",
+                "--set",
+                "b.yaml:spec.containers[name=api].image=reg/api:v2=x",
+                "--set",
+                "a/values.yaml:'x.y'.z=",
+            ],
+            None,
+        )
+        .unwrap();
+        let targets: Vec<(&str, &TargetEdit)> = p
+            .targets
+            .iter()
+            .map(|t| (t.path.as_str(), &t.edit))
+            .collect();
+        assert_eq!(
+            targets,
+            [
+                ("k8s/overlays/dev", &p.targets[0].edit),
+                (
+                    "a/values.yaml",
+                    &TargetEdit::Set(vec![
+                        (key("image.tag"), "v2".into()),
+                        (key("'x.y'.z"), String::new())
+                    ])
+                ),
+                (
+                    "b.yaml",
+                    &TargetEdit::Set(vec![(
+                        key("spec.containers[name=api].image"),
+                        "reg/api:v2=x".into()
+                    )])
+                ),
+            ]
+        );
+        for (bad, words) in [
+            ("values.yaml", "has no `:`"),
+            ("values.yaml:image.tag", "has no `=`"),
+            ("../values.yaml:a=1", "climbs out"),
+            ("values.yaml:a..b=1", "empty key"),
+        ] {
+            let e = plan_files(&["--set", bad], None).unwrap_err();
+            assert_eq!(e.exit_code(), 2);
+            assert!(e.to_string().contains(words), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn set_flags_alone_need_no_config() {
+        let args = Args::try_parse_from([
+            "tomoda-promote",
+            "--repo",
+            "https://git.example/o/infra.git",
+            "--set",
+            "charts/api/values-dev.yaml:image.tag=4d5e6f7",
+        ])
+        .unwrap();
+        let bases = Bases {
+            config_dir: Path::new("/cwd"),
+            cwd: Path::new("/cwd"),
+        };
+        let p = resolve(&args.flags, None, BuildContext::default(), &bases).unwrap();
+        assert_eq!(p.environment, FLAGS_ENVIRONMENT);
+        assert_eq!(p.targets.len(), 1);
+        assert_eq!(p.targets[0].path, "charts/api/values-dev.yaml");
     }
 
     #[test]
     fn a_release_tag_goes_to_the_matching_environment() {
         let p = plan(&[], Some("4d5e6f7a"), Some("v1.2.3")).unwrap();
         assert_eq!(p.environment, "prod");
-        assert_eq!(p.images[0].new_name.as_deref(), Some("reg/prod/app"));
-        assert_eq!(p.images[0].new_tag.as_deref(), Some("v1.2.3"));
+        assert_eq!(images(&p)[0].new_name.as_deref(), Some("reg/prod/app"));
+        assert_eq!(images(&p)[0].new_tag.as_deref(), Some("v1.2.3"));
     }
 
     #[test]
@@ -427,9 +776,10 @@ environments:
         .unwrap();
         assert_eq!(p.environment, "prod");
         assert_eq!(p.branch, "release");
-        assert_eq!(p.images[0].new_tag.as_deref(), Some("v9"));
+        assert_eq!(images(&p)[0].new_tag.as_deref(), Some("v9"));
         assert_eq!(
-            p.images[1].name, "reg/b",
+            images(&p)[1].name,
+            "reg/b",
             "commas and newlines separate images"
         );
         let RepoLocation::Remote { url, credentials } = &p.repo else {

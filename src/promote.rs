@@ -7,13 +7,13 @@ use std::time::Duration;
 
 use crate::error::{Error, Result, Retry};
 use crate::git::{self, HttpTransport, PushOutcome, Refusal, Workspace};
-use crate::kustomize::Change;
 use crate::message::commit_message;
 use crate::message::short_sha;
 use crate::ordering::{self, History, Older};
-use crate::overlay::{self, Entry, FileEdit};
+use crate::overlay::Entry;
 use crate::plan::Plan;
 use crate::repo::RepoLocation;
+use crate::targets::{self, Change, Edit};
 
 pub struct Settings<'a> {
     pub max_attempts: u32,
@@ -32,9 +32,11 @@ pub struct Promotion {
     /// The devops repository as people are shown it: never with credentials.
     pub repo: String,
     pub branch: String,
-    /// The kustomization file, relative to the repository's root.
-    pub file: String,
-    /// The values that change (or would, or did not because the run was skipped).
+    /// Every file the plan's targets reach, relative to the repository's root, in the
+    /// order of the targets (an overlay stands for its kustomization file).
+    pub files: Vec<String>,
+    /// The values that change in any of them (or would, or did not because the run was
+    /// skipped), each with its file.
     pub changes: Vec<Change>,
     /// Rounds of fetch, edit and push it took (0 for a directory, which is only read).
     pub attempts: u32,
@@ -48,9 +50,9 @@ pub struct Promotion {
 pub enum Outcome {
     /// The commit is on the branch.
     Pushed { commit: String },
-    /// The file already holds the wanted values: nothing to commit.
+    /// Every file already holds the wanted values: nothing to commit.
     AlreadyUpToDate,
-    /// A dry run: the diff and the message the commit would have.
+    /// A dry run: the diff of every changed file and the message the commit would have.
     Planned { diff: String, message: String },
     /// The new value is older than the deployed one; nothing was changed.
     Skipped { older: Older },
@@ -204,16 +206,11 @@ impl Round<Box<Promotion>> {
         tracing::info!("fetching {place} (attempt {attempt})");
         let tip = workspace.fetch(&plan.branch)?;
         refusal_stands(&plan.repo.display(), &plan.branch, rejected, tip, attempt)?;
-        let edit = overlay::promote_overlay(
-            |p| workspace.lookup(tip, p),
-            &plan.overlay,
-            &plan.images,
-            place,
-        )?;
+        let edits = targets::apply(|p| workspace.lookup(tip, p), &plan.targets, place)?;
         let done = |outcome| {
             Ok(Round::Done(Box::new(promotion(
                 plan,
-                &edit,
+                &edits,
                 attempt,
                 settings.dry_run,
                 outcome,
@@ -225,12 +222,16 @@ impl Round<Box<Promotion>> {
                 commit: tip.to_string(),
             });
         }
-        let message = match decide(&edit, plan, settings)? {
+        let message = match decide(&edits, plan, settings)? {
             Decision::End(outcome) => return done(outcome),
             Decision::Commit(message) => message,
         };
-        let commit =
-            workspace.commit(tip, &edit.path, edit.new.as_bytes(), &message, &plan.author)?;
+        let files: Vec<(&str, &[u8])> = edits
+            .iter()
+            .filter(|e| e.changed())
+            .map(|e| (e.path.as_str(), e.new.as_bytes()))
+            .collect();
+        let commit = workspace.commit(tip, &files, &message, &plan.author)?;
         tracing::info!("pushing {} to {place}", short_sha(&commit.to_string()));
         *in_transit = Some(commit);
         match workspace.push(&plan.branch)? {
@@ -253,28 +254,39 @@ enum Decision {
     Commit(String),
 }
 
+/// Every change of every edit, in order.
+fn all_changes(edits: &[Edit]) -> Vec<Change> {
+    edits
+        .iter()
+        .flat_map(|e| e.changes.iter().cloned())
+        .collect()
+}
+
 /// The same rules for git and directory sources: nothing to do, an older build, a plan
-/// (which gets the diff and the message), or a commit to push.
-fn decide(edit: &FileEdit, plan: &Plan, settings: &Settings) -> Result<Decision> {
-    if edit.changes.is_empty() {
-        tracing::info!("{} already holds the wanted values", edit.path);
+/// (which gets the diffs and the message), or a commit to push. The run is up to date
+/// only when no target changes anything; the ordering guard reads the kustomization tags.
+fn decide(edits: &[Edit], plan: &Plan, settings: &Settings) -> Result<Decision> {
+    let changes = all_changes(edits);
+    if changes.is_empty() {
+        let paths: Vec<&str> = edits.iter().map(|e| e.path.as_str()).collect();
+        let verb = if paths.len() == 1 { "holds" } else { "hold" };
+        tracing::info!("{} already {verb} the wanted values", paths.join(", "));
         return Ok(Decision::End(Outcome::AlreadyUpToDate));
     }
+    let tags: Vec<crate::kustomize::Change> =
+        changes.iter().filter_map(Change::entry_change).collect();
     if !settings.allow_downgrade
-        && let Some(older) = ordering::find_older(&edit.changes, settings.history)
+        && let Some(older) = ordering::find_older(&tags, settings.history)
     {
         tracing::warn!("not promoting {}: {}", older.image, older.reason);
         return Ok(Decision::End(Outcome::Skipped { older }));
     }
-    let message = commit_message(
-        &plan.environment,
-        &edit.path,
-        &plan.images,
-        &edit.changes,
-        &plan.context,
-    );
+    let message = commit_message(&plan.environment, plan.images(), &changes, &plan.context);
     if settings.dry_run {
-        let diff = git::unified_diff(&edit.path, &edit.old, &edit.new)?;
+        let mut diff = String::new();
+        for edit in edits.iter().filter(|e| e.changed()) {
+            diff.push_str(&git::unified_diff(&edit.path, &edit.old, &edit.new)?);
+        }
         return Ok(Decision::End(Outcome::Planned { diff, message }));
     }
     Ok(Decision::Commit(message))
@@ -282,7 +294,7 @@ fn decide(edit: &FileEdit, plan: &Plan, settings: &Settings) -> Result<Decision>
 
 fn promotion(
     plan: &Plan,
-    edit: &FileEdit,
+    edits: &[Edit],
     attempts: u32,
     dry_run: bool,
     outcome: Outcome,
@@ -291,8 +303,8 @@ fn promotion(
         environment: plan.environment.clone(),
         repo: plan.repo.display(),
         branch: plan.branch.clone(),
-        file: edit.path.clone(),
-        changes: edit.changes.clone(),
+        files: edits.iter().map(|e| e.path.clone()).collect(),
+        changes: all_changes(edits),
         attempts,
         dry_run,
         outcome,
@@ -329,13 +341,13 @@ fn promote_directory(plan: &Plan, root: &Path, settings: &Settings) -> Result<Pr
             Ok(_) => std::fs::read(&full).map_or(Entry::Missing, Entry::File),
         }
     };
-    let edit = overlay::promote_overlay(lookup, &plan.overlay, &plan.images, &place)?;
+    let edits = targets::apply(lookup, &plan.targets, &place)?;
     // Always a plan here (checked above): `decide` never asks for a commit.
-    let outcome = match decide(&edit, plan, settings)? {
+    let outcome = match decide(&edits, plan, settings)? {
         Decision::End(outcome) => outcome,
         Decision::Commit(_) => unreachable!("a directory is only planned"),
     };
-    Ok(promotion(plan, &edit, 0, true, outcome))
+    Ok(promotion(plan, &edits, 0, true, outcome))
 }
 
 #[cfg(test)]

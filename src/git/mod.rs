@@ -215,12 +215,11 @@ impl Workspace {
         }
     }
 
-    /// Writes `content` at `path` on top of `parent` and returns the new commit.
+    /// Writes every `(path, content)` on top of `parent`, in one new commit, and returns it.
     pub fn commit(
         &self,
         parent: Oid,
-        path: &str,
-        content: &[u8],
+        files: &[(&str, &[u8])],
         message: &str,
         author: &Identity,
     ) -> Result<Oid> {
@@ -237,18 +236,20 @@ impl Workspace {
         let tree = parent
             .tree()
             .map_err(|e| fail("read the fetched tree", e))?;
-        let mode = match tree.get_path(Path::new(path)) {
-            Ok(entry) if entry.filemode() == i32::from(FileMode::BlobExecutable) => {
-                FileMode::BlobExecutable
-            }
-            _ => FileMode::Blob,
-        };
-        let blob = self
-            .repo
-            .blob(content)
-            .map_err(|e| fail("write the file", e))?;
         let mut update = git2::build::TreeUpdateBuilder::new();
-        update.upsert(path, blob, mode);
+        for (path, content) in files {
+            let mode = match tree.get_path(Path::new(path)) {
+                Ok(entry) if entry.filemode() == i32::from(FileMode::BlobExecutable) => {
+                    FileMode::BlobExecutable
+                }
+                _ => FileMode::Blob,
+            };
+            let blob = self
+                .repo
+                .blob(content)
+                .map_err(|e| fail("write the file", e))?;
+            update.upsert(path, blob, mode);
+        }
         let tree_id = update
             .create_updated(&self.repo, &tree)
             .map_err(|e| fail("write the tree", e))?;
@@ -772,7 +773,7 @@ mod tests {
         let workspace = workspace(dir.path());
         let tip = workspace.fetch("main").unwrap();
         workspace
-            .commit(tip, FILE, b"newTag: b\n", "promote", &author())
+            .commit(tip, &[(FILE, b"newTag: b\n")], "promote", &author())
             .unwrap();
         let theirs = commit_file(&repo, "other.yaml", "x\n");
         match workspace.push("main").unwrap() {
@@ -789,7 +790,7 @@ mod tests {
         let tip = workspace.fetch("main").unwrap();
         assert_eq!(tip, theirs);
         let ours = workspace
-            .commit(tip, FILE, b"newTag: b\n", "promote", &author())
+            .commit(tip, &[(FILE, b"newTag: b\n")], "promote", &author())
             .unwrap();
         assert_eq!(workspace.push("main").unwrap(), PushOutcome::Pushed);
         assert_eq!(repo.head().unwrap().target(), Some(ours));

@@ -8,6 +8,7 @@ use crate::error::{Error, Result};
 use crate::message::short_sha;
 use crate::promote::{Outcome, Promotion};
 use crate::report::json::to_json;
+use crate::report::text::changed_files;
 use crate::secrets;
 
 pub fn active() -> bool {
@@ -69,17 +70,30 @@ fn summary(promotion: &Promotion) -> String {
         Outcome::Planned { .. } => "plan only, nothing pushed".to_string(),
         Outcome::Pushed { commit } => format!("pushed `{}`", short_sha(commit)),
     };
+    let files: Vec<String> = promotion.files.iter().map(|f| format!("`{f}`")).collect();
     let mut out = format!(
-        "### tomoda-promote: {} ({state})\n\n`{}` on branch `{}` of {}\n\n",
-        promotion.environment, promotion.file, promotion.branch, promotion.repo
+        "### tomoda-promote: {} ({state})\n\n{} on branch `{}` of {}\n\n",
+        promotion.environment,
+        files.join(", "),
+        promotion.branch,
+        promotion.repo
     );
+    // One file is named above; several get a column of their own.
+    let several = changed_files(promotion).len() > 1;
     if !promotion.changes.is_empty() {
-        out.push_str("| image | field | old | new |\n| --- | --- | --- | --- |\n");
+        if several {
+            out.push_str("| file | image | field | old | new |\n| --- | --- | --- | --- | --- |\n");
+        } else {
+            out.push_str("| image | field | old | new |\n| --- | --- | --- | --- |\n");
+        }
         for c in &promotion.changes {
+            if several {
+                out.push_str(&format!("| `{}` ", c.file));
+            }
             out.push_str(&format!(
-                "| `{}` | {} | {} | {} |\n",
-                c.image,
-                c.field.key(),
+                "| {} | {} | {} | {} |\n",
+                c.image().map_or(String::new(), |i| format!("`{i}`")),
+                c.field(),
                 c.old.as_deref().map_or(String::new(), |v| format!("`{v}`")),
                 c.new
                     .as_deref()
@@ -131,6 +145,19 @@ mod tests {
         );
         assert!(
             text.starts_with("### tomoda-promote: dev (pushed `0123456`)"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn several_files_get_a_file_column() {
+        let text = summary(&crate::report::fixtures::pushed_two_files());
+        assert!(
+            text.contains("`ov/kustomization.yaml`, `charts/api/values-dev.yaml` on branch `main`"),
+            "{text}"
+        );
+        assert!(
+            text.contains("| `charts/api/values-dev.yaml` |  | image.tag | `v1` | `v2` |"),
             "{text}"
         );
     }

@@ -11,9 +11,9 @@ pub fn to_json(promotion: &Promotion) -> Value {
         .iter()
         .map(|c| {
             json!({
-                "file": promotion.file,
-                "image": c.image,
-                "field": c.field.key(),
+                "file": c.file,
+                "image": c.image(),
+                "field": c.field(),
                 "old": c.old,
                 "new": c.new,
             })

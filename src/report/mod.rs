@@ -57,8 +57,9 @@ pub fn print(text: &str) {
 
 #[cfg(test)]
 pub(crate) mod fixtures {
-    use crate::kustomize::{Change, Field};
+    use crate::kustomize::Field;
     use crate::promote::{Outcome, Promotion};
+    use crate::targets::{Change, Subject};
 
     /// A pushed promotion of one tag, for the renderers' tests.
     pub fn pushed() -> Promotion {
@@ -66,10 +67,13 @@ pub(crate) mod fixtures {
             environment: "dev".into(),
             repo: "https://h/devops.git".into(),
             branch: "main".into(),
-            file: "ov/kustomization.yaml".into(),
+            files: vec!["ov/kustomization.yaml".into()],
             changes: vec![Change {
-                image: "reg/app".into(),
-                field: Field::NewTag,
+                file: "ov/kustomization.yaml".into(),
+                subject: Subject::Entry {
+                    image: "reg/app".into(),
+                    field: Field::NewTag,
+                },
                 old: Some("v1".into()),
                 new: Some("v2".into()),
             }],
@@ -79,5 +83,20 @@ pub(crate) mod fixtures {
                 commit: "0123456789abcdef".into(),
             },
         }
+    }
+
+    /// A pushed promotion of an overlay's tag and a values file's key path.
+    pub fn pushed_two_files() -> Promotion {
+        let mut p = pushed();
+        p.files.push("charts/api/values-dev.yaml".into());
+        p.changes.push(Change {
+            file: "charts/api/values-dev.yaml".into(),
+            subject: Subject::Value {
+                path: "image.tag".into(),
+            },
+            old: Some("v1".into()),
+            new: Some("v2".into()),
+        });
+        p
     }
 }

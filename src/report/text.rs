@@ -20,15 +20,18 @@ pub fn to_text(promotion: &Promotion, on_github: bool) -> String {
             );
         }
         Outcome::AlreadyUpToDate => {
+            let verb = if p.files.len() == 1 { "holds" } else { "hold" };
             let _ = writeln!(
                 out,
-                "{}: already up to date: {} in {target} holds the wanted values",
-                p.environment, p.file
+                "{}: already up to date: {} in {target} {verb} the wanted values",
+                p.environment,
+                p.files.join(", ")
             );
         }
         Outcome::Planned { diff, message } => {
             if on_github {
-                out.push_str(&github::group(&format!("diff of {}", p.file), diff));
+                let title = format!("diff of {}", changed_files(p).join(", "));
+                out.push_str(&github::group(&title, diff));
             } else {
                 out.push_str(diff);
                 if !diff.ends_with('\n') {
@@ -45,9 +48,11 @@ pub fn to_text(promotion: &Promotion, on_github: bool) -> String {
             );
         }
         Outcome::Pushed { commit } => {
-            let _ = writeln!(out, "{}: {}", p.environment, p.file);
-            for change in &p.changes {
-                out.push_str(&change_line(change));
+            for file in changed_files(p) {
+                let _ = writeln!(out, "{}: {file}", p.environment);
+                for change in p.changes.iter().filter(|c| c.file == file) {
+                    out.push_str(&change_line(change));
+                }
             }
             let _ = writeln!(
                 out,
@@ -58,6 +63,17 @@ pub fn to_text(promotion: &Promotion, on_github: bool) -> String {
         }
     }
     out
+}
+
+/// The files that change, in the order of the promotion's files.
+pub(crate) fn changed_files(p: &Promotion) -> Vec<&str> {
+    let mut files: Vec<&str> = Vec::new();
+    for change in &p.changes {
+        if !files.contains(&change.file.as_str()) {
+            files.push(&change.file);
+        }
+    }
+    files
 }
 
 #[cfg(test)]
@@ -89,6 +105,23 @@ mod tests {
         assert_eq!(
             to_text(&p, false),
             "dev: skipped: reg/app stays at v2 in branch main of https://h/devops.git: version v1 is older than v2; pass --allow-downgrade to promote v1 anyway\n"
+        );
+    }
+
+    #[test]
+    fn every_file_and_change_is_listed() {
+        let mut p = fixtures::pushed_two_files();
+        assert_eq!(
+            to_text(&p, false),
+            "dev: ov/kustomization.yaml\n  reg/app newTag: v1 -> v2\ndev: charts/api/values-dev.yaml\n  image.tag: v1 -> v2\npushed 0123456 to branch main of https://h/devops.git (attempt 1)\n"
+        );
+        p.outcome = Outcome::AlreadyUpToDate;
+        assert!(
+            to_text(&p, false).starts_with(
+                "dev: already up to date: ov/kustomization.yaml, charts/api/values-dev.yaml in branch main of https://h/devops.git hold the wanted values"
+            ),
+            "{}",
+            to_text(&p, false)
         );
     }
 

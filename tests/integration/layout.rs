@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 /// Modules that must stay functions on bytes and data.
-const PURE: [&str; 11] = [
+const PURE: [&str; 12] = [
     "config",
     "image",
     "kustomize",

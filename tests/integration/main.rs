@@ -20,4 +20,5 @@ mod local;
 mod promote;
 mod registry;
 mod secrets;
+mod targets;
 mod tls;
