@@ -16,6 +16,7 @@ const PURE: [&str; 12] = [
     "overlay",
     "plan",
     "repo",
+    "targets",
     "values",
     "yaml",
 ];
