@@ -377,6 +377,7 @@ fn base64_decode(text: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::registry::tests::read_head;
 
     fn client() -> reqwest::blocking::Client {
         metadata_client(crate::git::http::tls_config().unwrap()).unwrap()
@@ -479,20 +480,13 @@ mod tests {
 
     #[test]
     fn the_metadata_server_is_asked_only_for_google_registries() {
-        use std::io::{BufRead, BufReader, Write};
+        use std::io::{BufReader, Write};
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let server = std::thread::spawn(move || {
             let (stream, _) = listener.accept().unwrap();
             let mut reader = BufReader::new(stream);
-            let mut head = String::new();
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                head.push_str(&line);
-            }
+            let head = read_head(&mut reader);
             let body =
                 r#"{"access_token":"ya29.metadata-token","expires_in":3599,"token_type":"Bearer"}"#;
             let answer = format!(

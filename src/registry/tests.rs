@@ -10,6 +10,18 @@ use super::*;
 
 const DIGEST: &str = "sha256:4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f90123456784d5e6f7a8b9c0d1e2f3a4b5c";
 
+/// A request's head, up to the blank line that ends it.
+pub(super) fn read_head(reader: &mut impl BufRead) -> String {
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+            return head;
+        }
+        head.push_str(&line);
+    }
+}
+
 /// One canned answer per connection (`{port}` replaced); returns each request's head.
 fn canned(answers: Vec<String>) -> (String, thread::JoinHandle<Vec<String>>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -21,14 +33,7 @@ fn canned(answers: Vec<String>) -> (String, thread::JoinHandle<Vec<String>>) {
                 break;
             };
             let mut reader = BufReader::new(stream);
-            let mut head = String::new();
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                head.push_str(&line);
-            }
+            let head = read_head(&mut reader);
             seen.push(head);
             let answer = answer.replace("{port}", &addr.port().to_string());
             let _ = reader.get_mut().write_all(answer.as_bytes());
