@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::builder::BoolishValueParser;
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 
+use crate::config::CommitVia;
 use crate::error::{Error, Result};
 use crate::plan::Flags;
 use crate::report::Format;
@@ -68,6 +69,15 @@ pub struct TokenSource {
     pub value: Option<String>,
     pub file: Option<PathBuf>,
     pub username: String,
+    /// `--github-app-id`: mint an installation token instead of reading one.
+    pub github_app_id: Option<String>,
+    /// `--github-app-key-file`: the App's private key (PEM).
+    pub github_app_key_file: Option<PathBuf>,
+    /// `GITHUB_APP_PRIVATE_KEY`: the App's private key itself (PEM); a secret.
+    pub github_app_key: Option<String>,
+    /// `--cloudbuild-repository`: a Cloud Build 2nd-gen repository resource, whose
+    /// connection hands out a read-write token.
+    pub cloudbuild_repository: Option<String>,
 }
 
 impl std::fmt::Debug for TokenSource {
@@ -76,6 +86,13 @@ impl std::fmt::Debug for TokenSource {
             .field("value", &self.value.as_ref().map(|_| "***"))
             .field("file", &self.file)
             .field("username", &self.username)
+            .field("github_app_id", &self.github_app_id)
+            .field("github_app_key_file", &self.github_app_key_file)
+            .field(
+                "github_app_key",
+                &self.github_app_key.as_ref().map(|_| "***"),
+            )
+            .field("cloudbuild_repository", &self.cloudbuild_repository)
             .finish()
     }
 }
@@ -121,6 +138,10 @@ impl From<Cli> for Args {
                 images: cli.images,
                 sets: cli.sets,
                 author: cli.author,
+                commit_via: cli.commit_via.map(|c| match c {
+                    CommitViaArg::Git => CommitVia::Git,
+                    CommitViaArg::Api => CommitVia::Api,
+                }),
             },
             dry_run: cli.plan,
             output: cli.output.into(),
@@ -129,6 +150,10 @@ impl From<Cli> for Args {
                 value: cli.git_token,
                 file: cli.git_token_file,
                 username: cli.git_username,
+                github_app_id: cli.github_app_id,
+                github_app_key_file: cli.github_app_key_file,
+                github_app_key: cli.github_app_private_key,
+                cloudbuild_repository: cli.cloudbuild_repository,
             },
             allow_downgrade: cli.allow_downgrade,
             source_repo: cli.source_repo,
@@ -164,6 +189,14 @@ pub fn print_generated(what: Generate) -> Result<()> {
 enum OutputFormat {
     Text,
     Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum CommitViaArg {
+    /// Push over git (HTTPS)
+    Git,
+    /// The forge's API: GitHub signs the commit (Verified); nothing is cloned
+    Api,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -326,6 +359,34 @@ struct Cli {
         value_name = "NAME"
     )]
     git_username: String,
+
+    /// How the commit reaches the branch: a git push, or the forge's API (overrides
+    /// promote.yaml's `commit_via:`) [default: git]
+    #[arg(long, env = "PROMOTE_COMMIT_VIA", value_enum, value_name = "HOW")]
+    commit_via: Option<CommitViaArg>,
+
+    /// Mint a one-hour GitHub App installation token for the devops repository instead of
+    /// reading GIT_TOKEN (with --github-app-key-file or GITHUB_APP_PRIVATE_KEY)
+    #[arg(long, env = "GITHUB_APP_ID", value_name = "ID")]
+    github_app_id: Option<String>,
+
+    /// The GitHub App's private key (PEM, PKCS#1 or PKCS#8)
+    #[arg(long, env = "GITHUB_APP_KEY_FILE", value_name = "FILE")]
+    github_app_key_file: Option<PathBuf>,
+
+    /// The GitHub App's private key itself (PEM); prefer the environment variable
+    #[arg(
+        long,
+        env = "GITHUB_APP_PRIVATE_KEY",
+        hide_env_values = true,
+        value_name = "PEM"
+    )]
+    github_app_private_key: Option<String>,
+
+    /// Take the token from a Cloud Build 2nd-gen repository connection:
+    /// projects/P/locations/L/connections/C/repositories/R (no stored secret)
+    #[arg(long, env = "PROMOTE_CLOUDBUILD_REPOSITORY", value_name = "NAME")]
+    cloudbuild_repository: Option<String>,
 
     /// Promote even when the new tag is older than the deployed one (a deliberate rollback)
     #[arg(long, env = "PROMOTE_ALLOW_DOWNGRADE")]

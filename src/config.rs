@@ -6,6 +6,7 @@
 use regex_lite::Regex;
 
 use crate::error::{Error, Result};
+use crate::repo::Forge;
 use crate::values::KeyPath;
 use crate::yaml::tree::{self, Map, Node};
 
@@ -15,7 +16,35 @@ pub struct Config {
     pub repo: Option<String>,
     pub branch: Option<String>,
     pub author: Option<String>,
+    pub delivery: Delivery,
     pub environments: Vec<Environment>,
+}
+
+/// How a commit reaches the branch, and through which forge: given at the top level or
+/// per environment (which wins).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Delivery {
+    pub commit_via: Option<CommitVia>,
+    pub forge: Option<Forge>,
+    /// The forge's API base URL (GitHub Enterprise Server, self-managed GitLab).
+    pub api_url: Option<String>,
+}
+
+/// `commit_via:`: a git push, or the forge's API (signed commits, no clone).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum CommitVia {
+    #[default]
+    Git,
+    Api,
+}
+
+impl CommitVia {
+    pub fn name(self) -> &'static str {
+        match self {
+            CommitVia::Git => "git",
+            CommitVia::Api => "api",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -26,6 +55,7 @@ pub struct Environment {
     /// Another repository or branch than the top level's (prod kept apart from dev).
     pub repo: Option<String>,
     pub branch: Option<String>,
+    pub delivery: Delivery,
     /// A Kustomize overlay and the images set in it; `None` when only `files:` are given.
     pub overlay: Option<String>,
     pub images: Vec<ImageRule>,
@@ -222,8 +252,26 @@ fn placeholder_hint() -> String {
     format!("placeholders are {}", names.join(", "))
 }
 
-const TOP_KEYS: [&str; 4] = ["repo", "branch", "author", "environments"];
-const ENV_KEYS: [&str; 6] = ["when", "overlay", "images", "files", "repo", "branch"];
+const TOP_KEYS: [&str; 7] = [
+    "repo",
+    "branch",
+    "author",
+    "commit_via",
+    "forge",
+    "api_url",
+    "environments",
+];
+const ENV_KEYS: [&str; 9] = [
+    "when",
+    "overlay",
+    "images",
+    "files",
+    "repo",
+    "branch",
+    "commit_via",
+    "forge",
+    "api_url",
+];
 const FILE_KEYS: [&str; 3] = ["path", "set", "images"];
 const IMAGE_KEYS: [&str; 4] = ["name", "new_name", "tag", "digest"];
 
@@ -293,6 +341,7 @@ impl Config {
             repo: reader.opt_string(top, "repo")?,
             branch: reader.opt_string(top, "branch")?,
             author: reader.opt_string(top, "author")?,
+            delivery: reader.delivery(top)?,
             environments,
         })
     }
@@ -355,6 +404,46 @@ impl Reader<'_> {
 
     fn opt_string(&self, map: &Map, key: &str) -> Result<Option<String>> {
         map.get(key).map(|(_, v)| self.string(v)).transpose()
+    }
+
+    /// `commit_via:`, `forge:` and `api_url:` of one mapping.
+    fn delivery(&self, map: &Map) -> Result<Delivery> {
+        let choice = |key: &str, allowed: &[&str]| -> Result<Option<(String, usize)>> {
+            let Some((_, node)) = map.get(key) else {
+                return Ok(None);
+            };
+            let value = self.string(node)?;
+            if !allowed.contains(&value.as_str()) {
+                return Err(Error::input(
+                    self.file,
+                    Some(node.line()),
+                    format!("`{key}: {value}` is not one of {}", allowed.join(", ")),
+                    format!("write `{key}:` as one of {}", allowed.join(", ")),
+                ));
+            }
+            Ok(Some((value, node.line())))
+        };
+        let commit_via = choice("commit_via", &["git", "api"])?.map(|(v, _)| match v.as_str() {
+            "api" => CommitVia::Api,
+            _ => CommitVia::Git,
+        });
+        let forge = choice("forge", &Forge::NAMES)?.and_then(|(v, _)| Forge::from_name(&v));
+        let api_url = self.opt_string(map, "api_url")?;
+        if let (Some(url), Some((_, node))) = (&api_url, map.get("api_url"))
+            && !(url.starts_with("https://") || url.starts_with("http://"))
+        {
+            return Err(Error::input(
+                self.file,
+                Some(node.line()),
+                format!("`api_url: {url}` is not an http(s) URL"),
+                "write the forge's API base, e.g. https://github.example.com/api/v3 or https://gitlab.example.com/api/v4",
+            ));
+        }
+        Ok(Delivery {
+            commit_via,
+            forge,
+            api_url,
+        })
     }
 
     fn opt_template(&self, map: &Map, key: &str) -> Result<Option<Template>> {
@@ -437,6 +526,7 @@ impl Reader<'_> {
             when,
             repo: self.opt_string(map, "repo")?,
             branch: self.opt_string(map, "branch")?,
+            delivery: self.delivery(map)?,
             overlay,
             images,
             files,

@@ -7,10 +7,12 @@
 //! `tests/integration/layout.rs` holds the modules to that: no import cycle, no I/O in the
 //! middle.
 
+pub mod branch;
 pub mod cli;
 pub mod config;
 pub mod context;
 pub mod error;
+pub mod forge;
 pub mod git;
 pub mod image;
 pub mod inputs;
@@ -27,6 +29,7 @@ pub mod repo;
 pub mod report;
 pub mod secrets;
 pub mod targets;
+pub mod token;
 pub mod values;
 pub mod yaml;
 
@@ -52,8 +55,15 @@ pub fn run(args: &Args) -> Result<()> {
             registry.verify(images, &mut std::thread::sleep)?;
         }
     }
-    let transport =
-        git::HttpTransport::for_repo(&plan.repo, token, &args.token.username, args.timeout)?;
+    // A token minted for this run (GitHub App, Cloud Build connection) replaces GIT_TOKEN.
+    let minted = token::mint(
+        &args.token,
+        plan.forge.as_ref(),
+        &plan.repo.display(),
+        args.timeout,
+    )?;
+    let access =
+        promote::Access::for_plan(&plan, minted.or(token), &args.token.username, args.timeout)?;
     let source_repo = cwd.join(args.source_repo.as_deref().unwrap_or(Path::new(".")));
     let history = git::AppHistory::discover(&source_repo);
     let promotion = promote::promote(
@@ -63,7 +73,7 @@ pub fn run(args: &Args) -> Result<()> {
             dry_run: args.dry_run,
             allow_downgrade: args.allow_downgrade,
             history: &history,
-            transport,
+            access,
         },
     )?;
     report::result(&promotion, args.output)

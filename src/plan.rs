@@ -5,13 +5,13 @@
 use std::path::Path;
 
 use crate::config::{
-    Config, Environment, FileRule, FileRuleEdit, ImageRule, Placeholder, Template, When,
+    CommitVia, Config, Environment, FileRule, FileRuleEdit, ImageRule, Placeholder, Template, When,
 };
 use crate::context::BuildContext;
 use crate::error::{Error, Result};
 use crate::image;
 use crate::kustomize::ImageSpec;
-use crate::repo::{RepoLocation, parse_repo};
+use crate::repo::{ForgeRepo, RepoLocation, forge_repo, parse_repo};
 use crate::values::KeyPath;
 
 pub const DEFAULT_BRANCH: &str = "main";
@@ -34,6 +34,10 @@ pub struct Plan {
     pub targets: Vec<Target>,
     pub context: BuildContext,
     pub author: Identity,
+    /// A git push, or the forge's API.
+    pub commit_via: CommitVia,
+    /// The repository's forge, when `forge:` or its host tells (always with `api`).
+    pub forge: Option<ForgeRepo>,
 }
 
 /// One place of the repository to change.
@@ -85,6 +89,8 @@ pub struct Flags {
     /// `FILE:PATH=VALUE`: values set at key paths; replaces the environment's `files:`.
     pub sets: Vec<String>,
     pub author: Option<String>,
+    /// `--commit-via`: overrides promote.yaml's `commit_via:`.
+    pub commit_via: Option<CommitVia>,
 }
 
 /// Where relative paths are resolved: the config's directory for what the config says,
@@ -190,6 +196,35 @@ pub fn resolve(
         .as_deref()
         .or(config.and_then(|c| c.author.as_deref()))
         .unwrap_or(DEFAULT_AUTHOR);
+    let env_delivery = environment.map(|e| &e.delivery);
+    let top_delivery = config.map(|c| &c.delivery);
+    let commit_via = flags
+        .commit_via
+        .or(env_delivery.and_then(|d| d.commit_via))
+        .or(top_delivery.and_then(|d| d.commit_via))
+        .unwrap_or_default();
+    let forge_kind = env_delivery
+        .and_then(|d| d.forge)
+        .or(top_delivery.and_then(|d| d.forge));
+    let api_url = env_delivery
+        .and_then(|d| d.api_url.as_deref())
+        .or(top_delivery.and_then(|d| d.api_url.as_deref()));
+    let forge = forge_repo(&repo, forge_kind, api_url)?;
+    if commit_via == CommitVia::Api && forge.is_none() {
+        return Err(match &repo {
+            RepoLocation::Local(path) => Error::usage(
+                format!(
+                    "commit_via: api needs a repository on a forge; {} is a local path",
+                    path.display()
+                ),
+                "use commit_via: git for a local repository, or set `repo:` to its https URL",
+            ),
+            RepoLocation::Remote { url, .. } => Error::usage(
+                format!("cannot tell which forge hosts {url}, to commit through its API"),
+                "add `forge: github`, `gitlab` or `bitbucket` (and `api_url:` for a self-hosted one) to promote.yaml, or use commit_via: git",
+            ),
+        });
+    }
     Ok(Plan {
         environment: environment.map_or_else(
             || {
@@ -205,6 +240,8 @@ pub fn resolve(
         targets,
         context,
         author: parse_identity(author_text)?,
+        commit_via,
+        forge,
     })
 }
 

@@ -5,10 +5,13 @@
 use std::path::Path;
 use std::time::Duration;
 
+use std::cell::RefCell;
+
+use crate::branch::{DevopsBranch, GitBranch, Landed};
+use crate::config::CommitVia;
 use crate::error::{Error, Result, Retry};
-use crate::git::{self, HttpTransport, PushOutcome, Refusal, Workspace};
+use crate::git::{self, HttpTransport, Refusal, Workspace};
 use crate::message::commit_message;
-use crate::message::short_sha;
 use crate::ordering::{self, History, Older};
 use crate::overlay::Entry;
 use crate::plan::Plan;
@@ -21,8 +24,16 @@ pub struct Settings<'a> {
     /// Promote even when the new tag is older than the deployed one.
     pub allow_downgrade: bool,
     pub history: &'a dyn History,
-    /// Git over http(s) for the devops repository.
-    pub transport: HttpTransport,
+    /// How the devops branch is read and committed to.
+    pub access: Access,
+}
+
+/// The two ways to the devops branch; everything else about a promotion is the same.
+pub enum Access {
+    /// Fetch and push over git (http(s)), or a local repository or directory.
+    Git(HttpTransport),
+    /// A forge's API: one file read and one commit request, whatever the repository's size.
+    Api(Box<dyn DevopsBranch>),
 }
 
 /// What a run did, for everything that reports it: where, which values, how it ended.
@@ -58,6 +69,42 @@ pub enum Outcome {
     Skipped { older: Older },
 }
 
+impl Access {
+    /// The way `plan.commit_via` asks for, speaking with `token` (sent as `username`).
+    pub fn for_plan(
+        plan: &Plan,
+        token: Option<String>,
+        username: &str,
+        timeout: Duration,
+    ) -> Result<Access> {
+        match (plan.commit_via, &plan.forge) {
+            (CommitVia::Api, Some(forge)) => {
+                let token = token.or_else(|| match &plan.repo {
+                    RepoLocation::Remote {
+                        credentials: Some(c),
+                        ..
+                    } => {
+                        crate::secrets::register(&c.password);
+                        Some(c.password.clone())
+                    }
+                    _ => None,
+                });
+                let api =
+                    crate::forge::open(forge, &plan.repo.display(), token, username, timeout)?;
+                tracing::info!(
+                    "committing through the {} API at {}",
+                    forge.forge.name(),
+                    forge.api_url
+                );
+                Ok(Access::Api(Box::new(crate::forge::ApiBranch::new(api))))
+            }
+            _ => Ok(Access::Git(HttpTransport::for_repo(
+                &plan.repo, token, username, timeout,
+            )?)),
+        }
+    }
+}
+
 /// Transient network failures (timeouts, resets, HTTP 429 and 5xx) tolerated in one run.
 pub const MAX_TRANSIENT_FAILURES: u32 = 3;
 /// The longest wait a server's Retry-After may ask for before we give up instead.
@@ -72,7 +119,7 @@ enum Round<T> {
 
 /// A refused push and the tip it was built on, kept to tell a race from a refusal.
 struct Rejected {
-    tip: git2::Oid,
+    tip: String,
     refusal: Refusal,
 }
 
@@ -82,25 +129,30 @@ pub fn promote(plan: &Plan, settings: &Settings) -> Result<Promotion> {
     {
         return promote_directory(plan, path, settings);
     }
-    let workspace = Workspace::new(&plan.repo, settings.transport.clone())?;
-    let place = format!("branch {} of {}", plan.branch, plan.repo.display());
-    let mut in_transit: Option<git2::Oid> = None;
+    let git_branch;
+    let (branch, place): (&dyn DevopsBranch, String) = match &settings.access {
+        Access::Git(transport) => {
+            git_branch = GitBranch::new(Workspace::new(&plan.repo, transport.clone())?);
+            (
+                &git_branch,
+                format!("branch {} of {}", plan.branch, plan.repo.display()),
+            )
+        }
+        Access::Api(api) => (
+            api.as_ref(),
+            format!(
+                "branch {} of {} (through the API)",
+                plan.branch,
+                plan.repo.display()
+            ),
+        ),
+    };
     let promotion = retry_rounds(
         &plan.repo.display(),
         &plan.branch,
         settings.max_attempts,
         &mut std::thread::sleep,
-        |attempt, rejected| {
-            Round::run(
-                &workspace,
-                plan,
-                settings,
-                &place,
-                attempt,
-                rejected,
-                &mut in_transit,
-            )
-        },
+        |attempt, rejected| Round::run(branch, plan, settings, &place, attempt, rejected),
     )?;
     Ok(*promotion)
 }
@@ -175,14 +227,14 @@ fn refusal_stands(
     repo: &str,
     branch: &str,
     rejected: Option<&Rejected>,
-    tip: git2::Oid,
+    tip: &str,
     attempt: u32,
 ) -> Result<()> {
     match rejected {
         Some(Rejected {
             tip: old_tip,
             refusal,
-        }) if *old_tip == tip && !refusal.not_fast_forward => Err(Error::PushRefused {
+        }) if old_tip == tip && !refusal.not_fast_forward => Err(Error::PushRefused {
             url: repo.to_string(),
             branch: branch.to_string(),
             attempts: attempt - 1,
@@ -195,18 +247,30 @@ fn refusal_stands(
 
 impl Round<Box<Promotion>> {
     fn run(
-        workspace: &Workspace,
+        branch: &dyn DevopsBranch,
         plan: &Plan,
         settings: &Settings,
         place: &str,
         attempt: u32,
         rejected: Option<&Rejected>,
-        in_transit: &mut Option<git2::Oid>,
     ) -> Result<Self> {
-        tracing::info!("fetching {place} (attempt {attempt})");
-        let tip = workspace.fetch(&plan.branch)?;
-        refusal_stands(&plan.repo.display(), &plan.branch, rejected, tip, attempt)?;
-        let edits = targets::apply(|p| workspace.lookup(tip, p), &plan.targets, place)?;
+        tracing::info!("reading {place} (attempt {attempt})");
+        let tip = branch.read_head(&plan.branch)?;
+        refusal_stands(&plan.repo.display(), &plan.branch, rejected, &tip, attempt)?;
+        // A failed read ends the round with its own error, not with what the edit made
+        // of the file it could not read.
+        let failed_read: RefCell<Option<Error>> = RefCell::new(None);
+        let lookup = |path: &str| {
+            branch.lookup(&tip, path).unwrap_or_else(|e| {
+                failed_read.borrow_mut().get_or_insert(e);
+                Entry::Missing
+            })
+        };
+        let edits = targets::apply(lookup, &plan.targets, place);
+        if let Some(error) = failed_read.into_inner() {
+            return Err(error);
+        }
+        let edits = edits?;
         let done = |outcome| {
             Ok(Round::Done(Box::new(promotion(
                 plan,
@@ -217,10 +281,8 @@ impl Round<Box<Promotion>> {
             ))))
         };
         // A push whose answer was lost may have landed all the same.
-        if *in_transit == Some(tip) {
-            return done(Outcome::Pushed {
-                commit: tip.to_string(),
-            });
+        if branch.unanswered().as_deref() == Some(tip.as_str()) {
+            return done(Outcome::Pushed { commit: tip });
         }
         let message = match decide(&edits, plan, settings)? {
             Decision::End(outcome) => return done(outcome),
@@ -231,17 +293,9 @@ impl Round<Box<Promotion>> {
             .filter(|e| e.changed())
             .map(|e| (e.path.as_str(), e.new.as_bytes()))
             .collect();
-        let commit = workspace.commit(tip, &files, &message, &plan.author)?;
-        tracing::info!("pushing {} to {place}", short_sha(&commit.to_string()));
-        *in_transit = Some(commit);
-        match workspace.push(&plan.branch)? {
-            PushOutcome::Pushed => done(Outcome::Pushed {
-                commit: commit.to_string(),
-            }),
-            PushOutcome::Rejected(refusal) => {
-                *in_transit = None;
-                Ok(Round::Rejected(Rejected { tip, refusal }))
-            }
+        match branch.commit(&plan.branch, &tip, &files, &message, &plan.author)? {
+            Landed::Commit(commit) => done(Outcome::Pushed { commit }),
+            Landed::Refused(refusal) => Ok(Round::Rejected(Rejected { tip, refusal })),
         }
     }
 }
@@ -376,7 +430,7 @@ mod tests {
 
     fn race(tip: u8) -> Rejected {
         Rejected {
-            tip: git2::Oid::from_bytes(&[tip; 20]).unwrap(),
+            tip: tip.to_string(),
             refusal: Refusal {
                 reason: "the branch moved (non-fast-forward)".into(),
                 not_fast_forward: true,
@@ -485,7 +539,7 @@ mod tests {
 
     fn refused(reason: &str, tip: u8) -> Rejected {
         Rejected {
-            tip: git2::Oid::from_bytes(&[tip; 20]).unwrap(),
+            tip: tip.to_string(),
             refusal: Refusal {
                 reason: reason.into(),
                 not_fast_forward: false,
@@ -497,7 +551,7 @@ mod tests {
     #[test]
     fn a_refusal_on_an_unmoved_branch_stands_whatever_its_words() {
         // "blocked" and "lock" once read as a race and were retried to the last attempt.
-        let tip = git2::Oid::from_bytes(&[1; 20]).unwrap();
+        let tip = "1";
         for reason in [
             "blocked by policy",
             "cannot lock ref",
@@ -514,7 +568,7 @@ mod tests {
 
     #[test]
     fn a_moved_branch_or_a_non_fast_forward_is_a_race() {
-        let tip = git2::Oid::from_bytes(&[1; 20]).unwrap();
+        let tip = "1";
         assert!(refusal_stands(REPO, "main", Some(&refused("failed to lock", 2)), tip, 2).is_ok());
         assert!(refusal_stands(REPO, "main", Some(&race(1)), tip, 2).is_ok());
         assert!(refusal_stands(REPO, "main", None, tip, 1).is_ok());
