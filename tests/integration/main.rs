@@ -4,11 +4,13 @@
 
 mod bounded;
 mod dsl;
+mod forge_server;
 mod git_server;
 mod proxy;
 
 mod bench;
 mod cli;
+mod commit_via_api;
 mod concurrency;
 mod container;
 mod errors;
