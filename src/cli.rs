@@ -379,6 +379,8 @@ struct Cli {
         long,
         env = "GITHUB_APP_PRIVATE_KEY",
         hide_env_values = true,
+        // A PEM begins with `-----BEGIN`.
+        allow_hyphen_values = true,
         value_name = "PEM"
     )]
     github_app_private_key: Option<String>,
@@ -532,6 +534,27 @@ mod tests {
         assert!(!format!("{args:?}").contains("s3cret"));
         let off = Args::try_parse_from(["tomoda-promote", "--no-verify"]).unwrap();
         assert!(!off.registry.verify);
+    }
+
+    #[test]
+    fn forge_and_token_flags() {
+        let args = Args::try_parse_from([
+            "tomoda-promote",
+            "--commit-via",
+            "api",
+            "--github-app-id",
+            "42",
+            "--github-app-private-key",
+            "-----BEGIN RSA PRIVATE KEY-----secret",
+            "--cloudbuild-repository",
+            "projects/p/locations/l/connections/c/repositories/r",
+        ])
+        .unwrap();
+        assert_eq!(args.flags.commit_via, Some(CommitVia::Api));
+        assert_eq!(args.token.github_app_id.as_deref(), Some("42"));
+        assert!(!format!("{args:?}").contains("secret"));
+        let default = Args::try_parse_from(["tomoda-promote"]).unwrap();
+        assert_eq!(default.flags.commit_via, None);
     }
 
     #[test]

@@ -725,6 +725,36 @@ environments:
     }
 
     #[test]
+    fn commit_via_forge_and_api_url_at_the_top_and_per_environment() {
+        let text = EXAMPLE
+            .replace(
+                "branch: main\n",
+                "branch: main\ncommit_via: api\nforge: github\napi_url: https://ghe.corp/api/v3\n",
+            )
+            .replace("  prod:\n", "  prod:\n    commit_via: git\n");
+        let c = Config::parse("promote.yaml", &text).unwrap();
+        assert_eq!(
+            c.delivery,
+            Delivery {
+                commit_via: Some(CommitVia::Api),
+                forge: Some(Forge::GitHub),
+                api_url: Some("https://ghe.corp/api/v3".into()),
+            }
+        );
+        assert_eq!(c.environments[0].delivery, Delivery::default());
+        assert_eq!(c.environments[1].delivery.commit_via, Some(CommitVia::Git));
+        let e = error(&EXAMPLE.replace("branch: main\n", "branch: main\ncommit_via: push\n"));
+        assert!(
+            e.starts_with("promote.yaml:3: `commit_via: push` is not one of git, api"),
+            "{e}"
+        );
+        let e = error(&EXAMPLE.replace("branch: main\n", "branch: main\nforge: gitea\n"));
+        assert!(e.contains("is not one of github, gitlab, bitbucket"), "{e}");
+        let e = error(&EXAMPLE.replace("branch: main\n", "branch: main\napi_url: ghe.corp\n"));
+        assert!(e.contains("is not an http(s) URL"), "{e}");
+    }
+
+    #[test]
     fn unknown_keys_name_their_line_and_a_near_key() {
         let e = error(&EXAMPLE.replace(
             "    overlay: k8s/apps/tomoda/overlays/dev",

@@ -209,7 +209,11 @@ pub fn resolve(
     let api_url = env_delivery
         .and_then(|d| d.api_url.as_deref())
         .or(top_delivery.and_then(|d| d.api_url.as_deref()));
-    let forge = forge_repo(&repo, forge_kind, api_url)?;
+    // Only the API needs the forge to make sense of the URL; a git push does not.
+    let forge = match forge_repo(&repo, forge_kind, api_url) {
+        Err(_) if commit_via == CommitVia::Git => None,
+        other => other?,
+    };
     if commit_via == CommitVia::Api && forge.is_none() {
         return Err(match &repo {
             RepoLocation::Local(path) => Error::usage(

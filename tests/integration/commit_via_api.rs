@@ -224,23 +224,6 @@ fn sixteen_promotions_at_once_through_the_github_api_all_land() {
     }
 }
 
-/// A devops repository of `apps` apps, each with a dev overlay.
-fn apps_repo(apps: usize) -> Devops {
-    let files: Vec<(String, String)> = (0..apps)
-        .map(|n| {
-            (
-                format!("apps/app{n}/overlays/dev/kustomization.yaml"),
-                format!("resources: [../../base]\nimages:\n- name: reg/app{n}\n  newTag: v0\n"),
-            )
-        })
-        .collect();
-    let refs: Vec<(&str, &str)> = files
-        .iter()
-        .map(|(p, c)| (p.as_str(), c.as_str()))
-        .collect();
-    Devops::with_files(&refs)
-}
-
 /// The requests (and wall time) of one API promotion of app7.
 fn one_promotion(devops: &Devops) -> (usize, Duration) {
     let server = ForgeServer::start(Style::GitHub, &devops.bare(), TOKEN);
@@ -267,8 +250,8 @@ fn one_promotion(devops: &Devops) -> (usize, Duration) {
 
 #[test]
 fn one_promotion_costs_the_same_requests_at_100_and_10000_apps() {
-    let (small, small_time) = one_promotion(&apps_repo(100));
-    let (large, large_time) = one_promotion(&apps_repo(10_000));
+    let (small, small_time) = one_promotion(&Devops::apps(100));
+    let (large, large_time) = one_promotion(&Devops::apps(10_000));
     // Read by scripts/bench next to the git path's numbers; not asserted.
     eprintln!(
         "api promotion: {small} requests, {:.0} ms at 100 apps; {large} requests, {:.0} ms at 10,000 apps",
