@@ -5,7 +5,7 @@
 
 use reqwest::StatusCode;
 
-use super::{Api, ForgeApi, Kind, Listing, escape_path, lost_race};
+use super::{Api, Dir, ForgeApi, Kind, Listing, escape_path, lost_race};
 use crate::branch::Landed;
 use crate::error::{Error, Result, Retry};
 use crate::plan::Identity;
@@ -110,10 +110,18 @@ impl ForgeApi for Bitbucket {
                 Some(next) if next.starts_with(&format!("{}/", self.api_url)) => {
                     url = next.to_string();
                 }
-                _ => return Ok(Some(entries)),
+                next => {
+                    return Ok(Some(Dir {
+                        entries,
+                        complete: next.is_none(),
+                    }));
+                }
             }
         }
-        Ok(Some(entries))
+        Ok(Some(Dir {
+            entries,
+            complete: false,
+        }))
     }
 
     fn read(&self, head: &str, path: &str) -> Result<Option<Vec<u8>>> {

@@ -9,7 +9,7 @@ use base64::Engine;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use super::{Api, ForgeApi, Kind, Listing, escape_path, lost_race, split_message};
+use super::{Api, Dir, ForgeApi, Kind, Listing, escape_path, lost_race, split_message};
 use crate::branch::Landed;
 use crate::error::{Error, Result, Retry};
 use crate::git::Refusal;
@@ -19,6 +19,9 @@ use crate::repo::{Forge, ForgeRepo, sanitize};
 const JSON: &str = "application/vnd.github+json";
 const RAW: &str = "application/vnd.github.raw+json";
 const API_VERSION: (&str, &str) = ("X-GitHub-Api-Version", "2022-11-28");
+
+/// GitHub lists at most this many entries of a directory, and says nothing of the rest.
+const MAX_LISTED: usize = 1000;
 
 const MUTATION: &str = "mutation($input: CreateCommitOnBranchInput!) { createCommitOnBranch(input: $input) { commit { oid url } } }";
 
@@ -108,20 +111,28 @@ impl ForgeApi for GitHub {
         let Value::Array(items) = Api::json(answer, &url)? else {
             return Ok(None);
         };
-        Ok(Some(
-            items
+        Ok(Some(Dir {
+            complete: items.len() < MAX_LISTED,
+            entries: items
                 .iter()
-                .filter_map(|item| {
-                    let kind = match item["type"].as_str()? {
-                        "file" => Kind::File,
-                        "dir" => Kind::Dir,
-                        "symlink" => Kind::Symlink,
-                        _ => Kind::Other,
-                    };
-                    Some((item["name"].as_str()?.to_string(), kind))
-                })
+                .filter_map(|item| Some((item["name"].as_str()?.to_string(), kind(item))))
                 .collect(),
-        ))
+        }))
+    }
+
+    fn stat(&self, head: &str, path: &str) -> Result<Option<Kind>> {
+        let url = self.contents_url(path, head);
+        let answer = self.get(&url, JSON)?;
+        if answer.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !answer.status().is_success() {
+            return Err(Api::status_error(answer, &url, Forge::GitHub));
+        }
+        Ok(Some(match Api::json(answer, &url)? {
+            Value::Array(_) => Kind::Dir,
+            item => kind(&item),
+        }))
     }
 
     fn read(&self, head: &str, path: &str) -> Result<Option<Vec<u8>>> {
@@ -180,6 +191,17 @@ impl ForgeApi for GitHub {
             return Ok(Landed::Commit(oid.to_string()));
         }
         graphql_refusal(&answer, url)
+    }
+}
+
+/// An entry of a listing, or a path asked alone. In listings GitHub calls a submodule a
+/// "file" (for backwards compatibility), one without a download URL.
+fn kind(item: &Value) -> Kind {
+    match item["type"].as_str() {
+        Some("file") if item["download_url"].is_string() => Kind::File,
+        Some("dir") => Kind::Dir,
+        Some("symlink") => Kind::Symlink,
+        _ => Kind::Other,
     }
 }
 

@@ -12,7 +12,7 @@ use base64::Engine;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use super::{Api, ForgeApi, Kind, Listing, escape_segment, lost_race};
+use super::{Api, Dir, ForgeApi, Kind, Listing, escape_segment, lost_race};
 use crate::branch::Landed;
 use crate::error::{Error, Result, Retry};
 use crate::plan::Identity;
@@ -116,7 +116,12 @@ impl ForgeApi for GitLab {
             }
             match next {
                 Some(n) if n > page && page < MAX_PAGES => page = n,
-                _ => return Ok(Some(entries)),
+                next => {
+                    return Ok(Some(Dir {
+                        entries,
+                        complete: next.is_none(),
+                    }));
+                }
             }
         }
     }

@@ -46,8 +46,17 @@ pub enum Kind {
     Other,
 }
 
-/// The names and kinds in a directory; `None` when there is no such directory.
-pub type Listing = Option<Vec<(String, Kind)>>;
+/// A directory's entries as a listing gave them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Dir {
+    pub entries: Vec<(String, Kind)>,
+    /// False when the forge cut the listing short (GitHub lists 1,000 entries at most):
+    /// a name not in it is then asked about alone.
+    pub complete: bool,
+}
+
+/// A directory's listing; `None` when there is no such directory.
+pub type Listing = Option<Dir>;
 
 /// The requests one forge answers; [`ApiBranch`] turns them into a [`DevopsBranch`].
 /// Pull requests and comparisons of a later issue belong here too.
@@ -57,6 +66,10 @@ pub trait ForgeApi {
     /// The names and kinds in directory `dir` (`""` is the root) at `head`; `None` when
     /// there is no such directory.
     fn list(&self, head: &str, dir: &str) -> Result<Listing>;
+    /// What `path` is at `head`, asked alone, for a name an incomplete listing left out.
+    fn stat(&self, _head: &str, _path: &str) -> Result<Option<Kind>> {
+        Ok(None)
+    }
     /// The bytes of the file `path` at `head`; `None` when there is none.
     fn read(&self, head: &str, path: &str) -> Result<Option<Vec<u8>>>;
     /// One commit of `files` onto `branch`, refused unless the branch (or, on GitLab, each
@@ -375,9 +388,17 @@ impl ApiBranch {
             let listing = self.api.list(head, dir)?;
             self.listings.borrow_mut().insert(key.clone(), listing);
         }
-        Ok(self.listings.borrow()[&key]
-            .as_ref()
-            .and_then(|entries| entries.iter().find(|(n, _)| n == name).map(|(_, k)| *k)))
+        let (found, complete) = match &self.listings.borrow()[&key] {
+            None => (None, true),
+            Some(dir) => (
+                dir.entries.iter().find(|(n, _)| n == name).map(|(_, k)| *k),
+                dir.complete,
+            ),
+        };
+        match found {
+            None if !complete => self.api.stat(head, path),
+            found => Ok(found),
+        }
     }
 }
 

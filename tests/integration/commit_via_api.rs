@@ -263,6 +263,41 @@ fn one_promotion_costs_the_same_requests_at_100_and_10000_apps() {
     assert_eq!(small, 5);
 }
 
+#[test]
+fn an_overlay_beyond_the_thousand_entries_github_lists_is_still_found() {
+    let files: Vec<(String, String)> = (0..1100)
+        .map(|n| {
+            (
+                format!("overlays/app{n}/kustomization.yaml"),
+                format!("images:\n- name: reg/app{n}\n  newTag: v0\n"),
+            )
+        })
+        .collect();
+    let refs: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(p, c)| (p.as_str(), c.as_str()))
+        .collect();
+    let devops = Devops::with_files(&refs);
+    let server = ForgeServer::start(Style::GitHub, &devops.bare(), TOKEN);
+    // `git ls-tree` order: app999 comes last, past the first 1,000.
+    let config = format!(
+        "commit_via: api\nforge: github\napi_url: {}\nrepo: {}\nenvironments:\n  dev:\n    when: commit\n    overlay: overlays/app999\n    images:\n      - name: reg/app999\n        tag: v1\n",
+        server.api_url(),
+        server.repo_url()
+    );
+    Run::new()
+        .config(&config)
+        .env("GIT_TOKEN", TOKEN)
+        .sha(SHA)
+        .run()
+        .ok();
+    assert!(
+        devops
+            .file("overlays/app999/kustomization.yaml")
+            .contains("newTag: v1")
+    );
+}
+
 /// An RSA key pair made by openssl: the private key in `format` ("pkcs1" or "pkcs8"), and
 /// the public half for the server.
 fn app_key(dir: &Path, format: &str) -> (PathBuf, PathBuf) {

@@ -586,22 +586,27 @@ fn github(request: &Recorded, state: &State, path: &str) -> Answer {
     let Some(reference) = query(&request.target, "ref") else {
         return not_found_github();
     };
+    let download =
+        |path: &str| format!("https://raw.github.example/{OWNER}/{NAME}/{reference}/{path}");
     if let Some(entries) = ls_tree(state, &reference, &content_path) {
+        // At most 1,000 entries, the rest left out without a word, as documented.
         let items: Vec<Value> = entries
             .iter()
+            .take(1000)
             .map(|(mode, kind, name)| {
-                let kind = match (mode.as_str(), kind.as_str()) {
-                    ("120000", _) => "symlink",
-                    (_, "tree") => "dir",
-                    (_, "commit") => "submodule",
-                    _ => "file",
-                };
                 let full = if content_path.is_empty() {
                     name.clone()
                 } else {
                     format!("{content_path}/{name}")
                 };
-                json!({"name": name, "path": full, "type": kind})
+                // A submodule is listed as a "file" without a download URL.
+                let (kind, url) = match (mode.as_str(), kind.as_str()) {
+                    ("120000", _) => ("symlink", json!(download(&full))),
+                    (_, "tree") => ("dir", Value::Null),
+                    (_, "commit") => ("file", Value::Null),
+                    _ => ("file", json!(download(&full))),
+                };
+                json!({"name": name, "path": full, "type": kind, "download_url": url})
             })
             .collect();
         return answer(200, &Value::Array(items));
@@ -612,7 +617,7 @@ fn github(request: &Recorded, state: &State, path: &str) -> Answer {
         }
         Some(bytes) => answer(
             200,
-            &json!({"type": "file", "encoding": "base64", "size": bytes.len(), "path": content_path, "content": STANDARD.encode(&bytes)}),
+            &json!({"type": "file", "encoding": "base64", "size": bytes.len(), "path": content_path, "content": STANDARD.encode(&bytes), "download_url": download(&content_path)}),
         ),
         None => not_found_github(),
     }
