@@ -405,6 +405,7 @@ fn render_rule(rule: &ImageRule, context: &BuildContext, file: &str) -> Result<I
         new_name: checked(&rule.new_name, image::check_new_name)?,
         new_tag: checked(&rule.tag, image::check_tag)?,
         digest: checked(&rule.digest, image::check_digest)?,
+        ..ImageSpec::default()
     })
 }
 

@@ -79,6 +79,7 @@ fn image(host: &str, tag: &str) -> ImageSpec {
         new_name: Some(format!("{host}/team/app")),
         new_tag: Some(tag.into()),
         digest: None,
+        ..ImageSpec::default()
     }
 }
 
