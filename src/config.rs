@@ -245,7 +245,9 @@ fn placeholder_hint() -> String {
 }
 
 const TOP_KEYS: [&str; 4] = ["repo", "branch", "author", "environments"];
-const ENV_KEYS: [&str; 7] = ["when", "overlay", "images", "files", "repo", "branch", "pin"];
+const ENV_KEYS: [&str; 7] = [
+    "when", "overlay", "images", "files", "repo", "branch", "pin",
+];
 const FILE_KEYS: [&str; 4] = ["path", "set", "images", "image"];
 const IMAGE_KEYS: [&str; 5] = ["name", "new_name", "tag", "digest", "pin"];
 

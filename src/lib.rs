@@ -47,8 +47,9 @@ pub fn run(args: &Args) -> Result<()> {
     // Every tag must be in its registry before the devops repo names it; pinning
     // writes the digests into the plan's images.
     let verified = match registry_settings {
-        Some(settings) => registry::Registry::new(settings)?
-            .check_plan(&mut plan, &mut std::thread::sleep)?,
+        Some(settings) => {
+            registry::Registry::new(settings)?.check_plan(&mut plan, &mut std::thread::sleep)?
+        }
         None => {
             plan.without_registry()?;
             Vec::new()

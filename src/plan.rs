@@ -775,6 +775,125 @@ environments:
         );
     }
 
+    const PINNED: &str = r#"repo: ../devops
+environments:
+  prod:
+    when: '^v'
+    pin: digest
+    overlay: k8s/overlays/prod
+    images:
+      - name: reg/app
+        tag: "{tag_name}"
+      - name: reg/sidecar
+        tag: "1.2"
+        pin: tag
+    files:
+      - path: charts/api/values-prod.yaml
+        image: "reg/api:{tag_name}"
+        set:
+          image.tag: "{tag_name}"
+          image.digest: "{digest}"
+      - path: manifests/job.yaml
+        images:
+          - name: reg/job
+            tag: "{tag_name}"
+"#;
+
+    fn plan_pinned() -> Plan {
+        let config = Config::parse("promote.yaml", PINNED).unwrap();
+        let context = BuildContext {
+            tag_name: Some("v1.5.0".into()),
+            ..Default::default()
+        };
+        let bases = Bases {
+            config_dir: Path::new("/cfg"),
+            cwd: Path::new("/cwd"),
+        };
+        resolve(&Flags::default(), Some(&config), context, &bases).unwrap()
+    }
+
+    #[test]
+    fn pin_digest_of_an_environment_reaches_every_image_but_one_that_says_tag() {
+        let p = plan_pinned();
+        let pins: Vec<(&str, bool)> = p.images().map(|i| (i.name.as_str(), i.pin)).collect();
+        assert_eq!(
+            pins,
+            [("reg/app", true), ("reg/sidecar", false), ("reg/job", true)]
+        );
+    }
+
+    #[test]
+    fn a_digest_placeholder_waits_for_the_registry_then_fills_its_values() {
+        let mut p = plan_pinned();
+        assert_eq!(p.digests.len(), 1);
+        assert_eq!(p.digests[0].target, 1);
+        assert_eq!(p.digests[0].image.name, "reg/api");
+        assert_eq!(p.digests[0].image.new_tag.as_deref(), Some("v1.5.0"));
+        let digest = format!("sha256:{}", "e".repeat(64));
+        p.fill_digests(
+            |image| (image.name == "reg/api").then(|| digest.clone()),
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            p.targets[1].edit,
+            TargetEdit::Set(vec![
+                (key("image.tag"), "v1.5.0".into()),
+                (key("image.digest"), digest.clone()),
+            ])
+        );
+        // Without the registry a digest cannot be had: refused, naming the file.
+        let mut off = plan_pinned();
+        let error = off.fill_digests(|_| None, false).unwrap_err();
+        assert_eq!(error.exit_code(), 2);
+        assert!(
+            error
+                .to_string()
+                .contains("promote.yaml:18: `{digest}` has no value"),
+            "{error}"
+        );
+        assert!(
+            off.without_registry()
+                .unwrap_err()
+                .to_string()
+                .contains("`pin: digest` of reg/app needs the registry check")
+        );
+        // A plan against an unreachable registry shows the placeholder.
+        let mut lenient = plan_pinned();
+        lenient.fill_digests(|_| None, true).unwrap();
+        assert_eq!(
+            lenient.targets[1].edit,
+            TargetEdit::Set(vec![
+                (key("image.tag"), "v1.5.0".into()),
+                (key("image.digest"), "{digest}".into()),
+            ])
+        );
+    }
+
+    #[test]
+    fn the_digest_placeholder_and_pin_are_refused_where_they_mean_nothing() {
+        let refused = |text: &str| Config::parse("promote.yaml", text).unwrap_err().to_string();
+        let env = "repo: r\nenvironments:\n  dev:\n    when: commit\n";
+        assert_eq!(
+            refused(&format!(
+                "{env}    files:\n      - path: v.yaml\n        set:\n          image.digest: \"{{digest}}\"\n"
+            )),
+            "promote.yaml:8: file `v.yaml` uses `{digest}` but names no `image:`\n  hint: add `image:` with the image and tag the digest is of, such as `image: reg.example/app:{tag_name}`"
+        );
+        assert!(
+            refused(&format!(
+                "{env}    overlay: o\n    images:\n      - name: a\n        tag: \"{{digest}}\"\n"
+            ))
+            .starts_with("promote.yaml:8: `tag:` cannot use `{digest}`"),
+        );
+        assert!(
+            refused(&format!(
+                "{env}    pin: sha\n    overlay: o\n    images:\n      - name: a\n        tag: v1\n"
+            ))
+            .starts_with("promote.yaml:5: `pin: sha` is neither `digest` nor `tag`"),
+        );
+    }
+
     #[test]
     fn an_environment_may_have_its_own_repo_and_branch() {
         let p = plan_files(&[], Some("v1.0.0")).unwrap();
