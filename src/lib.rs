@@ -45,15 +45,12 @@ pub fn run(args: &Args) -> Result<()> {
     let cwd = inputs::current_dir()?;
     let mut plan = inputs::plan(args, &cwd)?;
     // Every tag must be in its registry before the devops repo names it; pinning
-    // writes the digests into the plan's images.
-    let verified = match registry_settings {
-        Some(settings) => {
-            registry::Registry::new(settings)?.check_plan(&mut plan, &mut std::thread::sleep)?
-        }
-        None => {
-            plan.without_registry()?;
-            Vec::new()
-        }
+    // writes the digests into the plan's images and `{digest}` values.
+    let verified = if let Some(settings) = registry_settings {
+        registry::Registry::new(settings)?.check_plan(&mut plan, &mut std::thread::sleep)?
+    } else {
+        plan.without_registry()?;
+        Vec::new()
     };
     let transport =
         git::HttpTransport::for_repo(&plan.repo, token, &args.token.username, args.timeout)?;
