@@ -631,3 +631,17 @@ fn image_flags_take_kustomizes_star_to_keep_a_value() {
         "{rendered}"
     );
 }
+
+#[test]
+fn help_shows_set_and_the_star_of_image() {
+    let done = Run::new().args(["--help"]).run();
+    let flat = done.ok().stdout.split_whitespace().collect::<Vec<_>>().join(" ");
+    for shown in [
+        "--set <FILE:PATH=VALUE>",
+        "[env: PROMOTE_SET=]",
+        "containers[name=api].image",
+        "`*` keeps the entry's value (name=*:v2, name:v2@*)",
+    ] {
+        assert!(flat.contains(shown), "{shown:?} not in:\n{}", done.stdout);
+    }
+}
