@@ -85,7 +85,8 @@ impl Plan {
         digest_of: impl Fn(&ImageSpec) -> Option<String>,
         unknown_ok: bool,
     ) -> Result<()> {
-        for fill in &self.digests {
+        // An `image:` without `{digest}` in its values is only there to be verified.
+        for fill in self.digests.iter().filter(|f| !f.values.is_empty()) {
             let digest = match digest_of(&fill.image) {
                 Some(digest) => digest,
                 None if unknown_ok => continue,
@@ -858,6 +859,10 @@ environments:
                 .to_string()
                 .contains("`pin: digest` of reg/app needs the registry check")
         );
+        // An `image:` whose values do not use `{digest}` needs no registry.
+        let mut verified_only = plan_pinned();
+        verified_only.digests[0].values.clear();
+        verified_only.fill_digests(|_| None, false).unwrap();
         // A plan against an unreachable registry shows the placeholder.
         let mut lenient = plan_pinned();
         lenient.fill_digests(|_| None, true).unwrap();

@@ -92,7 +92,8 @@ impl Registry {
         for fill in &plan.digests {
             let mut image = [fill.image.clone()];
             let found = self.verify(&mut image, sleep)?;
-            filled.extend(found.iter().map(|v| (image[0].clone(), v.digest.clone())));
+            // Keyed by the image as the plan has it (pinning may have set its digest).
+            filled.extend(found.iter().map(|v| (fill.image.clone(), v.digest.clone())));
             verified.extend(found);
         }
         plan.fill_digests(

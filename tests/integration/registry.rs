@@ -819,3 +819,29 @@ fn a_helm_digest_of_a_missing_tag_is_refused_and_nothing_is_pushed() {
         .stderr_has(&format!("the image {image}:v404 is not in its registry"));
     assert_eq!(devops.head(), head);
 }
+
+#[test]
+fn the_pin_digest_flag_and_a_helm_digest_go_together() {
+    let registry = Registry::start();
+    let (index, _) = registry.push_oci_index("v1");
+    registry.push_docker_v2("v2");
+    let image = registry.image();
+    let devops = Devops::with_files(&pinned_layout(&image));
+    let config = pinned_config(&devops.url(), &image).replace("    pin: digest\n", "");
+    let (done, _) = bounded::run(
+        Run::new()
+            .verifying()
+            .sha(SHA)
+            .config(&config)
+            .args(["--pin-digest"]),
+        LIMIT,
+    );
+    done.ok();
+    assert!(
+        devops
+            .file(VALUES)
+            .contains(&format!("digest: \"{index}\"")),
+        "{}",
+        devops.file(VALUES)
+    );
+}

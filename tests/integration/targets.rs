@@ -635,7 +635,12 @@ fn image_flags_take_kustomizes_star_to_keep_a_value() {
 #[test]
 fn help_shows_set_and_the_star_of_image() {
     let done = Run::new().args(["--help"]).run();
-    let flat = done.ok().stdout.split_whitespace().collect::<Vec<_>>().join(" ");
+    let flat = done
+        .ok()
+        .stdout
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
     for shown in [
         "--set <FILE:PATH=VALUE>",
         "[env: PROMOTE_SET=]",
