@@ -12,6 +12,7 @@ mod cli;
 mod concurrency;
 mod container;
 mod errors;
+mod examples;
 mod faults;
 mod hostile;
 mod kustomize;
