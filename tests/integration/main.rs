@@ -14,6 +14,7 @@ mod commit_via_api;
 mod concurrency;
 mod container;
 mod errors;
+mod examples;
 mod faults;
 mod hostile;
 mod kustomize;
