@@ -219,6 +219,14 @@ fn graphql_refusal(answer: &Value, url: &str) -> Result<Landed> {
     if kinds.contains(&"STALE_DATA") {
         return Ok(lost_race("another commit landed first (STALE_DATA)"));
     }
+    if kinds.contains(&"RATE_LIMITED") {
+        return Err(Error::Remote {
+            url: url.to_string(),
+            message: format!("rate limited: {}", said.join("; ")),
+            hint: super::RATE_LIMIT_HINT.into(),
+            retry: Retry::Transient { after: None },
+        });
+    }
     if kinds
         .iter()
         .any(|k| ["FORBIDDEN", "NOT_FOUND", "INSUFFICIENT_SCOPES"].contains(k))
@@ -284,6 +292,15 @@ mod tests {
             other @ Landed::Commit(_) => panic!("{other:?}"),
         }
         let denied = json!({"errors": [{"type": "FORBIDDEN", "message": "Resource not accessible by integration"}]});
-        assert!(graphql_refusal(&denied, "u").is_err());
+        assert_eq!(
+            graphql_refusal(&denied, "u").unwrap_err().retry(),
+            Retry::Never
+        );
+        let limited =
+            json!({"errors": [{"type": "RATE_LIMITED", "message": "API rate limit exceeded"}]});
+        assert_eq!(
+            graphql_refusal(&limited, "u").unwrap_err().retry(),
+            Retry::Transient { after: None }
+        );
     }
 }

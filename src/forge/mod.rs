@@ -161,6 +161,9 @@ pub fn escape_segment(text: &str) -> String {
     utf8_percent_encode(text, SEGMENT).to_string()
 }
 
+/// What to do about a rate limit that outlasted the waits.
+const RATE_LIMIT_HINT: &str = "the forge limits requests per token; fewer pipelines at once, or a GitHub App token (higher limits), help";
+
 /// The longest rate-limit wait asked through `x-ratelimit-reset` that is still reported as
 /// a wait (the promotion loop then decides whether it is too long).
 const MAX_RESET_WAIT: Duration = Duration::from_secs(3600);
@@ -270,11 +273,18 @@ impl Api {
         let said_part = said
             .as_deref()
             .map_or(String::new(), |s| format!(" (the server said: \"{s}\")"));
-        if let Some(retry) = rate_limited(status, &headers) {
+        // GitHub's secondary limits may come as a bare 403 whose message says so.
+        let said_limited = code == 403
+            && said
+                .as_deref()
+                .is_some_and(|s| s.to_ascii_lowercase().contains("rate limit"));
+        let limited = rate_limited(status, &headers)
+            .or(said_limited.then_some(Retry::Transient { after: None }));
+        if let Some(retry) = limited {
             return Error::Remote {
                 url,
                 message: format!("rate limited: HTTP {code}{said_part}"),
-                hint: "the forge limits requests per token; fewer pipelines at once, or a GitHub App token (higher limits), help".into(),
+                hint: RATE_LIMIT_HINT.into(),
                 retry,
             };
         }
