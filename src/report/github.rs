@@ -67,6 +67,7 @@ fn summary(promotion: &Promotion) -> String {
         Outcome::Skipped { older } => {
             format!("skipped: `{}` stays at `{}`", older.image, older.deployed)
         }
+        Outcome::Held { hold } => format!("skipped: held: {}", hold.reason),
         Outcome::Planned { .. } => "plan only, nothing pushed".to_string(),
         Outcome::Pushed { commit } => format!("pushed `{}`", short_sha(commit)),
     };
