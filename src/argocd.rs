@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use reqwest::StatusCode;
 use reqwest::blocking::Client as HttpClient;
 use reqwest::header::{ACCEPT, AUTHORIZATION};
@@ -20,6 +20,20 @@ use crate::plan::ArgoApp;
 const MAX_RETRIES: u32 = 3;
 /// The longest Retry-After honoured.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
+/// What a path segment or query value may not hold as is (RFC 3986).
+const ESCAPED: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'&')
+    .add(b'/')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'`')
+    .add(b'{')
+    .add(b'}');
 /// A progress line at least this often while nothing changes.
 const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 
@@ -258,7 +272,7 @@ impl Client {
         let mut url = format!(
             "{}/api/v1/applications/{}",
             self.app.server,
-            utf8_percent_encode(name, NON_ALPHANUMERIC)
+            utf8_percent_encode(name, ESCAPED)
         );
         let mut query: Vec<String> = Vec::new();
         if refresh {
@@ -267,7 +281,7 @@ impl Client {
         if let Some(ns) = namespace {
             query.push(format!(
                 "appNamespace={}",
-                utf8_percent_encode(ns, NON_ALPHANUMERIC)
+                utf8_percent_encode(ns, ESCAPED)
             ));
         }
         if !query.is_empty() {
