@@ -279,10 +279,7 @@ impl Client {
             query.push("refresh=normal".into());
         }
         if let Some(ns) = namespace {
-            query.push(format!(
-                "appNamespace={}",
-                utf8_percent_encode(ns, ESCAPED)
-            ));
+            query.push(format!("appNamespace={}", utf8_percent_encode(ns, ESCAPED)));
         }
         if !query.is_empty() {
             url.push('?');
@@ -342,7 +339,7 @@ impl Client {
                     return (deployment, None);
                 }
                 Verdict::Failed(why) => {
-                    let error = self.failed(format!("{why} ({})", status.describe(commit)));
+                    let error = self.failed(&format!("{why} ({})", status.describe(commit)));
                     deployment.failure = Some(why);
                     return (deployment, Some(error));
                 }
@@ -366,8 +363,9 @@ impl Client {
                     status.describe(commit),
                     status.said()
                 );
-                deployment.failure = Some(why.clone());
-                return (deployment, Some(self.failed(why)));
+                let error = self.failed(&why);
+                deployment.failure = Some(why);
+                return (deployment, Some(error));
             }
             sleep(self.settings.poll_interval);
             status = match self.get(false, sleep) {
@@ -378,7 +376,7 @@ impl Client {
         }
     }
 
-    fn failed(&self, why: String) -> Error {
+    fn failed(&self, why: &str) -> Error {
         Error::Remote {
             url: self.app.server.clone(),
             message: format!("Argo CD application {}: {why}", self.app.app),
@@ -494,12 +492,14 @@ fn api_message(body: &[u8]) -> String {
     let text = json["message"]
         .as_str()
         .or_else(|| json["error"].as_str())
-        .map(str::to_string)
-        .unwrap_or_else(|| {
-            String::from_utf8_lossy(&body[..body.len().min(200)])
-                .trim()
-                .to_string()
-        });
+        .map_or_else(
+            || {
+                String::from_utf8_lossy(&body[..body.len().min(200)])
+                    .trim()
+                    .to_string()
+            },
+            str::to_string,
+        );
     if text.is_empty() {
         String::new()
     } else {
@@ -534,7 +534,8 @@ mod tests {
             "the old revision's state"
         );
         let mut degraded = app(COMMIT, "Synced", "Degraded");
-        degraded["status"]["health"]["message"] = json!("Deployment exceeded its progress deadline");
+        degraded["status"]["health"]["message"] =
+            json!("Deployment exceeded its progress deadline");
         assert_eq!(
             v(degraded),
             Verdict::Failed(

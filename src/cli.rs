@@ -45,7 +45,9 @@ pub enum Action {
     /// The default: promote this build.
     Promote,
     /// List the promotions recorded in the devops branch's log.
-    History { limit: usize },
+    History {
+        limit: usize,
+    },
     /// Set an environment's images back, as a new commit.
     Rollback {
         to: Option<String>,
@@ -54,7 +56,9 @@ pub enum Action {
         hold: bool,
         reason: Option<String>,
     },
-    Hold { reason: String },
+    Hold {
+        reason: String,
+    },
     Unhold,
 }
 
@@ -280,7 +284,12 @@ enum Command {
     Rollback {
         /// The value to go back to: a tag, an image reference's tag or digest, or a source
         /// commit (its first 7 digits are enough)
-        #[arg(long, env = "PROMOTE_ROLLBACK_TO", value_name = "VALUE", conflicts_with = "steps")]
+        #[arg(
+            long,
+            env = "PROMOTE_ROLLBACK_TO",
+            value_name = "VALUE",
+            conflicts_with = "steps"
+        )]
         to: Option<String>,
         /// Go back this many promotions [default: 1]
         #[arg(long, env = "PROMOTE_ROLLBACK_STEPS", value_name = "N",
@@ -357,7 +366,8 @@ struct Cli {
     tag_name: Option<String>,
 
     /// The devops repository: an https URL or a local path (overrides promote.yaml)
-    #[arg(global = true, 
+    #[arg(
+        global = true,
         long,
         env = "PROMOTE_REPO",
         hide_env_values = true,
@@ -408,11 +418,22 @@ struct Cli {
     log_format: LogFormat,
 
     /// Commit author and committer [default: tomoda-promote <tomoda-promote@users.noreply.github.com>]
-    #[arg(global = true, long, env = "PROMOTE_AUTHOR", value_name = "NAME <EMAIL>")]
+    #[arg(
+        global = true,
+        long,
+        env = "PROMOTE_AUTHOR",
+        value_name = "NAME <EMAIL>"
+    )]
     author: Option<String>,
 
     /// Token for HTTPS git; prefer the environment variable, a flag is visible to other processes
-    #[arg(global = true, long, env = "GIT_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    #[arg(
+        global = true,
+        long,
+        env = "GIT_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
     git_token: Option<String>,
 
     /// Read the token from this file (e.g. a mounted secret)
@@ -420,7 +441,8 @@ struct Cli {
     git_token_file: Option<PathBuf>,
 
     /// User name sent with the token
-    #[arg(global = true, 
+    #[arg(
+        global = true,
         long,
         env = "GIT_USERNAME",
         default_value = "x-access-token",
@@ -502,7 +524,7 @@ struct Cli {
     /// to DURATION (10m when not given); Degraded, a failed sync or the timeout exit 1
     #[arg(global = true, long, env = "PROMOTE_WAIT", value_name = "DURATION",
           num_args = 0..=1, require_equals = true, default_missing_value = "10m",
-          value_parser = parse_duration)]
+          value_parser = parse_wait)]
     wait: Option<Duration>,
 
     /// As --wait=DURATION
@@ -515,6 +537,18 @@ struct Cli {
           default_value = "3s", value_parser = parse_duration)]
     argocd_poll_interval: Duration,
 }
+
+/// `--wait`'s value: a duration, or `true` / `yes` / `on` (PROMOTE_WAIT=true) for the
+/// default 10 minutes.
+fn parse_wait(text: &str) -> std::result::Result<Duration, String> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "true" | "yes" | "on" => Ok(DEFAULT_WAIT),
+        _ => parse_duration(text),
+    }
+}
+
+/// How long `--wait` waits for Argo CD when no duration is given.
+const DEFAULT_WAIT: Duration = Duration::from_secs(600);
 
 /// Removes the environment variables of our flags that are set but empty, so they count
 /// as unset: a GitHub Action passes every input, given or not, and Cloud Build maps an
@@ -572,6 +606,45 @@ mod tests {
         assert!(!format!("{args:?}").contains("s3cret"));
         let off = Args::try_parse_from(["tomoda-promote", "--no-verify"]).unwrap();
         assert!(!off.registry.verify);
+    }
+
+    #[test]
+    fn argocd_flags_and_the_forms_of_wait() {
+        let wait = |args: &[&str]| {
+            let mut all = vec!["tomoda-promote"];
+            all.extend_from_slice(args);
+            Args::try_parse_from(all).unwrap().flags.wait
+        };
+        assert_eq!(wait(&[]), None);
+        assert_eq!(wait(&["--wait"]), Some(DEFAULT_WAIT));
+        assert_eq!(wait(&["--wait=90s"]), Some(Duration::from_secs(90)));
+        assert_eq!(
+            wait(&["--wait-timeout", "2m"]),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(parse_wait("true"), Ok(DEFAULT_WAIT));
+        let args = Args::try_parse_from([
+            "tomoda-promote",
+            "rollback",
+            "--env",
+            "prod",
+            "--steps",
+            "2",
+            "--argocd-token",
+            "argo-s3cret",
+        ])
+        .unwrap();
+        assert_eq!(
+            args.action,
+            Action::Rollback {
+                to: None,
+                steps: Some(2),
+                hold: false,
+                reason: None
+            }
+        );
+        assert_eq!(args.flags.environment.as_deref(), Some("prod"));
+        assert!(!format!("{args:?}").contains("argo-s3cret"));
     }
 
     #[test]

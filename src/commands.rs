@@ -82,7 +82,9 @@ fn required_env<'a>(args: &'a Args, command: &str) -> Result<&'a str> {
 }
 
 /// Prints the promotion's result, after asking Argo CD to refresh (and waiting, if asked)
-/// when a commit was pushed. A failed wait is reported with the result, then returned.
+/// when a commit was pushed to the branch Argo CD follows. A failed wait is reported with
+/// the result, then returned. A pull-request promotion (when one exists) deploys nothing
+/// until it merges: it must not refresh or wait, and should say so.
 pub fn report_and_deploy(
     argocd: Option<&ArgoApp>,
     promotion: &Promotion,
@@ -135,8 +137,8 @@ fn read_history(
         let (commits, more) = workspace.log(tip, depth)?;
         let mut records = Vec::new();
         let mut done = false;
-        for (id, time, message) in &commits {
-            let Some(record) = history::parse(id, *time, message) else {
+        for commit in &commits {
+            let Some(record) = history::parse(&commit.id, commit.time, &commit.message) else {
                 continue;
             };
             if environment.is_some_and(|e| e != record.environment) {
@@ -153,7 +155,10 @@ fn read_history(
             return Ok(records);
         }
         depth *= 4;
-        tracing::info!("reading the history of branch {} {depth} commits deep", place.branch);
+        tracing::info!(
+            "reading the history of branch {} {depth} commits deep",
+            place.branch
+        );
     }
 }
 
@@ -177,7 +182,9 @@ fn rollback(
         Some(value) => read_history(place, transport.clone(), Some(env), MAX_DEPTH, |r| {
             history::matches(r, value)
         })?,
-        None => read_history(place, transport.clone(), Some(env), asked.steps + 1, |_| false)?,
+        None => read_history(place, transport.clone(), Some(env), asked.steps + 1, |_| {
+            false
+        })?,
     };
     let undo = match asked.to {
         Some(value) => records
@@ -206,16 +213,22 @@ fn rollback(
         ));
     }
     let (targets, _) = history::rollback_targets(&records, undo)?;
+    if targets.is_empty() {
+        return Err(Error::usage(
+            format!("the promotions to roll back in {env} set no value that existed before"),
+            "set the values with --image or --set instead",
+        ));
+    }
     // The build whose values come back, for the message's trailers.
-    let context = records.get(undo).map_or_else(BuildContext::default, |r| BuildContext {
-        commit_sha: r.source_commit.clone(),
-        tag_name: r.source_tag.clone(),
-        build_id: r.build_id.clone(),
-        ..Default::default()
-    });
-    let promotion = if targets.is_empty() {
-        None
-    } else {
+    let context = records
+        .get(undo)
+        .map_or_else(BuildContext::default, |r| BuildContext {
+            commit_sha: r.source_commit.clone(),
+            tag_name: r.source_tag.clone(),
+            build_id: r.build_id.clone(),
+            ..Default::default()
+        });
+    let promotion = {
         let plan = Plan {
             environment: env.to_string(),
             repo: place.repo.clone(),
@@ -227,7 +240,7 @@ fn rollback(
             holds_file: place.holds_file.clone(),
         };
         let history = git::AppHistory::discover(cwd);
-        Some(promote::promote(
+        promote::promote(
             &plan,
             &promote::Settings {
                 max_attempts: args.max_attempts,
@@ -239,28 +252,30 @@ fn rollback(
                     of: records[..undo].iter().map(|r| r.commit.clone()).collect(),
                 },
             },
-        )?)
+        )?
     };
     if asked.hold {
         let reason = asked.reason.map_or_else(
             || {
                 format!(
                     "rolled back to {}",
-                    records.get(undo).map_or_else(String::new, history::headline)
+                    records
+                        .get(undo)
+                        .map_or_else(String::new, history::headline)
                 )
             },
             str::to_string,
         );
         let committed = set_hold(args, place, transport.clone(), env, Some(&reason))?;
-        report::hold_result(&format!("hold {env}"), &committed, args.output);
+        // stdout carries one JSON object, the rollback's; the hold goes to the log there.
+        match args.output {
+            report::Format::Text => {
+                report::hold_result(&format!("hold {env}"), &committed, args.output);
+            }
+            report::Format::Json => tracing::info!("hold {env}: {committed:?}"),
+        }
     }
-    match promotion {
-        Some(p) => report_and_deploy(place.argocd.as_ref(), &p, args),
-        None => Err(Error::usage(
-            format!("the promotions to roll back in {env} set no value that existed before"),
-            "set the values with --image or --set instead",
-        )),
-    }
+    report_and_deploy(place.argocd.as_ref(), &promotion, args)
 }
 
 /// Adds (`reason` given) or lifts the hold on `environment`: one commit of the holds file.
@@ -275,40 +290,41 @@ fn set_hold(
     let who = inputs::who(&place.author.name);
     let since = holds::utc(inputs::now());
     let compose = |lookup: &dyn Fn(&str) -> Entry| {
-        let text = match lookup(file) {
-            Entry::File(bytes) => Some(String::from_utf8(bytes).map_err(|_| {
-                Error::input(file, None, "is not UTF-8 text", "save it as UTF-8")
-            })?),
-            _ => None,
-        };
+        let text =
+            match lookup(file) {
+                Entry::File(bytes) => Some(String::from_utf8(bytes).map_err(|_| {
+                    Error::input(file, None, "is not UTF-8 text", "save it as UTF-8")
+                })?),
+                _ => None,
+            };
         let current = holds::parse(file, text.as_deref())?;
-        let (holds, message) = match reason {
-            Some(reason) => {
-                if holds::find(&current, environment).is_some_and(|h| h.reason == reason) {
-                    return Ok(None);
-                }
-                let hold = Hold {
-                    environment: environment.to_string(),
-                    reason: reason.to_string(),
-                    who: who.clone(),
-                    since: since.clone(),
-                };
-                (
-                    holds::with(&current, hold),
-                    format!("hold({environment}): {reason}\n\nHeld-By: {who}\n"),
-                )
+        let (holds, message) = if let Some(reason) = reason {
+            if holds::find(&current, environment).is_some_and(|h| h.reason == reason) {
+                return Ok(None);
             }
-            None => {
-                if holds::find(&current, environment).is_none() {
-                    return Ok(None);
-                }
-                (
-                    holds::without(&current, environment),
-                    format!("unhold({environment})\n\nReleased-By: {who}\n"),
-                )
+            let hold = Hold {
+                environment: environment.to_string(),
+                reason: reason.to_string(),
+                who: who.clone(),
+                since: since.clone(),
+            };
+            (
+                holds::with(&current, hold),
+                format!("hold({environment}): {reason}\n\nHeld-By: {who}\n"),
+            )
+        } else {
+            if holds::find(&current, environment).is_none() {
+                return Ok(None);
             }
+            (
+                holds::without(&current, environment),
+                format!("unhold({environment})\n\nReleased-By: {who}\n"),
+            )
         };
-        Ok(Some((vec![(file.to_string(), holds::render(&holds))], message)))
+        Ok(Some((
+            vec![(file.to_string(), holds::render(&holds))],
+            message,
+        )))
     };
     let settings = promote::Settings {
         max_attempts: args.max_attempts,
@@ -318,7 +334,13 @@ fn set_hold(
         transport,
         purpose: Purpose::Promote,
     };
-    promote::commit_files(&place.repo, &place.branch, &place.author, &settings, compose)
+    promote::commit_files(
+        &place.repo,
+        &place.branch,
+        &place.author,
+        &settings,
+        compose,
+    )
 }
 
 /// A holds commit sets no tag: nothing for the ordering guard to ask.

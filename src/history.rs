@@ -57,7 +57,10 @@ pub fn parse(commit: &str, time: i64, message: &str) -> Option<Record> {
     };
     let mut file: Option<String> = None;
     for line in lines {
-        if let Some(f) = line.strip_prefix("Set in ").and_then(|l| l.strip_suffix(':')) {
+        if let Some(f) = line
+            .strip_prefix("Set in ")
+            .and_then(|l| l.strip_suffix(':'))
+        {
             file = Some(f.to_string());
         } else if let (Some(f), Some(change)) = (&file, line.strip_prefix("  ")) {
             if let Some(change) = change_line(f, change) {
@@ -149,7 +152,10 @@ pub fn matches(record: &Record, value: &str) -> bool {
             let (_, tag, digest) = split_reference(i);
             tag == Some(value) || digest == Some(value) || i == value
         })
-        || record.changes.iter().any(|c| c.new.as_deref() == Some(value))
+        || record
+            .changes
+            .iter()
+            .any(|c| c.new.as_deref() == Some(value))
 }
 
 /// What a rollback sets, from an environment's records newest first: undoing the first
@@ -169,27 +175,24 @@ pub fn rollback_targets(records: &[Record], undo: usize) -> Result<(Vec<Target>,
         }
     }
     // From the newest record's point of view: now `new`, back to the oldest's `old`.
-    let wanted: Vec<Change> = wanted
-        .into_iter()
-        .filter(|c| c.old.is_some())
-        .collect();
+    let wanted: Vec<Change> = wanted.into_iter().filter(|c| c.old.is_some()).collect();
     let mut targets: Vec<Target> = Vec::new();
     for change in &wanted {
         let old = change.old.clone().unwrap_or_default();
-        let target = match targets.iter_mut().find(|t| t.path == change.file) {
-            Some(target) => target,
-            None => {
-                let edit = match change.subject {
-                    Subject::Value { .. } => TargetEdit::Set(Vec::new()),
-                    _ => TargetEdit::Images(Vec::new()),
-                };
-                targets.push(Target {
-                    path: change.file.clone(),
-                    edit,
-                });
-                targets.last_mut().expect("just pushed")
-            }
+        let index = if let Some(i) = targets.iter().position(|t| t.path == change.file) {
+            i
+        } else {
+            let edit = match change.subject {
+                Subject::Value { .. } => TargetEdit::Set(Vec::new()),
+                _ => TargetEdit::Images(Vec::new()),
+            };
+            targets.push(Target {
+                path: change.file.clone(),
+                edit,
+            });
+            targets.len() - 1
         };
+        let target = &mut targets[index];
         match (&change.subject, &mut target.edit) {
             (Subject::Value { path }, TargetEdit::Set(sets)) => {
                 let key = KeyPath::parse(path).map_err(|e| {
@@ -361,7 +364,12 @@ mod tests {
         assert_eq!(r.source_tag.as_deref(), Some("v2"));
         assert_eq!(r.build_id.as_deref(), Some("b-1"));
         assert_eq!(r.changes.len(), 2);
-        assert_eq!(r.changes[1].subject, Subject::Value { path: "image.tag".into() });
+        assert_eq!(
+            r.changes[1].subject,
+            Subject::Value {
+                path: "image.tag".into()
+            }
+        );
         assert_eq!(headline(&r), "v2");
         assert!(matches(&r, "v2") && matches(&r, "4d5e6f7") && !matches(&r, "v1"));
         assert!(parse("c", 0, "Initial layout\n").is_none());

@@ -32,7 +32,8 @@ pub fn parse(file: &str, text: Option<&str>) -> Result<Vec<Hold>> {
             "fix the file in the devops repo, or rewrite it with `tomoda-promote hold` / `unhold`",
         )
     };
-    let docs = tree::parse(text).map_err(|e| bad(e.line, format!("invalid YAML: {}", e.message)))?;
+    let docs =
+        tree::parse(text).map_err(|e| bad(e.line, format!("invalid YAML: {}", e.message)))?;
     let Some(doc) = docs.first() else {
         return Ok(Vec::new());
     };
@@ -164,7 +165,10 @@ mod tests {
     #[test]
     fn rendered_holds_read_back_whatever_the_reason_says() {
         let holds = vec![
-            hold("prod", "rolled back: v1.5.0 leaks \"memory\" # see INC-7\nnext line"),
+            hold(
+                "prod",
+                "rolled back: v1.5.0 leaks \"memory\" # see INC-7\nnext line",
+            ),
             hold("dev", "yes"),
         ];
         let text = render(&holds);
@@ -184,7 +188,10 @@ mod tests {
     #[test]
     fn a_broken_file_is_named_with_its_line() {
         let e = parse("h.yaml", Some("holds:\n  - reason: x\n")).unwrap_err();
-        assert!(e.to_string().starts_with("h.yaml:2: a hold names no"), "{e}");
+        assert!(
+            e.to_string().starts_with("h.yaml:2: a hold names no"),
+            "{e}"
+        );
         let e = parse("h.yaml", Some("holds:\n  - environment: p\n    until: x\n")).unwrap_err();
         assert!(e.to_string().starts_with("h.yaml:3: unknown key"), "{e}");
     }

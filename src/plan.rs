@@ -220,11 +220,7 @@ pub struct Place {
 /// The place of `--env` (or, without it, of the top level of promote.yaml and the flags).
 pub fn place(flags: &Flags, config: Option<&Config>, bases: &Bases) -> Result<Place> {
     let environment = match (config, &flags.environment) {
-        (Some(c), Some(name)) => Some(select_environment(
-            c,
-            Some(name),
-            &BuildContext::default(),
-        )?),
+        (Some(c), Some(name)) => Some(select_environment(c, Some(name), &BuildContext::default())?),
         _ => None,
     };
     place_of(flags, config, environment, bases)
@@ -305,7 +301,10 @@ fn argo_app(
                 message,
                 format!("add `{what}:` under `argocd:`, or pass {flag}"),
             ),
-            None => Error::usage(message, format!("pass {flag} (or set it under `argocd:` in promote.yaml)")),
+            None => Error::usage(
+                message,
+                format!("pass {flag} (or set it under `argocd:` in promote.yaml)"),
+            ),
         }
     };
     match (server, app) {

@@ -6,8 +6,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::error::{Error, Result, Retry};
-use crate::holds::Hold;
 use crate::git::{self, HttpTransport, PushOutcome, Refusal, Workspace};
+use crate::holds::Hold;
 use crate::message::commit_message;
 use crate::message::short_sha;
 use crate::ordering::{self, History, Older};
@@ -33,7 +33,9 @@ pub struct Settings<'a> {
 pub enum Purpose {
     Promote,
     /// Sets values back: the message says `rollback(env)` and names the undone commits.
-    Rollback { of: Vec<String> },
+    Rollback {
+        of: Vec<String>,
+    },
 }
 
 /// What a run did, for everything that reports it: where, which values, how it ended.
@@ -320,7 +322,12 @@ fn held(lookup: impl Fn(&str) -> Entry, plan: &Plan, settings: &Settings) -> Res
     }
     let text = match lookup(&plan.holds_file) {
         Entry::File(bytes) => Some(String::from_utf8(bytes).map_err(|_| {
-            Error::input(&plan.holds_file, None, "is not UTF-8 text", "save it as UTF-8")
+            Error::input(
+                &plan.holds_file,
+                None,
+                "is not UTF-8 text",
+                "save it as UTF-8",
+            )
         })?),
         _ => None,
     };
@@ -350,11 +357,16 @@ fn dress(message: String, purpose: &Purpose) -> String {
 /// How a commit of [`commit_files`] ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Committed {
-    Pushed { commit: String },
+    Pushed {
+        commit: String,
+    },
     /// `compose` had nothing to change.
     Unchanged,
     /// A dry run: the diff and the message.
-    Planned { diff: String, message: String },
+    Planned {
+        diff: String,
+        message: String,
+    },
 }
 
 /// One commit of whole files through the same fetch, compare-and-swap and retry as a

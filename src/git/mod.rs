@@ -67,6 +67,15 @@ pub struct Refusal {
     pub server_said: Vec<String>,
 }
 
+/// One commit of the branch's log.
+#[derive(Debug, Clone)]
+pub struct LoggedCommit {
+    pub id: String,
+    /// Commit time, unix seconds.
+    pub time: i64,
+    pub message: String,
+}
+
 const LOCAL_REF: &str = "refs/heads/tomoda-promote";
 
 impl Workspace {
@@ -201,7 +210,7 @@ impl Workspace {
 
     /// The commits from `tip` back, newest first, at most `max`: id, commit time and
     /// message; and whether older ones may exist beyond what was fetched.
-    pub fn log(&self, tip: Oid, max: usize) -> Result<(Vec<(String, i64, String)>, bool)> {
+    pub fn log(&self, tip: Oid, max: usize) -> Result<(Vec<LoggedCommit>, bool)> {
         let fail = |e: git2::Error| {
             Error::local(format!("cannot read the fetched history: {}", e.message()))
         };
@@ -222,11 +231,11 @@ impl Workspace {
             let commit = self.repo.find_commit(oid).map_err(fail)?;
             let id = oid.to_string();
             cut |= shallow.contains(&id);
-            out.push((
+            out.push(LoggedCommit {
                 id,
-                commit.time().seconds(),
-                String::from_utf8_lossy(commit.message_bytes()).into_owned(),
-            ));
+                time: commit.time().seconds(),
+                message: String::from_utf8_lossy(commit.message_bytes()).into_owned(),
+            });
         }
         Ok((out, cut))
     }

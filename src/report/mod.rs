@@ -6,8 +6,8 @@ pub mod github;
 mod json;
 mod text;
 
-use crate::error::Error;
 use crate::argocd::Deployment;
+use crate::error::Error;
 use crate::promote::{Committed, Promotion};
 use crate::secrets;
 

@@ -2,8 +2,8 @@
 
 use std::fmt::Write;
 
-use crate::message::{change_line, short_sha};
 use crate::argocd::Deployment;
+use crate::message::{change_line, short_sha};
 use crate::promote::{Outcome, Promotion};
 use crate::report::github;
 

@@ -32,7 +32,9 @@ fn the_application_is_refreshed_once_after_the_push_with_the_token() {
         .never_shows(TOKEN);
     assert_eq!(
         argo.requests(),
-        [format!("GET /api/v1/applications/{APP}?refresh=normal auth=yes")]
+        [format!(
+            "GET /api/v1/applications/{APP}?refresh=normal auth=yes"
+        )]
     );
     assert_eq!(devops.file(DEV), tomoda_file(DEV).replace(OLD_SHA, SHA));
 }
@@ -82,7 +84,8 @@ fn a_degraded_application_ends_the_wait_with_exit_1_and_argo_cds_message() {
         } else {
             application(APP, &tip(&bare), "Synced", "Degraded")
         };
-        app["status"]["health"]["message"] = json!("Deployment \"tomoda-api\" exceeded its progress deadline");
+        app["status"]["health"]["message"] =
+            json!("Deployment \"tomoda-api\" exceeded its progress deadline");
         Answer::App(app)
     });
     let done = promote_with_argo(&devops, &argo)
@@ -123,7 +126,8 @@ fn a_failed_sync_operation_ends_the_wait_with_its_message() {
 fn a_wait_that_times_out_says_where_the_application_stands() {
     let devops = Devops::tomoda();
     let mut app = application(APP, OLD_REVISION, "OutOfSync", "Healthy");
-    app["status"]["conditions"] = json!([{"type": "ComparisonError", "message": "rpc error: repository not accessible"}]);
+    app["status"]["conditions"] =
+        json!([{"type": "ComparisonError", "message": "rpc error: repository not accessible"}]);
     let argo = ArgoServer::start(APP, TOKEN, move |_| Answer::App(app.clone()));
     let done = promote_with_argo(&devops, &argo)
         .args(["--wait=1s"])
@@ -160,7 +164,10 @@ fn a_refused_token_is_a_clear_error_that_never_shows_it() {
     promote_with_argo(&devops, &argo)
         .run()
         .code(1)
-        .stderr_has(&format!("{}: Argo CD refused the token (HTTP 401: invalid session: token signature is invalid)", argo.url()))
+        .stderr_has(&format!(
+            "{}: Argo CD refused the token (HTTP 401: invalid session: token signature is invalid)",
+            argo.url()
+        ))
         .stderr_has("hint: set ARGOCD_AUTH_TOKEN")
         .stdout_has("pushed ")
         .never_shows(TOKEN);

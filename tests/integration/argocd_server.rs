@@ -190,10 +190,7 @@ fn answer(
     if name != state.app {
         return (
             404,
-            error_body(
-                5,
-                &format!("applications.argoproj.io \"{name}\" not found"),
-            ),
+            error_body(5, &format!("applications.argoproj.io \"{name}\" not found")),
         );
     }
     let n = state.reads;
@@ -224,5 +221,7 @@ pub fn application(name: &str, revision: &str, sync: &str, health: &str) -> Valu
 
 /// The branch's tip in a bare repository: the commit a promotion just pushed.
 pub fn tip(bare: &Path) -> String {
-    crate::dsl::git(bare, &["rev-parse", "main"]).trim().to_string()
+    crate::dsl::git(bare, &["rev-parse", "main"])
+        .trim()
+        .to_string()
 }

@@ -53,7 +53,9 @@ fn history_lists_the_promotions_newest_first_from_the_trailers() {
     assert_eq!(records[1]["source_commit"], SHA2);
     assert!(records[0]["time"].as_str().unwrap().ends_with('Z'));
 
-    let none = Run::tomoda(&devops).args(["history", "--env", "prod"]).run();
+    let none = Run::tomoda(&devops)
+        .args(["history", "--env", "prod"])
+        .run();
     none.ok().stdout_has("no promotions found");
 }
 
@@ -97,7 +99,11 @@ fn rollback_steps_1_sets_the_previous_values_in_a_new_commit() {
         .ok()
         .stdout_has("pushed ");
     assert_eq!(devops.file(DEV), dev_with(SHA2));
-    assert_eq!(devops.commit_count(), before + 1, "a new commit, no rewrite");
+    assert_eq!(
+        devops.commit_count(),
+        before + 1,
+        "a new commit, no rewrite"
+    );
     assert_eq!(
         git(&devops.bare(), &["rev-parse", "main^"]).trim(),
         undone,
@@ -143,7 +149,14 @@ fn rollback_to_a_source_commit_passes_the_ordering_guard_and_plan_pushes_nothing
 fn rollback_with_hold_keeps_the_next_build_off_until_unhold() {
     let devops = three_promotions();
     Run::tomoda(&devops)
-        .args(["rollback", "--env", "dev", "--hold", "--reason", "3333333 leaks memory"])
+        .args([
+            "rollback",
+            "--env",
+            "dev",
+            "--hold",
+            "--reason",
+            "3333333 leaks memory",
+        ])
         .env("USER", "alice")
         .run()
         .ok()
@@ -153,7 +166,10 @@ fn rollback_with_hold_keeps_the_next_build_off_until_unhold() {
     assert!(holds.contains("  - environment: \"dev\"\n    reason: \"3333333 leaks memory\"\n    who: \"alice\"\n    since: \""), "{holds}");
     let held_at = devops.head();
 
-    let done = Run::tomoda(&devops).sha(SHA).args(["--output", "json"]).run();
+    let done = Run::tomoda(&devops)
+        .sha(SHA)
+        .args(["--output", "json"])
+        .run();
     let v = done.ok().json();
     assert_eq!(v["skipped"], "held");
     assert_eq!(v["pushed"], false);
@@ -179,7 +195,11 @@ fn rollback_with_hold_keeps_the_next_build_off_until_unhold() {
         .ok()
         .stdout_has("unhold dev: pushed ");
     assert!(!devops.file(".promote/holds.yaml").contains("dev"));
-    Run::tomoda(&devops).sha(SHA).run().ok().stdout_has("pushed ");
+    Run::tomoda(&devops)
+        .sha(SHA)
+        .run()
+        .ok()
+        .stdout_has("pushed ");
     assert_eq!(devops.file(DEV), dev_with(SHA));
     Run::tomoda(&devops)
         .args(["unhold", "--env", "dev"])
@@ -200,7 +220,11 @@ fn hold_lives_where_holds_file_says_and_needs_env() {
         .args(["hold", "--env", "prod", "--reason", "freeze for the audit"])
         .run()
         .ok();
-    assert!(devops.file("ops/holds.yaml").contains("freeze for the audit"));
+    assert!(
+        devops
+            .file("ops/holds.yaml")
+            .contains("freeze for the audit")
+    );
     Run::new()
         .config(&config)
         .sha(SHA)
