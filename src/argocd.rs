@@ -159,14 +159,16 @@ impl Status {
         }
     }
 
-    /// Whether the application runs `commit`: an old Degraded or failed state belongs to
-    /// the previous revision and is waited out; once the commit is the synced (or the
-    /// operated) one, Degraded and a failed operation end the wait.
-    pub fn verdict(&self, commit: &str) -> Verdict {
-        let ours = self.revisions.iter().any(|r| r == commit);
+    /// Whether the application runs `commit`, or a later commit of the branch (`later`:
+    /// another pipeline pushed on top, and Argo CD synced that): an old Degraded or failed
+    /// state belongs to the previous revision and is waited out; once the commit is in
+    /// the synced (or the operated) one, Degraded and a failed operation end the wait.
+    pub fn verdict(&self, commit: &str, later: &dyn Fn(&str) -> bool) -> Verdict {
+        let carries = |r: &String| r == commit || later(r);
+        let ours = self.revisions.iter().any(carries);
         if let Some(op) = &self.operation
             && matches!(op.phase.as_str(), "Failed" | "Error")
-            && (op.revisions.iter().any(|r| r == commit) || (op.revisions.is_empty() && ours))
+            && (op.revisions.iter().any(carries) || (op.revisions.is_empty() && ours))
         {
             return Verdict::Failed(format!(
                 "the sync of {} ended {}: {}",
@@ -189,9 +191,15 @@ impl Status {
     }
 
     /// One line of where the application stands.
-    pub fn describe(&self, commit: &str) -> String {
+    pub fn describe(&self, commit: &str, later: &dyn Fn(&str) -> bool) -> String {
         let revision = if self.revisions.iter().any(|r| r == commit) {
             format!("at {}", short_sha(commit))
+        } else if let Some(newer) = self.revisions.iter().find(|r| later(r)) {
+            format!(
+                "at {}, which includes {}",
+                short_sha(newer),
+                short_sha(commit)
+            )
         } else if self.revisions.is_empty() {
             "no revision yet".to_string()
         } else {
@@ -288,11 +296,13 @@ impl Client {
         url
     }
 
-    /// Refreshes the application and, when asked, waits for `commit` to run Synced and
-    /// Healthy. The error, if any, comes with the deployment as far as it got.
+    /// Refreshes the application and, when asked, waits for `commit` (or a `later` commit
+    /// of the branch) to run Synced and Healthy. The error, if any, comes with the
+    /// deployment as far as it got.
     pub fn settle(
         &self,
         commit: &str,
+        later: &dyn Fn(&str) -> bool,
         progress: &mut dyn FnMut(&str),
         sleep: &mut dyn FnMut(Duration),
     ) -> (Deployment, Option<Error>) {
@@ -320,7 +330,7 @@ impl Client {
         let app = &self.app.app;
         progress(&format!(
             "Argo CD: asked {app} to refresh: {}",
-            status.describe(commit)
+            status.describe(commit, later)
         ));
         let Some(wait) = self.app.wait else {
             return (deployment, None);
@@ -330,22 +340,22 @@ impl Client {
         let mut last_told = start;
         let mut status = status;
         loop {
-            match status.verdict(commit) {
+            match status.verdict(commit, later) {
                 Verdict::Deployed => {
                     progress(&format!(
-                        "Argo CD: {app} runs {} Synced and Healthy",
-                        short_sha(commit)
+                        "Argo CD: {app} deployed: {}",
+                        status.describe(commit, later)
                     ));
                     return (deployment, None);
                 }
                 Verdict::Failed(why) => {
-                    let error = self.failed(&format!("{why} ({})", status.describe(commit)));
+                    let error = self.failed(&format!("{why} ({})", status.describe(commit, later)));
                     deployment.failure = Some(why);
                     return (deployment, Some(error));
                 }
                 Verdict::Waiting => {}
             }
-            let line = status.describe(commit);
+            let line = status.describe(commit, later);
             if line != last_line || last_told.elapsed() >= PROGRESS_EVERY {
                 progress(&format!(
                     "Argo CD: waiting for {app} ({}s of {}s): {line}",
@@ -360,7 +370,7 @@ impl Client {
                     "not Synced and Healthy at {} within {}s: {}{}",
                     short_sha(commit),
                     wait.as_secs(),
-                    status.describe(commit),
+                    status.describe(commit, later),
                     status.said()
                 );
                 let error = self.failed(&why);
@@ -524,7 +534,7 @@ mod tests {
 
     #[test]
     fn the_commit_synced_and_healthy_is_deployed_and_not_before() {
-        let v = |a: Value| Status::from_json(&a).verdict(COMMIT);
+        let v = |a: Value| Status::from_json(&a).verdict(COMMIT, &|_| false);
         assert_eq!(v(app(OLD, "OutOfSync", "Healthy")), Verdict::Waiting);
         assert_eq!(v(app(COMMIT, "Synced", "Progressing")), Verdict::Waiting);
         assert_eq!(v(app(COMMIT, "Synced", "Healthy")), Verdict::Deployed);
@@ -545,12 +555,27 @@ mod tests {
     }
 
     #[test]
+    fn a_later_commit_of_the_branch_carries_the_promotion() {
+        const LATER: &str = "9999999999999999999999999999999999999999";
+        let status = Status::from_json(&app(LATER, "Synced", "Healthy"));
+        assert_eq!(status.verdict(COMMIT, &|_| false), Verdict::Waiting);
+        assert_eq!(status.verdict(COMMIT, &|r| r == LATER), Verdict::Deployed);
+        assert_eq!(
+            status.describe(COMMIT, &|r| r == LATER),
+            "at 9999999, which includes 4d5e6f7, Synced, Healthy"
+        );
+    }
+
+    #[test]
     fn several_sources_and_failed_operations() {
         let multi = json!({"status": {
             "sync": {"status": "Synced", "revisions": ["abc", COMMIT]},
             "health": {"status": "Healthy"},
         }});
-        assert_eq!(Status::from_json(&multi).verdict(COMMIT), Verdict::Deployed);
+        assert_eq!(
+            Status::from_json(&multi).verdict(COMMIT, &|_| false),
+            Verdict::Deployed
+        );
         let failed = json!({"status": {
             "sync": {"status": "OutOfSync", "revision": OLD},
             "health": {"status": "Healthy"},
@@ -558,7 +583,7 @@ mod tests {
                 "operation": {"sync": {"revision": COMMIT}}},
         }});
         assert_eq!(
-            Status::from_json(&failed).verdict(COMMIT),
+            Status::from_json(&failed).verdict(COMMIT, &|_| false),
             Verdict::Failed(
                 "the sync of 4d5e6f7 ended Failed: one or more objects failed to apply".into()
             )
@@ -568,7 +593,7 @@ mod tests {
             "operationState": {"phase": "Error", "message": "x", "syncResult": {"revision": OLD}},
         }});
         assert_eq!(
-            Status::from_json(&old_failure).verdict(COMMIT),
+            Status::from_json(&old_failure).verdict(COMMIT, &|_| false),
             Verdict::Waiting
         );
     }

@@ -2,6 +2,8 @@
 //! back at the devops branch (`history`) and steer it (`rollback`, `hold`, `unhold`), each
 //! a commit through the promotion's own fetch, compare-and-swap and retry.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::path::Path;
 
 use crate::argocd::{self, Deployment};
@@ -85,14 +87,10 @@ fn required_env<'a>(args: &'a Args, command: &str) -> Result<&'a str> {
 /// when a commit was pushed to the branch Argo CD follows. A failed wait is reported with
 /// the result, then returned. A pull-request promotion (when one exists) deploys nothing
 /// until it merges: it must not refresh or wait, and should say so.
-pub fn report_and_deploy(
-    argocd: Option<&ArgoApp>,
-    promotion: &Promotion,
-    args: &Args,
-) -> Result<()> {
-    let (deployment, failure) = match (argocd, &promotion.outcome) {
+pub fn report_and_deploy(plan: &Plan, promotion: &Promotion, args: &Args) -> Result<()> {
+    let (deployment, failure) = match (&plan.argocd, &promotion.outcome) {
         (Some(app), Outcome::Pushed { commit }) if !promotion.dry_run => {
-            let (d, e) = deploy(app, commit, args)?;
+            let (d, e) = deploy(plan, app, commit, args)?;
             (Some(d), e)
         }
         _ => (None, None),
@@ -103,7 +101,12 @@ pub fn report_and_deploy(
 
 /// Refreshes the application and waits when asked; the deployment as far as it got, and
 /// the error that ended it.
-fn deploy(app: &ArgoApp, commit: &str, args: &Args) -> Result<(Deployment, Option<Error>)> {
+fn deploy(
+    plan: &Plan,
+    app: &ArgoApp,
+    commit: &str,
+    args: &Args,
+) -> Result<(Deployment, Option<Error>)> {
     if let Some(token) = &args.argocd.token {
         secrets::register(token);
     } else {
@@ -117,7 +120,74 @@ fn deploy(app: &ArgoApp, commit: &str, args: &Args) -> Result<(Deployment, Optio
             poll_interval: args.argocd.poll_interval,
         },
     )?;
-    Ok(client.settle(commit, &mut report::progress, &mut std::thread::sleep))
+    let later = LaterCommits::new(plan, args, commit)?;
+    Ok(client.settle(
+        commit,
+        &|revision| later.includes(revision),
+        &mut report::progress,
+        &mut std::thread::sleep,
+    ))
+}
+
+/// Whether a revision Argo CD reports is a later commit of the branch, built on ours
+/// (another pipeline pushed after us, and Argo CD synced that): the branch is fetched
+/// again for each revision not seen before, and the answer kept.
+struct LaterCommits<'a> {
+    plan: &'a Plan,
+    commit: &'a str,
+    transport: HttpTransport,
+    workspace: RefCell<Option<Workspace>>,
+    seen: RefCell<HashMap<String, bool>>,
+}
+
+/// How deep the branch is fetched to find our commit under a later one.
+const LATER_DEPTH: i32 = 64;
+
+impl<'a> LaterCommits<'a> {
+    fn new(plan: &'a Plan, args: &Args, commit: &'a str) -> Result<Self> {
+        let token = inputs::read_token(&args.token)?;
+        Ok(LaterCommits {
+            plan,
+            commit,
+            transport: HttpTransport::for_repo(
+                &plan.repo,
+                token,
+                &args.token.username,
+                args.timeout,
+            )?,
+            workspace: RefCell::new(None),
+            seen: RefCell::new(HashMap::new()),
+        })
+    }
+
+    fn includes(&self, revision: &str) -> bool {
+        if revision.len() != 40 || !revision.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return false;
+        }
+        if let Some(known) = self.seen.borrow().get(revision) {
+            return *known;
+        }
+        let answer = self.look(revision).unwrap_or_else(|e| {
+            tracing::warn!(
+                "cannot tell whether {revision} includes {}: {}",
+                self.commit,
+                e.summary()
+            );
+            false
+        });
+        self.seen.borrow_mut().insert(revision.to_string(), answer);
+        answer
+    }
+
+    fn look(&self, revision: &str) -> Result<bool> {
+        let mut workspace = self.workspace.borrow_mut();
+        if workspace.is_none() {
+            *workspace = Some(Workspace::new(&self.plan.repo, self.transport.clone())?);
+        }
+        let workspace = workspace.as_ref().expect("just set");
+        workspace.fetch_deep(&self.plan.branch, LATER_DEPTH)?;
+        Ok(workspace.descends(revision, self.commit))
+    }
 }
 
 /// The environment's (or every) promotion records, newest first, at most `limit`, or
@@ -228,17 +298,17 @@ fn rollback(
             build_id: r.build_id.clone(),
             ..Default::default()
         });
+    let plan = Plan {
+        environment: env.to_string(),
+        repo: place.repo.clone(),
+        branch: place.branch.clone(),
+        targets,
+        context,
+        author: place.author.clone(),
+        argocd: place.argocd.clone(),
+        holds_file: place.holds_file.clone(),
+    };
     let promotion = {
-        let plan = Plan {
-            environment: env.to_string(),
-            repo: place.repo.clone(),
-            branch: place.branch.clone(),
-            targets,
-            context,
-            author: place.author.clone(),
-            argocd: place.argocd.clone(),
-            holds_file: place.holds_file.clone(),
-        };
         let history = git::AppHistory::discover(cwd);
         promote::promote(
             &plan,
@@ -275,7 +345,7 @@ fn rollback(
             report::Format::Json => tracing::info!("hold {env}: {committed:?}"),
         }
     }
-    report_and_deploy(place.argocd.as_ref(), &promotion, args)
+    report_and_deploy(&plan, &promotion, args)
 }
 
 /// Adds (`reason` given) or lifts the hold on `environment`: one commit of the holds file.

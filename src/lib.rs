@@ -75,5 +75,5 @@ pub fn run(args: &Args) -> Result<()> {
             purpose: promote::Purpose::Promote,
         },
     )?;
-    commands::report_and_deploy(plan.argocd.as_ref(), &promotion, args)
+    commands::report_and_deploy(&plan, &promotion, args)
 }

@@ -240,6 +240,17 @@ impl Workspace {
         Ok((out, cut))
     }
 
+    /// Whether `descendant` (a full commit id) is a later commit built on `ancestor`, in
+    /// what was fetched; unknown commits are not.
+    pub fn descends(&self, descendant: &str, ancestor: &str) -> bool {
+        match (Oid::from_str(descendant), Oid::from_str(ancestor)) {
+            (Ok(d), Ok(a)) if descendant.len() == 40 => {
+                self.repo.graph_descendant_of(d, a).unwrap_or(false)
+            }
+            _ => false,
+        }
+    }
+
     /// What `path` is in the commit's tree.
     pub fn lookup(&self, commit: Oid, path: &str) -> Entry {
         let Ok(tree) = self.repo.find_commit(commit).and_then(|c| c.tree()) else {

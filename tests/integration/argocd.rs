@@ -25,7 +25,9 @@ fn the_application_is_refreshed_once_after_the_push_with_the_token() {
     let argo = ArgoServer::start(APP, TOKEN, |_| {
         Answer::App(application(APP, OLD_REVISION, "OutOfSync", "Healthy"))
     });
-    let done = promote_with_argo(&devops, &argo).run();
+    let done = promote_with_argo(&devops, &argo)
+        .env("RUST_LOG", "trace")
+        .run();
     done.ok()
         .stdout_has("pushed ")
         .stdout_has("Argo CD tomoda-dev: refreshed (revision 1111111, OutOfSync, Healthy)")
@@ -57,7 +59,7 @@ fn wait_follows_the_application_until_the_pushed_commit_is_synced_and_healthy() 
     done.ok()
         .stderr_has("Argo CD: waiting for tomoda-dev")
         .stderr_has("Synced, Progressing")
-        .stderr_has("runs ")
+        .stderr_has("Argo CD: tomoda-dev deployed: at ")
         .never_shows(TOKEN);
     let v = done.json();
     let head = devops.head();
@@ -72,6 +74,54 @@ fn wait_follows_the_application_until_the_pushed_commit_is_synced_and_healthy() 
     );
     assert_eq!(argo.refreshes(), 1, "one refresh, then plain reads");
     assert!(argo.requests().len() >= 3, "{:?}", argo.requests());
+}
+
+#[test]
+fn a_later_commit_of_another_pipeline_synced_in_place_of_ours_counts_as_deployed() {
+    let devops = Devops::tomoda();
+    let bare = devops.bare();
+    let argo = ArgoServer::start(APP, TOKEN, move |n| {
+        if n == 0 {
+            return Answer::App(application(APP, OLD_REVISION, "OutOfSync", "Healthy"));
+        }
+        // Another pipeline pushed on top of ours; Argo CD synced the branch's new tip.
+        if n == 1 {
+            let ours = tip(&bare);
+            let tree = format!("{ours}^{{tree}}");
+            let later = git(
+                &bare,
+                &[
+                    "commit-tree",
+                    &tree,
+                    "-p",
+                    &ours,
+                    "-m",
+                    "promote(dev): other",
+                ],
+            );
+            git(&bare, &["update-ref", "refs/heads/main", later.trim()]);
+        }
+        Answer::App(application(APP, &tip(&bare), "Synced", "Healthy"))
+    });
+    let done = promote_with_argo(&devops, &argo).args(["--wait=30s"]).run();
+    done.ok()
+        .stderr_has(", which includes ")
+        .stdout_has("Argo CD tomoda-dev: deployed");
+}
+
+#[test]
+fn an_unrelated_revision_is_not_taken_for_ours() {
+    let devops = Devops::tomoda();
+    let unrelated = devops.head();
+    let argo = ArgoServer::start(APP, TOKEN, move |_| {
+        Answer::App(application(APP, &unrelated, "Synced", "Healthy"))
+    });
+    promote_with_argo(&devops, &argo)
+        .args(["--wait=1s"])
+        .env("PROMOTE_ARGOCD_POLL_INTERVAL", "200ms")
+        .run()
+        .code(1)
+        .stderr_has("not Synced and Healthy at ");
 }
 
 #[test]
