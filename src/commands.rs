@@ -93,6 +93,16 @@ pub fn report_and_deploy(plan: &Plan, promotion: &Promotion, args: &Args) -> Res
             let (d, e) = deploy(plan, app, commit, args)?;
             (Some(d), e)
         }
+        // A rerun of a step whose push landed (and whose wait may not have ended well):
+        // what Argo CD should run is the branch's tip, which holds the wanted values.
+        (Some(app), Outcome::AlreadyUpToDate) if !promotion.dry_run => {
+            let transport = transport_for(plan, args)?;
+            let tip = Workspace::new(&plan.repo, transport)?
+                .fetch(&plan.branch)?
+                .to_string();
+            let (d, e) = deploy(plan, app, &tip, args)?;
+            (Some(d), e)
+        }
         _ => (None, None),
     };
     report::result(promotion, deployment.as_ref(), args.output)?;
@@ -129,6 +139,12 @@ fn deploy(
     ))
 }
 
+/// Git over http(s) to the plan's repository, as the promotion had it.
+fn transport_for(plan: &Plan, args: &Args) -> Result<HttpTransport> {
+    let token = inputs::read_token(&args.token)?;
+    HttpTransport::for_repo(&plan.repo, token, &args.token.username, args.timeout)
+}
+
 /// Whether a revision Argo CD reports is a later commit of the branch, built on ours
 /// (another pipeline pushed after us, and Argo CD synced that): the branch is fetched
 /// again for each revision not seen before, and the answer kept.
@@ -145,16 +161,10 @@ const LATER_DEPTH: i32 = 64;
 
 impl<'a> LaterCommits<'a> {
     fn new(plan: &'a Plan, args: &Args, commit: &'a str) -> Result<Self> {
-        let token = inputs::read_token(&args.token)?;
         Ok(LaterCommits {
             plan,
             commit,
-            transport: HttpTransport::for_repo(
-                &plan.repo,
-                token,
-                &args.token.username,
-                args.timeout,
-            )?,
+            transport: transport_for(plan, args)?,
             workspace: RefCell::new(None),
             seen: RefCell::new(HashMap::new()),
         })

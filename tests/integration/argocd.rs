@@ -125,6 +125,23 @@ fn an_unrelated_revision_is_not_taken_for_ours() {
 }
 
 #[test]
+fn a_rerun_that_is_already_up_to_date_still_waits_for_the_branch_tip() {
+    let devops = Devops::tomoda();
+    Run::tomoda(&devops).sha(SHA).run().ok();
+    let bare = devops.bare();
+    let argo = ArgoServer::start(APP, TOKEN, move |_| {
+        Answer::App(application(APP, &tip(&bare), "Synced", "Healthy"))
+    });
+    promote_with_argo(&devops, &argo)
+        .args(["--wait=30s"])
+        .run()
+        .ok()
+        .stdout_has("already up to date")
+        .stdout_has("Argo CD tomoda-dev: deployed");
+    assert_eq!(argo.refreshes(), 1);
+}
+
+#[test]
 fn a_degraded_application_ends_the_wait_with_exit_1_and_argo_cds_message() {
     let devops = Devops::tomoda();
     let bare = devops.bare();
@@ -297,4 +314,18 @@ fn argocd_settings_are_checked() {
         .code(2)
         .stderr_has("--wait needs an Argo CD application");
     assert_eq!(devops.commit_count(), 1, "nothing pushed");
+}
+
+#[test]
+fn help_names_the_token_variable_and_never_its_value() {
+    for args in [&["--help"][..], &["rollback", "--help"], &["history", "-h"]] {
+        let done = Run::new().env("ARGOCD_AUTH_TOKEN", TOKEN).args(args).run();
+        done.ok().never_shows(TOKEN);
+        // Help wraps lines at spaces, differently per command: compare with one space.
+        let flat = done.stdout.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(
+            flat.contains("[env: ARGOCD_AUTH_TOKEN]"),
+            "{args:?}: {flat}"
+        );
+    }
 }
