@@ -292,6 +292,11 @@ fn rollback(
             format!("see `tomoda-promote history --env {env}`"),
         ));
     }
+    if undo == 0 {
+        // `--to` names the current promotion: a rerun of the same rollback, say.
+        report::already_at(env, asked.to.unwrap_or_default(), args.output);
+        return Ok(());
+    }
     let (targets, _) = history::rollback_targets(&records, undo)?;
     if targets.is_empty() {
         return Err(Error::usage(

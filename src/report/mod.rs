@@ -59,6 +59,21 @@ pub fn history(records: &[crate::history::Record], format: Format) {
     }
 }
 
+/// A rollback to the values the environment already has: nothing to do.
+pub fn already_at(environment: &str, value: &str, format: Format) {
+    match format {
+        Format::Text => print(&format!(
+            "{environment}: already at {value}: nothing to roll back\n"
+        )),
+        Format::Json => print(&format!(
+            "{}\n",
+            serde_json::json!({
+                "environment": environment, "pushed": false, "up_to_date": true, "commit": null,
+            })
+        )),
+    }
+}
+
 /// How a hold or unhold commit ended.
 pub fn hold_result(what: &str, committed: &Committed, format: Format) {
     let (text, commit) = match committed {

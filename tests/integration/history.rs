@@ -138,6 +138,15 @@ fn rollback_to_a_source_commit_passes_the_ordering_guard_and_plan_pushes_nothing
     assert_eq!(devops.file(DEV), dev_with(SHA1));
     let log = devops.log();
     assert_eq!(log.matches("Rollback-Of: ").count(), 2, "{log}");
+    let rolled_back = devops.head();
+    Run::tomoda(&devops)
+        .args(["rollback", "--env", "dev", "--to", SHA1])
+        .run()
+        .ok()
+        .stdout_has(
+            "dev: already at 1111111aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa: nothing to roll back",
+        );
+    assert_eq!(devops.head(), rolled_back, "a rerun is harmless");
     Run::tomoda(&devops)
         .args(["rollback", "--env", "dev", "--to", "v9.9.9"])
         .run()
@@ -215,6 +224,22 @@ fn hold_lives_where_holds_file_says_and_needs_env() {
         "holds_file: ops/holds.yaml\n{}",
         tomoda_config(&devops.url())
     );
+    Run::new()
+        .config(&config)
+        .args([
+            "hold",
+            "--env",
+            "prod",
+            "--reason",
+            "freeze for the audit",
+            "--plan",
+        ])
+        .run()
+        .ok()
+        .stdout_has("+++ b/ops/holds.yaml")
+        .stdout_has("hold(prod): freeze for the audit")
+        .stdout_has("plan only");
+    assert_eq!(devops.commit_count(), 1, "--plan pushes nothing");
     Run::new()
         .config(&config)
         .args(["hold", "--env", "prod", "--reason", "freeze for the audit"])
