@@ -35,7 +35,7 @@ const ESCAPED: &AsciiSet = &CONTROLS
     .add(b'{')
     .add(b'}');
 /// A progress line at least this often while nothing changes.
-const PROGRESS_EVERY: Duration = Duration::from_secs(10);
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
 /// What Argo CD said about the application, for the result.
 #[derive(Debug, Clone, PartialEq, Eq)]
