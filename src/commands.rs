@@ -18,7 +18,6 @@ use crate::overlay::Entry;
 use crate::plan::{ArgoApp, Place, Plan};
 use crate::promote::{self, Committed, Outcome, Promotion, Purpose};
 use crate::report;
-use crate::secrets;
 
 /// The first depth `history` fetches, and the deepest it goes.
 const FIRST_DEPTH: usize = 16;
@@ -117,9 +116,7 @@ fn deploy(
     commit: &str,
     args: &Args,
 ) -> Result<(Deployment, Option<Error>)> {
-    if let Some(token) = &args.argocd.token {
-        secrets::register(token);
-    } else {
+    if args.argocd.token.is_none() {
         tracing::warn!("no ARGOCD_AUTH_TOKEN: asking Argo CD anonymously");
     }
     let client = argocd::Client::new(

@@ -377,6 +377,45 @@ mod tests {
     }
 
     #[test]
+    fn container_lines_read_back_and_roll_back_to_the_whole_reference() {
+        let c = change_line(
+            "web.yaml",
+            "reg/web at spec.template.spec.containers[0].image: reg/web:v1 -> reg/web:v2",
+        )
+        .unwrap();
+        assert_eq!(
+            c.subject,
+            Subject::Container {
+                image: "reg/web".into(),
+                path: "spec.template.spec.containers[0].image".into()
+            }
+        );
+        let record = Record {
+            commit: "c".into(),
+            time: 0,
+            environment: "dev".into(),
+            subject: String::new(),
+            images: vec![],
+            changes: vec![c],
+            source_commit: None,
+            source_tag: None,
+            build_id: None,
+            rollback_of: vec![],
+        };
+        let (targets, _) = rollback_targets(&[record], 1).unwrap();
+        assert_eq!(
+            targets[0].edit,
+            TargetEdit::Images(vec![ImageSpec {
+                name: "reg/web".into(),
+                new_name: None,
+                new_tag: Some("v1".into()),
+                digest: None
+            }])
+        );
+        assert!(change_line("f", "reg/app newTags: a -> b").is_none());
+    }
+
+    #[test]
     fn a_rollback_sets_the_values_before_the_oldest_undone_promotion() {
         let records: Vec<Record> = [("v2", "v3"), ("v1", "v2"), ("v0", "v1")]
             .iter()

@@ -15,6 +15,7 @@ const DEFAULT_CONFIG: &str = "promote.yaml";
 
 /// Flags, promote.yaml and the build's environment, resolved into one checked plan.
 pub fn plan(args: &Args, cwd: &Path) -> Result<Plan> {
+    register_argocd_token(args);
     let config = load_config(args, cwd)?;
     let config_repos = config.iter().flat_map(|(c, _)| {
         c.repo
@@ -59,6 +60,7 @@ pub fn plan(args: &Args, cwd: &Path) -> Result<Plan> {
 /// Where `--env` lives (repo, branch, holds file, Argo CD), for the subcommands that do
 /// not promote a build.
 pub fn place(args: &Args, cwd: &Path) -> Result<Place> {
+    register_argocd_token(args);
     let config = load_config(args, cwd)?;
     let config_repos = config.iter().flat_map(|(c, _)| {
         c.repo
@@ -76,6 +78,13 @@ pub fn place(args: &Args, cwd: &Path) -> Result<Place> {
         cwd,
     };
     plan::place(&args.flags, config.as_ref().map(|(c, _)| c), &bases)
+}
+
+/// ARGOCD_AUTH_TOKEN is a secret from the start, whatever fails first.
+fn register_argocd_token(args: &Args) {
+    if let Some(token) = &args.argocd.token {
+        secrets::register(token);
+    }
 }
 
 /// Who holds an environment: the CI's actor, else the local user, else the author.

@@ -496,6 +496,21 @@ mod tests {
     const REPO: &str = "https://git.example/o/devops.git";
 
     #[test]
+    fn a_rollback_message_says_so_and_names_the_undone_commits() {
+        let message = "promote(prod): app v2 -> v1\n\nSet in k.yaml:\n  app newTag: v2 -> v1\n\nPromoted-Image: app:v1\n";
+        assert_eq!(dress(message.into(), &Purpose::Promote), message);
+        assert_eq!(
+            dress(
+                message.into(),
+                &Purpose::Rollback {
+                    of: vec!["c2".into(), "c1".into()]
+                }
+            ),
+            "rollback(prod): app v2 -> v1\n\nSet in k.yaml:\n  app newTag: v2 -> v1\n\nPromoted-Image: app:v1\nRollback-Of: c2\nRollback-Of: c1\n"
+        );
+    }
+
+    #[test]
     fn backoff_grows_and_stays_bounded() {
         for attempt in 1..=20 {
             let ceiling = 200u64 << (attempt - 1).min(5);
