@@ -314,6 +314,69 @@ fn decide(edits: &[Edit], plan: &Plan, settings: &Settings) -> Result<Decision> 
     Ok(Decision::Commit(message))
 }
 
+fn promotion(
+    plan: &Plan,
+    edits: &[Edit],
+    attempts: u32,
+    dry_run: bool,
+    outcome: Outcome,
+) -> Promotion {
+    Promotion {
+        environment: plan.environment.clone(),
+        repo: plan.repo.display(),
+        branch: plan.branch.clone(),
+        files: edits.iter().map(|e| e.path.clone()).collect(),
+        changes: all_changes(edits),
+        attempts,
+        dry_run,
+        outcome,
+    }
+}
+
+/// A plain directory (such as the bundled example) can be previewed, not promoted to.
+fn promote_directory(plan: &Plan, root: &Path, settings: &Settings) -> Result<Promotion> {
+    if !root.is_dir() {
+        return Err(Error::usage(
+            format!(
+                "repo {} is neither a git repository nor a directory",
+                root.display()
+            ),
+            "set `repo:` in promote.yaml (or --repo) to the devops repository's https URL or local path",
+        ));
+    }
+    if !settings.dry_run {
+        return Err(Error::usage(
+            format!(
+                "repo {} is a directory, not a git repository: there is nothing to push to",
+                root.display()
+            ),
+            "add --plan to preview the change, or point `repo:` at the devops git repository",
+        ));
+    }
+    let place = format!("directory {}", root.display());
+    let lookup = |path: &str| {
+        let full = root.join(path);
+        match std::fs::symlink_metadata(&full) {
+            Err(_) => Entry::Missing,
+            Ok(meta) if meta.file_type().is_symlink() => Entry::Symlink,
+            Ok(meta) if meta.is_dir() => Entry::Dir,
+            Ok(_) => std::fs::read(&full).map_or(Entry::Missing, Entry::File),
+        }
+    };
+    let edits = targets::apply(lookup, &plan.targets, &place)?;
+    if let Some(hold) = held(lookup, plan, settings)? {
+        return Ok(promotion(plan, &edits, 0, true, Outcome::Held { hold }));
+    }
+    // Always a plan here (checked above): `decide` never asks for a commit.
+    let outcome = match decide(&edits, plan, settings)? {
+        Decision::End(outcome) => outcome,
+        Decision::Commit(_) => unreachable!("a directory is only planned"),
+    };
+    Ok(promotion(plan, &edits, 0, true, outcome))
+}
+
+// Issue 11: holds, rollbacks, and whole-file commits (hold, unhold) through the same loop.
+
 /// The hold on the plan's environment in the same tree as the files it edits; a rollback
 /// passes it (it is what the hold protects).
 fn held(lookup: impl Fn(&str) -> Entry, plan: &Plan, settings: &Settings) -> Result<Option<Hold>> {
@@ -426,67 +489,6 @@ pub fn commit_files(
             }
         },
     )
-}
-
-fn promotion(
-    plan: &Plan,
-    edits: &[Edit],
-    attempts: u32,
-    dry_run: bool,
-    outcome: Outcome,
-) -> Promotion {
-    Promotion {
-        environment: plan.environment.clone(),
-        repo: plan.repo.display(),
-        branch: plan.branch.clone(),
-        files: edits.iter().map(|e| e.path.clone()).collect(),
-        changes: all_changes(edits),
-        attempts,
-        dry_run,
-        outcome,
-    }
-}
-
-/// A plain directory (such as the bundled example) can be previewed, not promoted to.
-fn promote_directory(plan: &Plan, root: &Path, settings: &Settings) -> Result<Promotion> {
-    if !root.is_dir() {
-        return Err(Error::usage(
-            format!(
-                "repo {} is neither a git repository nor a directory",
-                root.display()
-            ),
-            "set `repo:` in promote.yaml (or --repo) to the devops repository's https URL or local path",
-        ));
-    }
-    if !settings.dry_run {
-        return Err(Error::usage(
-            format!(
-                "repo {} is a directory, not a git repository: there is nothing to push to",
-                root.display()
-            ),
-            "add --plan to preview the change, or point `repo:` at the devops git repository",
-        ));
-    }
-    let place = format!("directory {}", root.display());
-    let lookup = |path: &str| {
-        let full = root.join(path);
-        match std::fs::symlink_metadata(&full) {
-            Err(_) => Entry::Missing,
-            Ok(meta) if meta.file_type().is_symlink() => Entry::Symlink,
-            Ok(meta) if meta.is_dir() => Entry::Dir,
-            Ok(_) => std::fs::read(&full).map_or(Entry::Missing, Entry::File),
-        }
-    };
-    let edits = targets::apply(lookup, &plan.targets, &place)?;
-    if let Some(hold) = held(lookup, plan, settings)? {
-        return Ok(promotion(plan, &edits, 0, true, Outcome::Held { hold }));
-    }
-    // Always a plan here (checked above): `decide` never asks for a commit.
-    let outcome = match decide(&edits, plan, settings)? {
-        Decision::End(outcome) => outcome,
-        Decision::Commit(_) => unreachable!("a directory is only planned"),
-    };
-    Ok(promotion(plan, &edits, 0, true, outcome))
 }
 
 #[cfg(test)]
