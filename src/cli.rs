@@ -384,7 +384,8 @@ struct Cli {
     overlay: Option<String>,
 
     /// An image to set, as for `kustomize edit set image`: name:tag, name=newName:tag,
-    /// name@sha256:…, name=newName:tag@sha256:… (repeatable; replaces the environment's images)
+    /// name@sha256:…, name=newName:tag@sha256:…; `*` keeps the entry's value (name=*:v2,
+    /// name:v2@*) (repeatable; replaces the environment's images)
     #[arg(
         long = "image",
         env = "PROMOTE_IMAGES",

@@ -317,6 +317,7 @@ fn rollback(
         targets,
         context,
         author: place.author.clone(),
+        digests: Vec::new(),
         argocd: place.argocd.clone(),
         holds_file: place.holds_file.clone(),
     };

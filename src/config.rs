@@ -45,7 +45,17 @@ pub struct Environment {
     pub images: Vec<ImageRule>,
     /// Other files: Helm values and any YAML by key path, plain manifests by image.
     pub files: Vec<FileRule>,
+    /// `pin: digest`: every image of the environment gets its registry digest.
+    pub pin: Option<Pin>,
     pub argocd: Option<ArgoCd>,
+}
+
+/// `pin:` of an environment or an image: write the digest the registry gives the tag, or
+/// (`tag`, on an image) not, whatever the environment says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pin {
+    Digest,
+    Tag,
 }
 
 /// One file of `files:`, and what is set in it.
@@ -54,6 +64,9 @@ pub struct FileRule {
     pub line: usize,
     pub path: String,
     pub edit: FileRuleEdit,
+    /// With `set:`, the image (`name:tag`) the values are about: the registry checks it,
+    /// and its digest fills `{digest}`.
+    pub image: Option<Template>,
 }
 
 #[derive(Debug, Clone)]
@@ -98,6 +111,7 @@ pub struct ImageRule {
     pub new_name: Option<Template>,
     pub tag: Option<Template>,
     pub digest: Option<Template>,
+    pub pin: Option<Pin>,
 }
 
 /// A value with `{commit_sha}`-style placeholders, checked when the config is read: only
@@ -123,14 +137,17 @@ pub enum Placeholder {
     ShortSha,
     TagName,
     BranchName,
+    /// The registry's digest of a `files:` entry's `image:`; only `set:` values take it.
+    Digest,
 }
 
 impl Placeholder {
-    pub const ALL: [Placeholder; 4] = [
+    pub const ALL: [Placeholder; 5] = [
         Placeholder::CommitSha,
         Placeholder::ShortSha,
         Placeholder::TagName,
         Placeholder::BranchName,
+        Placeholder::Digest,
     ];
 
     /// The name written between the braces: `commit_sha` for `{commit_sha}`.
@@ -140,6 +157,7 @@ impl Placeholder {
             Placeholder::ShortSha => "short_sha",
             Placeholder::TagName => "tag_name",
             Placeholder::BranchName => "branch_name",
+            Placeholder::Digest => "digest",
         }
     }
 
@@ -216,6 +234,10 @@ impl Template {
         })
     }
 
+    pub fn uses(&self, placeholder: Placeholder) -> bool {
+        self.parts.contains(&Part::Value(placeholder))
+    }
+
     /// Fills the placeholders; `lookup` returns `None` for a value this build lacks.
     pub fn render(
         &self,
@@ -238,12 +260,12 @@ fn placeholder_hint() -> String {
 }
 
 const TOP_KEYS: [&str; 5] = ["repo", "branch", "author", "holds_file", "environments"];
-const ENV_KEYS: [&str; 7] = [
-    "when", "overlay", "images", "files", "repo", "branch", "argocd",
+const ENV_KEYS: [&str; 8] = [
+    "when", "overlay", "images", "files", "repo", "branch", "pin", "argocd",
 ];
 const ARGOCD_KEYS: [&str; 3] = ["server", "app", "wait"];
-const FILE_KEYS: [&str; 3] = ["path", "set", "images"];
-const IMAGE_KEYS: [&str; 4] = ["name", "new_name", "tag", "digest"];
+const FILE_KEYS: [&str; 4] = ["path", "set", "images", "image"];
+const IMAGE_KEYS: [&str; 5] = ["name", "new_name", "tag", "digest", "pin"];
 
 impl Config {
     /// Parses promote.yaml's text; `file` is how errors name it.
@@ -376,14 +398,39 @@ impl Reader<'_> {
         map.get(key).map(|(_, v)| self.string(v)).transpose()
     }
 
+    /// A template that may not name `{digest}` (only `set:` values can).
     fn opt_template(&self, map: &Map, key: &str) -> Result<Option<Template>> {
         let Some((_, node)) = map.get(key) else {
             return Ok(None);
         };
         let line = node.line();
-        Template::parse(&self.string(node)?, line)
-            .map(Some)
-            .map_err(|e| Error::input(self.file, Some(line), e.to_string(), placeholder_hint()))
+        let template = Template::parse(&self.string(node)?, line)
+            .map_err(|e| Error::input(self.file, Some(line), e.to_string(), placeholder_hint()))?;
+        if template.uses(Placeholder::Digest) {
+            return Err(Error::input(
+                self.file,
+                Some(line),
+                format!("`{key}:` cannot use `{{digest}}`"),
+                "`{digest}` is for `set:` values of a file with `image:`; to pin an image's entry, write `pin: digest`",
+            ));
+        }
+        Ok(Some(template))
+    }
+
+    fn opt_pin(&self, map: &Map) -> Result<Option<Pin>> {
+        let Some((_, node)) = map.get("pin") else {
+            return Ok(None);
+        };
+        match self.string(node)?.as_str() {
+            "digest" => Ok(Some(Pin::Digest)),
+            "tag" => Ok(Some(Pin::Tag)),
+            other => Err(Error::input(
+                self.file,
+                Some(node.line()),
+                format!("`pin: {other}` is neither `digest` nor `tag`"),
+                "write `pin: digest` to write the registry's digest beside the tag (`pin: tag` turns it off for one image)",
+            )),
+        }
     }
 
     fn environment(&self, key: &Node, value: &Node) -> Result<Environment> {
@@ -463,6 +510,7 @@ impl Reader<'_> {
             overlay,
             images,
             files,
+            pin: self.opt_pin(map)?,
             argocd,
         })
     }
@@ -541,8 +589,17 @@ impl Reader<'_> {
                 "add `path:` with the file's path in the devops repository",
             )
         })?;
+        let image = self.opt_template(map, "image")?;
         let edit = match (map.get("set"), map.get("images")) {
             (Some((_, set)), None) => FileRuleEdit::Set(self.set_rules(set, &path)?),
+            (None, Some(_)) if image.is_some() => {
+                return Err(Error::input(
+                    self.file,
+                    Some(map.get("image").map_or(line, |(k, _)| k.line())),
+                    format!("file `{path}` has both `image:` and `images:`"),
+                    "`image:` names the image a `set:` entry is about; with `images:`, remove it",
+                ));
+            }
             (None, Some((_, images))) => {
                 FileRuleEdit::Images(self.images(images, &format!("file `{path}`"))?)
             }
@@ -555,7 +612,22 @@ impl Reader<'_> {
                 ));
             }
         };
-        Ok(FileRule { line, path, edit })
+        if let (FileRuleEdit::Set(sets), None) = (&edit, &image)
+            && let Some(set) = sets.iter().find(|s| s.value.uses(Placeholder::Digest))
+        {
+            return Err(Error::input(
+                self.file,
+                Some(set.line),
+                format!("file `{path}` uses `{{digest}}` but names no `image:`"),
+                "add `image:` with the image and tag the digest is of, such as `image: reg.example/app:{tag_name}`",
+            ));
+        }
+        Ok(FileRule {
+            line,
+            path,
+            edit,
+            image,
+        })
     }
 
     fn set_rules(&self, node: &Node, path: &str) -> Result<Vec<SetRule>> {
@@ -621,6 +693,7 @@ impl Reader<'_> {
             new_name: self.opt_template(map, "new_name")?,
             tag: self.opt_template(map, "tag")?,
             digest: self.opt_template(map, "digest")?,
+            pin: self.opt_pin(map)?,
         };
         if rule.new_name.is_none() && rule.tag.is_none() && rule.digest.is_none() {
             return Err(Error::input(

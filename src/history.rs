@@ -238,11 +238,15 @@ fn spec_for<'s>(images: &'s mut Vec<ImageSpec>, name: &str) -> &'s mut ImageSpec
     if let Some(i) = images.iter().position(|s| s.name == name) {
         return &mut images[i];
     }
+    // Only the fields the undone promotions changed are set back: a digest they left
+    // alone stays under the old tag.
     images.push(ImageSpec {
         name: name.to_string(),
         new_name: None,
         new_tag: None,
         digest: None,
+        keep_digest: true,
+        pin: false,
     });
     images.last_mut().expect("just pushed")
 }
@@ -327,6 +331,8 @@ mod tests {
             new_name: None,
             new_tag: Some(new.into()),
             digest: None,
+            keep_digest: false,
+            pin: false,
         };
         let changes = vec![
             Change {
@@ -409,7 +415,9 @@ mod tests {
                 name: "reg/web".into(),
                 new_name: None,
                 new_tag: Some("v1".into()),
-                digest: None
+                digest: None,
+                keep_digest: true,
+                pin: false
             }])
         );
         assert!(change_line("f", "reg/app newTags: a -> b").is_none());
@@ -432,7 +440,9 @@ mod tests {
                 name: "reg/app".into(),
                 new_name: None,
                 new_tag: Some("v1".into()),
-                digest: None
+                digest: None,
+                keep_digest: true,
+                pin: false
             }])
         );
         assert!(changes.iter().all(|c| c.old.as_deref() == Some("v1")));

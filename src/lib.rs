@@ -53,18 +53,18 @@ pub fn run(args: &Args) -> Result<()> {
     let cwd = inputs::current_dir()?;
     let mut plan = inputs::plan(args, &cwd)?;
     // Every tag must be in its registry before the devops repo names it; pinning
-    // writes the digests into the plan's images.
-    if let Some(settings) = registry_settings {
-        let mut registry = registry::Registry::new(settings)?;
-        for images in plan.images_mut() {
-            registry.verify(images, &mut std::thread::sleep)?;
-        }
-    }
+    // writes the digests into the plan's images and `{digest}` values.
+    let verified = if let Some(settings) = registry_settings {
+        registry::Registry::new(settings)?.check_plan(&mut plan, &mut std::thread::sleep)?
+    } else {
+        plan.without_registry()?;
+        Vec::new()
+    };
     let transport =
         git::HttpTransport::for_repo(&plan.repo, token, &args.token.username, args.timeout)?;
     let source_repo = cwd.join(args.source_repo.as_deref().unwrap_or(Path::new(".")));
     let history = git::AppHistory::discover(&source_repo);
-    let promotion = promote::promote(
+    let mut promotion = promote::promote(
         &plan,
         &promote::Settings {
             max_attempts: args.max_attempts,
@@ -75,5 +75,6 @@ pub fn run(args: &Args) -> Result<()> {
             purpose: promote::Purpose::Promote,
         },
     )?;
+    promotion.images = verified;
     commands::report_and_deploy(&plan, &promotion, args)
 }

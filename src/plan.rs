@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::config::{
-    Config, Environment, FileRule, FileRuleEdit, ImageRule, Placeholder, Template, When,
+    Config, Environment, FileRule, FileRuleEdit, ImageRule, Pin, Placeholder, Template, When,
 };
 use crate::context::BuildContext;
 use crate::error::{Error, Result};
@@ -35,10 +35,24 @@ pub struct Plan {
     pub targets: Vec<Target>,
     pub context: BuildContext,
     pub author: Identity,
+    /// `set:` values that wait for a registry digest (`{digest}`).
+    pub digests: Vec<DigestFill>,
     /// The Argo CD application to refresh after the push, if any.
     pub argocd: Option<ArgoApp>,
     /// The devops repo's file of held environments.
     pub holds_file: String,
+}
+
+/// A `files:` entry with `set:` and `image:`: the image the registry checks, and the
+/// values its digest fills.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DigestFill {
+    /// The index of the target in `Plan::targets`.
+    pub target: usize,
+    pub image: ImageSpec,
+    /// The set values (by index in the target's list) whose templates name `{digest}`.
+    pub values: Vec<(usize, Template)>,
+    pub file: String,
 }
 
 /// Where the devops commit is deployed from, and how long to wait for it.
@@ -79,6 +93,56 @@ impl Plan {
             TargetEdit::Overlay(images) | TargetEdit::Images(images) => Some(images),
             TargetEdit::Set(_) => None,
         })
+    }
+
+    /// Puts each image's digest (`digest_of`, `None` when the registry was not asked) into
+    /// the values that name `{digest}`. An unknown digest stays `{digest}` only when
+    /// `unknown_ok` (a plan against an unreachable registry); otherwise it is an error.
+    pub fn fill_digests(
+        &mut self,
+        digest_of: impl Fn(&ImageSpec) -> Option<String>,
+        unknown_ok: bool,
+    ) -> Result<()> {
+        // An `image:` without `{digest}` in its values is only there to be verified.
+        for fill in self.digests.iter().filter(|f| !f.values.is_empty()) {
+            let digest = match digest_of(&fill.image) {
+                Some(digest) => digest,
+                None if unknown_ok => continue,
+                None => {
+                    return Err(Error::input(
+                        &fill.file,
+                        fill.values.first().map(|(_, t)| t.line),
+                        format!(
+                            "`{{digest}}` has no value: the registry was not asked for {}",
+                            fill.image.name
+                        ),
+                        "the digest comes from the registry check: drop --no-verify (PROMOTE_NO_VERIFY)",
+                    ));
+                }
+            };
+            let TargetEdit::Set(sets) = &mut self.targets[fill.target].edit else {
+                continue;
+            };
+            for (index, template) in &fill.values {
+                sets[*index].1 = render_with(template, &self.context, Some(&digest), &fill.file)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// With the registry check off (`--no-verify`), nothing can be pinned: refuses a plan
+    /// that asks for a digest (`pin: digest`, `{digest}`).
+    pub fn without_registry(&mut self) -> Result<()> {
+        if let Some(image) = self.images().find(|i| i.pin) {
+            return Err(Error::usage(
+                format!(
+                    "`pin: digest` of {} needs the registry check, which --no-verify (PROMOTE_NO_VERIFY) turns off",
+                    image.name
+                ),
+                "drop --no-verify, or the `pin:`",
+            ));
+        }
+        self.fill_digests(|_| None, false)
     }
 
     /// Every image the plan sets, in order, for the commit message.
@@ -148,7 +212,7 @@ pub fn resolve(
         environment.map_or(Ok(Vec::new()), |env| {
             env.images
                 .iter()
-                .map(|rule| render_rule(rule, &context, file))
+                .map(|rule| render_rule(rule, env.pin, &context, file))
                 .collect::<Result<Vec<_>>>()
         })?
     } else {
@@ -163,9 +227,16 @@ pub fn resolve(
         (None, false) => return Err(flags_needed("--overlay")),
         (None, true) => {}
     }
+    let mut digests = Vec::new();
     if flags.sets.is_empty() {
         for rule in environment.map_or(&[][..], |e| e.files.as_slice()) {
-            targets.push(render_file(rule, &context, file)?);
+            let pin = environment.and_then(|e| e.pin);
+            let (target, fill) = render_file(rule, pin, &context, file)?;
+            if let Some(mut fill) = fill {
+                fill.target = targets.len();
+                digests.push(fill);
+            }
+            targets.push(target);
         }
     } else {
         for target in flag_sets(&flags.sets)? {
@@ -200,6 +271,7 @@ pub fn resolve(
         targets,
         context,
         author: place.author,
+        digests,
         argocd: place.argocd,
         holds_file: place.holds_file,
     })
@@ -402,27 +474,75 @@ fn split_assignment(text: &str) -> Option<(&str, &str)> {
     None
 }
 
-/// A `files:` entry with its templates filled in.
-fn render_file(rule: &FileRule, context: &BuildContext, file: &str) -> Result<Target> {
+/// A `files:` entry with its templates filled in; `{digest}` values wait in the fill.
+fn render_file(
+    rule: &FileRule,
+    pin: Option<Pin>,
+    context: &BuildContext,
+    file: &str,
+) -> Result<(Target, Option<DigestFill>)> {
+    let path = clean_path(&rule.path, "file").map_err(|e| match e {
+        Error::Usage { message, hint } => Error::input(file, Some(rule.line), message, hint),
+        other => other,
+    })?;
+    let mut fill = None;
     let edit = match &rule.edit {
         FileRuleEdit::Images(images) => TargetEdit::Images(
             images
                 .iter()
-                .map(|r| render_rule(r, context, file))
+                .map(|r| render_rule(r, pin, context, file))
                 .collect::<Result<_>>()?,
         ),
-        FileRuleEdit::Set(sets) => TargetEdit::Set(
-            sets.iter()
-                .map(|set| Ok((set.path.clone(), render(&set.value, context, file)?)))
-                .collect::<Result<_>>()?,
-        ),
+        FileRuleEdit::Set(sets) => {
+            let mut values = Vec::new();
+            for (index, set) in sets.iter().enumerate() {
+                if set.value.uses(Placeholder::Digest) {
+                    values.push((index, set.value.clone()));
+                }
+            }
+            if let Some(image) = &rule.image {
+                fill = Some(DigestFill {
+                    target: 0,
+                    image: render_image(image, context, file)?,
+                    values,
+                    file: file.to_string(),
+                });
+            }
+            TargetEdit::Set(
+                sets.iter()
+                    .map(|set| {
+                        let digest = Placeholder::Digest.to_string();
+                        Ok((
+                            set.path.clone(),
+                            render_with(&set.value, context, Some(&digest), file)?,
+                        ))
+                    })
+                    .collect::<Result<_>>()?,
+            )
+        }
     };
-    Ok(Target {
-        path: clean_path(&rule.path, "file").map_err(|e| match e {
-            Error::Usage { message, hint } => Error::input(file, Some(rule.line), message, hint),
-            other => other,
-        })?,
-        edit,
+    Ok((Target { path, edit }, fill))
+}
+
+/// A set entry's `image:` (`name:tag`), as the registry check takes images.
+fn render_image(t: &Template, context: &BuildContext, file: &str) -> Result<ImageSpec> {
+    let text = render(t, context, file)?;
+    let bad = |e: String| {
+        Error::input(
+            file,
+            Some(t.line),
+            e,
+            "write `image:` as the image and its tag, such as `image: reg.example/app:{tag_name}`",
+        )
+    };
+    let (name, tag) = image::split_tag(&text);
+    let tag = tag.ok_or_else(|| bad(format!("`image: {text}` has no tag")))?;
+    image::check_new_name(name).map_err(|e| bad(e.to_string()))?;
+    image::check_tag(tag).map_err(|e| bad(e.to_string()))?;
+    Ok(ImageSpec {
+        name: name.to_string(),
+        new_tag: Some(tag.to_string()),
+        ..ImageSpec::default()
     })
 }
 
@@ -504,7 +624,12 @@ pub fn missing_sha() -> Error {
     )
 }
 
-fn render_rule(rule: &ImageRule, context: &BuildContext, file: &str) -> Result<ImageSpec> {
+fn render_rule(
+    rule: &ImageRule,
+    pin: Option<Pin>,
+    context: &BuildContext,
+    file: &str,
+) -> Result<ImageSpec> {
     let checked = |template: &Option<Template>,
                    check: fn(&str) -> std::result::Result<(), image::ImageError>|
      -> Result<Option<String>> {
@@ -525,13 +650,27 @@ fn render_rule(rule: &ImageRule, context: &BuildContext, file: &str) -> Result<I
         new_name: checked(&rule.new_name, image::check_new_name)?,
         new_tag: checked(&rule.tag, image::check_tag)?,
         digest: checked(&rule.digest, image::check_digest)?,
+        keep_digest: false,
+        pin: rule.pin.or(pin) == Some(Pin::Digest),
     })
 }
 
 /// A template with this build's values; a missing one says how to provide it.
 fn render(t: &Template, context: &BuildContext, file: &str) -> Result<String> {
-    t.render(|p| context.placeholder(p.name()))
-        .map_err(|missing| match missing.0 {
+    render_with(t, context, None, file)
+}
+
+fn render_with(
+    t: &Template,
+    context: &BuildContext,
+    digest: Option<&str>,
+    file: &str,
+) -> Result<String> {
+    t.render(|p| match p {
+        Placeholder::Digest => digest.map(str::to_string),
+        _ => context.placeholder(p.name()),
+    })
+    .map_err(|missing| match missing.0 {
             Placeholder::CommitSha | Placeholder::ShortSha => missing_sha(),
             Placeholder::TagName => Error::input(
                 file,
@@ -544,6 +683,12 @@ fn render(t: &Template, context: &BuildContext, file: &str) -> Result<String> {
                 Some(t.line),
                 missing.to_string(),
                 "set BRANCH_NAME (Cloud Build: map $BRANCH_NAME in the step's env)",
+            ),
+            Placeholder::Digest => Error::input(
+                file,
+                Some(t.line),
+                missing.to_string(),
+                "`{digest}` is only for `set:` values of a file with `image:`",
             ),
         })
 }
@@ -748,6 +893,129 @@ environments:
             images(&p).len(),
             2,
             "the overlay's image and the manifest's"
+        );
+    }
+
+    const PINNED: &str = r#"repo: ../devops
+environments:
+  prod:
+    when: '^v'
+    pin: digest
+    overlay: k8s/overlays/prod
+    images:
+      - name: reg/app
+        tag: "{tag_name}"
+      - name: reg/sidecar
+        tag: "1.2"
+        pin: tag
+    files:
+      - path: charts/api/values-prod.yaml
+        image: "reg/api:{tag_name}"
+        set:
+          image.tag: "{tag_name}"
+          image.digest: "{digest}"
+      - path: manifests/job.yaml
+        images:
+          - name: reg/job
+            tag: "{tag_name}"
+"#;
+
+    fn plan_pinned() -> Plan {
+        let config = Config::parse("promote.yaml", PINNED).unwrap();
+        let context = BuildContext {
+            tag_name: Some("v1.5.0".into()),
+            ..Default::default()
+        };
+        let bases = Bases {
+            config_dir: Path::new("/cfg"),
+            cwd: Path::new("/cwd"),
+        };
+        resolve(&Flags::default(), Some(&config), context, &bases).unwrap()
+    }
+
+    #[test]
+    fn pin_digest_of_an_environment_reaches_every_image_but_one_that_says_tag() {
+        let p = plan_pinned();
+        let pins: Vec<(&str, bool)> = p.images().map(|i| (i.name.as_str(), i.pin)).collect();
+        assert_eq!(
+            pins,
+            [("reg/app", true), ("reg/sidecar", false), ("reg/job", true)]
+        );
+    }
+
+    #[test]
+    fn a_digest_placeholder_waits_for_the_registry_then_fills_its_values() {
+        let mut p = plan_pinned();
+        assert_eq!(p.digests.len(), 1);
+        assert_eq!(p.digests[0].target, 1);
+        assert_eq!(p.digests[0].image.name, "reg/api");
+        assert_eq!(p.digests[0].image.new_tag.as_deref(), Some("v1.5.0"));
+        let digest = format!("sha256:{}", "e".repeat(64));
+        p.fill_digests(
+            |image| (image.name == "reg/api").then(|| digest.clone()),
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            p.targets[1].edit,
+            TargetEdit::Set(vec![
+                (key("image.tag"), "v1.5.0".into()),
+                (key("image.digest"), digest.clone()),
+            ])
+        );
+        // Without the registry a digest cannot be had: refused, naming the file.
+        let mut off = plan_pinned();
+        let error = off.fill_digests(|_| None, false).unwrap_err();
+        assert_eq!(error.exit_code(), 2);
+        assert!(
+            error
+                .to_string()
+                .contains("promote.yaml:18: `{digest}` has no value"),
+            "{error}"
+        );
+        assert!(
+            off.without_registry()
+                .unwrap_err()
+                .to_string()
+                .contains("`pin: digest` of reg/app needs the registry check")
+        );
+        // An `image:` whose values do not use `{digest}` needs no registry.
+        let mut verified_only = plan_pinned();
+        verified_only.digests[0].values.clear();
+        verified_only.fill_digests(|_| None, false).unwrap();
+        // A plan against an unreachable registry shows the placeholder.
+        let mut lenient = plan_pinned();
+        lenient.fill_digests(|_| None, true).unwrap();
+        assert_eq!(
+            lenient.targets[1].edit,
+            TargetEdit::Set(vec![
+                (key("image.tag"), "v1.5.0".into()),
+                (key("image.digest"), "{digest}".into()),
+            ])
+        );
+    }
+
+    #[test]
+    fn the_digest_placeholder_and_pin_are_refused_where_they_mean_nothing() {
+        let refused = |text: &str| Config::parse("promote.yaml", text).unwrap_err().to_string();
+        let env = "repo: r\nenvironments:\n  dev:\n    when: commit\n";
+        assert_eq!(
+            refused(&format!(
+                "{env}    files:\n      - path: v.yaml\n        set:\n          image.digest: \"{{digest}}\"\n"
+            )),
+            "promote.yaml:8: file `v.yaml` uses `{digest}` but names no `image:`\n  hint: add `image:` with the image and tag the digest is of, such as `image: reg.example/app:{tag_name}`"
+        );
+        assert!(
+            refused(&format!(
+                "{env}    overlay: o\n    images:\n      - name: a\n        tag: \"{{digest}}\"\n"
+            ))
+            .starts_with("promote.yaml:8: `tag:` cannot use `{digest}`"),
+        );
+        assert!(
+            refused(&format!(
+                "{env}    pin: sha\n    overlay: o\n    images:\n      - name: a\n        tag: v1\n"
+            ))
+            .starts_with("promote.yaml:5: `pin: sha` is neither `digest` nor `tag`"),
         );
     }
 

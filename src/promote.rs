@@ -13,6 +13,7 @@ use crate::message::short_sha;
 use crate::ordering::{self, History, Older};
 use crate::overlay::Entry;
 use crate::plan::Plan;
+use crate::registry::Verified;
 use crate::repo::RepoLocation;
 use crate::targets::{self, Change, Edit};
 
@@ -56,6 +57,8 @@ pub struct Promotion {
     /// `--plan` was asked for: nothing is written, whatever the outcome.
     pub dry_run: bool,
     pub outcome: Outcome,
+    /// The images the registry check found, with their digests (empty without it).
+    pub images: Vec<Verified>,
 }
 
 /// How a promotion ended; exactly one of these happened.
@@ -330,6 +333,7 @@ fn promotion(
         attempts,
         dry_run,
         outcome,
+        images: Vec::new(),
     }
 }
 

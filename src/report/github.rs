@@ -53,9 +53,10 @@ fn outputs(promotion: &Promotion, delimiter: &str) -> String {
         Outcome::Pushed { commit } => commit.as_str(),
         _ => "",
     };
-    let changes = to_json(promotion)["changes"].to_string();
+    let json = to_json(promotion);
+    let (changes, images) = (json["changes"].to_string(), json["images"].to_string());
     format!(
-        "commit={commit}\npushed={}\nenvironment={}\nchanges<<{delimiter}\n{changes}\n{delimiter}\n",
+        "commit={commit}\npushed={}\nenvironment={}\nchanges<<{delimiter}\n{changes}\n{delimiter}\nimages<<{delimiter}\n{images}\n{delimiter}\n",
         !commit.is_empty(),
         promotion.environment
     )
@@ -132,8 +133,14 @@ mod tests {
         let text = outputs(&outcome(), "EOF_X");
         assert_eq!(
             text,
-            "commit=0123456789abcdef\npushed=true\nenvironment=dev\nchanges<<EOF_X\n[{\"field\":\"newTag\",\"file\":\"ov/kustomization.yaml\",\"image\":\"reg/app\",\"new\":\"v2\",\"old\":\"v1\"}]\nEOF_X\n"
+            "commit=0123456789abcdef\npushed=true\nenvironment=dev\nchanges<<EOF_X\n[{\"field\":\"newTag\",\"file\":\"ov/kustomization.yaml\",\"image\":\"reg/app\",\"new\":\"v2\",\"old\":\"v1\"}]\nEOF_X\nimages<<EOF_X\n[]\nEOF_X\n"
         );
+        let mut verified = outcome();
+        verified.images = vec![crate::report::fixtures::verified()];
+        assert!(outputs(&verified, "EOF_X").ends_with(&format!(
+            "images<<EOF_X\n[{{\"digest\":\"{}\",\"image\":\"reg/app\",\"tag\":\"v2\"}}]\nEOF_X\n",
+            crate::report::fixtures::DIGEST
+        )));
         assert_ne!(delimiter(), delimiter(), "random per call");
     }
 

@@ -25,6 +25,11 @@ pub fn to_json_with(promotion: &Promotion, deployment: Option<&Deployment>) -> V
             })
         })
         .collect();
+    let images: Vec<Value> = promotion
+        .images
+        .iter()
+        .map(|v| json!({"image": v.image, "tag": v.tag, "digest": v.digest}))
+        .collect();
     let commit = match &promotion.outcome {
         Outcome::Pushed { commit } => Some(commit),
         _ => None,
@@ -34,6 +39,7 @@ pub fn to_json_with(promotion: &Promotion, deployment: Option<&Deployment>) -> V
         "repo": promotion.repo,
         "branch": promotion.branch,
         "changes": changes,
+        "images": images,
         "commit": commit,
         "pushed": commit.is_some(),
         "up_to_date": promotion.outcome == Outcome::AlreadyUpToDate,
@@ -80,6 +86,16 @@ mod tests {
     use crate::report::fixtures;
 
     #[test]
+    fn verified_images_carry_their_digests() {
+        let mut p = fixtures::pushed();
+        p.images = vec![fixtures::verified()];
+        assert_eq!(
+            to_json(&p)["images"],
+            json!([{"image": "reg/app", "tag": "v2", "digest": fixtures::DIGEST}])
+        );
+    }
+
+    #[test]
     fn a_pushed_promotion_has_the_documented_fields() {
         assert_eq!(
             to_json(&fixtures::pushed()),
@@ -88,6 +104,7 @@ mod tests {
                 "repo": "https://h/devops.git",
                 "branch": "main",
                 "changes": [{"file": "ov/kustomization.yaml", "image": "reg/app", "field": "newTag", "old": "v1", "new": "v2"}],
+                "images": [],
                 "commit": "0123456789abcdef",
                 "pushed": true,
                 "up_to_date": false,

@@ -130,6 +130,18 @@ pub(crate) mod fixtures {
     use crate::promote::{Outcome, Promotion};
     use crate::targets::{Change, Subject};
 
+    pub const DIGEST: &str =
+        "sha256:0000000000000000000000000000000000000000000000000000000000000abc";
+
+    /// What the registry check found for the fixtures' image.
+    pub fn verified() -> crate::registry::Verified {
+        crate::registry::Verified {
+            image: "reg/app".into(),
+            tag: "v2".into(),
+            digest: DIGEST.into(),
+        }
+    }
+
     /// A pushed promotion of one tag, for the renderers' tests.
     pub fn pushed() -> Promotion {
         Promotion {
@@ -151,6 +163,7 @@ pub(crate) mod fixtures {
             outcome: Outcome::Pushed {
                 commit: "0123456789abcdef".into(),
             },
+            images: Vec::new(),
         }
     }
 

@@ -12,6 +12,10 @@ pub fn to_text(promotion: &Promotion, on_github: bool) -> String {
     let p = promotion;
     let target = format!("branch {} of {}", p.branch, p.repo);
     let mut out = String::new();
+    // What the registry check found comes first, as it happened first.
+    for v in &p.images {
+        let _ = writeln!(out, "verified {}:{} {}", v.image, v.tag, v.digest);
+    }
     match &p.outcome {
         Outcome::Skipped { older } => {
             let _ = writeln!(
@@ -136,6 +140,20 @@ mod tests {
         assert_eq!(
             to_text(&p, false),
             "dev: skipped: reg/app stays at v2 in branch main of https://h/devops.git: version v1 is older than v2; pass --allow-downgrade to promote v1 anyway\n"
+        );
+    }
+
+    #[test]
+    fn verified_images_come_first_with_their_digests() {
+        let mut p = fixtures::pushed();
+        p.images = vec![fixtures::verified()];
+        assert!(
+            to_text(&p, false).starts_with(&format!(
+                "verified reg/app:v2 {}\ndev: ov/kustomization.yaml\n",
+                fixtures::DIGEST
+            )),
+            "{}",
+            to_text(&p, false)
         );
     }
 

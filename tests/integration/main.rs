@@ -14,6 +14,7 @@ mod cli;
 mod concurrency;
 mod container;
 mod errors;
+mod examples;
 mod faults;
 mod history;
 mod hostile;
