@@ -45,10 +45,11 @@ pub fn result(
     Ok(())
 }
 
-/// A line of progress while something takes time (Argo CD's sync): on stderr, so that
-/// stdout stays the one result.
+/// A line of progress while something takes time (Argo CD's sync): on stderr with the
+/// other progress lines, in the log format asked for (text, or Cloud Logging's JSON), so
+/// that stdout stays the one result.
 pub fn progress(line: &str) {
-    eprintln!("{}", secrets::redact(line));
+    tracing::info!("{}", secrets::redact(line));
 }
 
 /// The devops branch's promotions (`history`).

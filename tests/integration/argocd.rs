@@ -329,3 +329,24 @@ fn help_names_the_token_variable_and_never_its_value() {
         );
     }
 }
+
+#[test]
+fn progress_lines_follow_the_log_format() {
+    let devops = Devops::tomoda();
+    let bare = devops.bare();
+    let argo = ArgoServer::start(APP, TOKEN, move |n| {
+        Answer::App(match n {
+            0 => application(APP, OLD_REVISION, "OutOfSync", "Healthy"),
+            _ => application(APP, &tip(&bare), "Synced", "Healthy"),
+        })
+    });
+    let done = promote_with_argo(&devops, &argo)
+        .args(["--wait=30s", "--log-format", "json"])
+        .run();
+    done.ok().stderr_has("Argo CD: waiting for tomoda-dev");
+    for line in done.stderr.lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+        assert!(v["message"].is_string(), "{line}");
+    }
+}
