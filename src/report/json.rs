@@ -65,7 +65,7 @@ pub fn to_json_with(promotion: &Promotion, deployment: Option<&Deployment>) -> V
             "revisions": d.revisions,
             "sync": d.sync,
             "health": d.health,
-            "deployed": d.waited && d.failure.is_none() && d.sync == "Synced" && d.health == "Healthy",
+            "deployed": crate::report::github::deployed(d),
             "failure": d.failure,
         });
     }

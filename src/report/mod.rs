@@ -40,7 +40,7 @@ pub fn result(
         Format::Json => print(&format!("{}\n", json::to_json_with(promotion, deployment))),
     }
     if on_github {
-        github::publish(promotion)?;
+        github::publish(promotion, deployment)?;
     }
     Ok(())
 }

@@ -350,3 +350,30 @@ fn progress_lines_follow_the_log_format() {
         assert!(v["message"].is_string(), "{line}");
     }
 }
+
+#[test]
+fn on_github_actions_the_deployed_output_and_summary_say_what_argo_cd_said() {
+    let devops = Devops::tomoda();
+    let bare = devops.bare();
+    let argo = ArgoServer::start(APP, TOKEN, move |_| {
+        Answer::App(application(APP, &tip(&bare), "Synced", "Healthy"))
+    });
+    let files = tempfile::tempdir().unwrap();
+    let output = files.path().join("output");
+    let summary = files.path().join("summary");
+    promote_with_argo(&devops, &argo)
+        .args(["--wait=30s"])
+        .env("GITHUB_ACTIONS", "true")
+        .env("GITHUB_OUTPUT", output.to_str().unwrap())
+        .env("GITHUB_STEP_SUMMARY", summary.to_str().unwrap())
+        .run()
+        .ok();
+    let outputs = std::fs::read_to_string(&output).unwrap();
+    assert!(outputs.contains("pushed=true\n"), "{outputs}");
+    assert!(outputs.ends_with("deployed=true\n"), "{outputs}");
+    let summary = std::fs::read_to_string(&summary).unwrap();
+    assert!(
+        summary.contains("Argo CD tomoda-dev: deployed"),
+        "{summary}"
+    );
+}
