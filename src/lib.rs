@@ -3,15 +3,20 @@
 //!
 //! Data flows one way: the edges (`cli`, `inputs`, `context`) feed a pure middle (`config`,
 //! `plan`, `repo`, `overlay`, `kustomize`, `values`, `manifests`, `yaml`, `ordering`,
-//! `message`), whose result the edges carry out (`promote` over `git`) and tell (`report`).
+//! `message`, `holds`, `history`), whose result the edges carry out (`promote` over `git`, `argocd`, the subcommands in
+//! `commands`) and tell (`report`).
 //! `tests/integration/layout.rs` holds the modules to that: no import cycle, no I/O in the
 //! middle.
 
+pub mod argocd;
 pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod context;
 pub mod error;
 pub mod git;
+pub mod history;
+pub mod holds;
 pub mod image;
 pub mod inputs;
 pub mod kustomize;
@@ -40,6 +45,9 @@ pub fn run(args: &Args) -> Result<()> {
     if let Some(what) = args.generate {
         return cli::print_generated(what);
     }
+    if args.action != cli::Action::Promote {
+        return commands::run(args);
+    }
     let token = inputs::read_token(&args.token)?;
     let registry_settings = inputs::registry_settings(args)?;
     let cwd = inputs::current_dir()?;
@@ -64,8 +72,9 @@ pub fn run(args: &Args) -> Result<()> {
             allow_downgrade: args.allow_downgrade,
             history: &history,
             transport,
+            purpose: promote::Purpose::Promote,
         },
     )?;
     promotion.images = verified;
-    report::result(&promotion, args.output)
+    commands::report_and_deploy(&plan, &promotion, args)
 }
