@@ -3,6 +3,8 @@
 //! Parsed with positions so every complaint names its line; unknown keys are errors,
 //! because a typo that passes silently promotes to the wrong place or not at all.
 
+use std::time::Duration;
+
 use regex_lite::Regex;
 
 use crate::error::{Error, Result};
@@ -17,7 +19,19 @@ pub struct Config {
     pub branch: Option<String>,
     pub author: Option<String>,
     pub delivery: Delivery,
+    /// Where holds are kept in the devops repo (`.promote/holds.yaml` unless moved).
+    pub holds_file: Option<String>,
     pub environments: Vec<Environment>,
+}
+
+/// The Argo CD application an environment deploys through, refreshed after each push.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArgoCd {
+    pub line: usize,
+    pub server: Option<String>,
+    pub app: Option<String>,
+    /// `wait: 10m`: after the refresh, wait this long for Synced and Healthy.
+    pub wait: Option<Duration>,
 }
 
 /// How a commit reaches the branch, and through which forge: given at the top level or
@@ -63,6 +77,7 @@ pub struct Environment {
     pub files: Vec<FileRule>,
     /// `pin: digest`: every image of the environment gets its registry digest.
     pub pin: Option<Pin>,
+    pub argocd: Option<ArgoCd>,
 }
 
 /// `pin:` of an environment or an image: write the digest the registry gives the tag, or
@@ -274,16 +289,17 @@ fn placeholder_hint() -> String {
     format!("placeholders are {}", names.join(", "))
 }
 
-const TOP_KEYS: [&str; 7] = [
+const TOP_KEYS: [&str; 8] = [
     "repo",
     "branch",
     "author",
+    "holds_file",
     "commit_via",
     "forge",
     "api_url",
     "environments",
 ];
-const ENV_KEYS: [&str; 10] = [
+const ENV_KEYS: [&str; 11] = [
     "when",
     "overlay",
     "images",
@@ -291,10 +307,12 @@ const ENV_KEYS: [&str; 10] = [
     "repo",
     "branch",
     "pin",
+    "argocd",
     "commit_via",
     "forge",
     "api_url",
 ];
+const ARGOCD_KEYS: [&str; 3] = ["server", "app", "wait"];
 const FILE_KEYS: [&str; 4] = ["path", "set", "images", "image"];
 const IMAGE_KEYS: [&str; 5] = ["name", "new_name", "tag", "digest", "pin"];
 
@@ -365,6 +383,7 @@ impl Config {
             branch: reader.opt_string(top, "branch")?,
             author: reader.opt_string(top, "author")?,
             delivery: reader.delivery(top)?,
+            holds_file: reader.opt_string(top, "holds_file")?,
             environments,
         })
     }
@@ -568,6 +587,10 @@ impl Reader<'_> {
                 "add `overlay:` with `images:` (a Kustomize overlay), or `files:` with `path:` and `set:` (Helm values) or `images:` (plain manifests)",
             ));
         }
+        let argocd = map
+            .get("argocd")
+            .map(|(_, node)| self.argocd(node, &name))
+            .transpose()?;
         Ok(Environment {
             name,
             line: key.line(),
@@ -579,6 +602,35 @@ impl Reader<'_> {
             images,
             files,
             pin: self.opt_pin(map)?,
+            argocd,
+        })
+    }
+
+    fn argocd(&self, node: &Node, environment: &str) -> Result<ArgoCd> {
+        let Node::Map(map) = node else {
+            return Err(self.expected(node, "a mapping with `server:`, `app:` and `wait:`"));
+        };
+        self.check_keys(
+            map,
+            &ARGOCD_KEYS,
+            &format!("in `argocd:` of environment `{environment}`"),
+        )?;
+        let wait = match map.get("wait") {
+            None => None,
+            Some((_, value)) => Some(parse_duration(&self.string(value)?).map_err(|e| {
+                Error::input(
+                    self.file,
+                    Some(value.line()),
+                    e,
+                    "write `wait:` as a duration such as 10m or 90s",
+                )
+            })?),
+        };
+        Ok(ArgoCd {
+            line: node.line(),
+            server: self.opt_string(map, "server")?,
+            app: self.opt_string(map, "app")?,
+            wait,
         })
     }
 
@@ -754,6 +806,45 @@ fn closest<'a>(word: &str, allowed: &[&'a str]) -> Option<&'a str> {
         .filter(|(d, a)| *d <= 2.max(a.len() / 3))
         .min()
         .map(|(_, a)| a)
+}
+
+/// `90`, `90s`, `2m`, `1m30s`, `1h`: the duration of `--wait-for-image`, `--wait` and `wait:`.
+pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
+    let text = text.trim();
+    let bad = || format!("`{text}` is not a duration: write it as 90s, 2m or 1m30s");
+    if text.is_empty() {
+        return Err(bad());
+    }
+    if let Ok(seconds) = text.parse::<u64>() {
+        return Ok(Duration::from_secs(seconds));
+    }
+    if let Some(millis) = text.strip_suffix("ms").and_then(|m| m.parse::<u64>().ok()) {
+        return Ok(Duration::from_millis(millis));
+    }
+    let mut total = 0u64;
+    let mut number = String::new();
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            number.push(c);
+            continue;
+        }
+        let unit = match c {
+            'h' => 3600,
+            'm' => 60,
+            's' => 1,
+            _ => return Err(bad()),
+        };
+        let n: u64 = number.parse().map_err(|_| bad())?;
+        total = n
+            .checked_mul(unit)
+            .and_then(|s| total.checked_add(s))
+            .ok_or_else(bad)?;
+        number.clear();
+    }
+    if !number.is_empty() {
+        return Err(bad());
+    }
+    Ok(Duration::from_secs(total))
 }
 
 #[cfg(test)]

@@ -3,17 +3,22 @@
 //!
 //! Data flows one way: the edges (`cli`, `inputs`, `context`) feed a pure middle (`config`,
 //! `plan`, `repo`, `overlay`, `kustomize`, `values`, `manifests`, `yaml`, `ordering`,
-//! `message`), whose result the edges carry out (`promote` over `git`) and tell (`report`).
+//! `message`, `holds`, `history`), whose result the edges carry out (`promote` over `git`, `argocd`, the subcommands in
+//! `commands`) and tell (`report`).
 //! `tests/integration/layout.rs` holds the modules to that: no import cycle, no I/O in the
 //! middle.
 
+pub mod argocd;
 pub mod branch;
 pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod context;
 pub mod error;
 pub mod forge;
 pub mod git;
+pub mod history;
+pub mod holds;
 pub mod image;
 pub mod inputs;
 pub mod kustomize;
@@ -43,7 +48,11 @@ pub fn run(args: &Args) -> Result<()> {
     if let Some(what) = args.generate {
         return cli::print_generated(what);
     }
-    let token = inputs::read_token(&args.token)?;
+    if args.action != cli::Action::Promote {
+        return commands::run(args);
+    }
+    // Read (and registered as a secret) first, so that a bad token file fails at once.
+    inputs::read_token(&args.token)?;
     let registry_settings = inputs::registry_settings(args)?;
     let cwd = inputs::current_dir()?;
     let mut plan = inputs::plan(args, &cwd)?;
@@ -56,14 +65,13 @@ pub fn run(args: &Args) -> Result<()> {
         Vec::new()
     };
     // A token minted for this run (GitHub App, Cloud Build connection) replaces GIT_TOKEN.
-    let minted = token::mint(
+    let token = token::for_run(
         &args.token,
         plan.forge.as_ref(),
         &plan.repo.display(),
         args.timeout,
     )?;
-    let access =
-        promote::Access::for_plan(&plan, minted.or(token), &args.token.username, args.timeout)?;
+    let access = promote::Access::for_plan(&plan, token, &args.token.username, args.timeout)?;
     let source_repo = cwd.join(args.source_repo.as_deref().unwrap_or(Path::new(".")));
     let history = git::AppHistory::discover(&source_repo);
     let mut promotion = promote::promote(
@@ -74,8 +82,9 @@ pub fn run(args: &Args) -> Result<()> {
             allow_downgrade: args.allow_downgrade,
             history: &history,
             access,
+            purpose: promote::Purpose::Promote,
         },
     )?;
     promotion.images = verified;
-    report::result(&promotion, args.output)
+    commands::report_and_deploy(&plan, &promotion, args)
 }

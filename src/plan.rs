@@ -3,6 +3,7 @@
 //! Pure: nothing here touches the network or the disk.
 
 use std::path::Path;
+use std::time::Duration;
 
 use crate::config::{
     CommitVia, Config, Environment, FileRule, FileRuleEdit, ImageRule, Pin, Placeholder, Template,
@@ -41,6 +42,10 @@ pub struct Plan {
     pub forge: Option<ForgeRepo>,
     /// `set:` values that wait for a registry digest (`{digest}`).
     pub digests: Vec<DigestFill>,
+    /// The Argo CD application to refresh after the push, if any.
+    pub argocd: Option<ArgoApp>,
+    /// The devops repo's file of held environments.
+    pub holds_file: String,
 }
 
 /// A `files:` entry with `set:` and `image:`: the image the registry checks, and the
@@ -54,6 +59,19 @@ pub struct DigestFill {
     pub values: Vec<(usize, Template)>,
     pub file: String,
 }
+
+/// Where the devops commit is deployed from, and how long to wait for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArgoApp {
+    /// The Argo CD API's base URL (`https://argocd.example.com`).
+    pub server: String,
+    pub app: String,
+    /// Wait for Synced and Healthy up to this long; `None`: refresh only.
+    pub wait: Option<Duration>,
+}
+
+/// Where holds are kept unless promote.yaml says `holds_file:`.
+pub const DEFAULT_HOLDS_FILE: &str = ".promote/holds.yaml";
 
 /// One place of the repository to change.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -156,6 +174,10 @@ pub struct Flags {
     pub author: Option<String>,
     /// `--commit-via`: overrides promote.yaml's `commit_via:`.
     pub commit_via: Option<CommitVia>,
+    pub argocd_server: Option<String>,
+    pub argocd_app: Option<String>,
+    /// `--wait[=DURATION]`: wait for Argo CD this long.
+    pub wait: Option<Duration>,
 }
 
 /// Where relative paths are resolved: the config's directory for what the config says,
@@ -248,6 +270,52 @@ pub fn resolve(
         ));
     }
 
+    let place = place_of(flags, config, environment, bases)?;
+    Ok(Plan {
+        environment: place.environment,
+        repo: place.repo,
+        branch: place.branch,
+        targets,
+        context,
+        author: place.author,
+        commit_via: place.commit_via,
+        forge: place.forge,
+        digests,
+        argocd: place.argocd,
+        holds_file: place.holds_file,
+    })
+}
+
+/// Where an environment lives, without what a build would set there: what `history`,
+/// `hold` and `rollback` need.
+#[derive(Debug, Clone)]
+pub struct Place {
+    pub environment: String,
+    pub repo: RepoLocation,
+    pub branch: String,
+    pub author: Identity,
+    pub commit_via: CommitVia,
+    pub forge: Option<ForgeRepo>,
+    pub argocd: Option<ArgoApp>,
+    pub holds_file: String,
+}
+
+/// The place of `--env` (or, without it, of the top level of promote.yaml and the flags).
+pub fn place(flags: &Flags, config: Option<&Config>, bases: &Bases) -> Result<Place> {
+    let environment = match (config, &flags.environment) {
+        (Some(c), Some(name)) => Some(select_environment(c, Some(name), &BuildContext::default())?),
+        _ => None,
+    };
+    place_of(flags, config, environment, bases)
+}
+
+fn place_of(
+    flags: &Flags,
+    config: Option<&Config>,
+    environment: Option<&Environment>,
+    bases: &Bases,
+) -> Result<Place> {
+    let file = config.map_or("promote.yaml", |c| c.file.as_str());
     let env_repo = environment.and_then(|e| e.repo.as_ref());
     let repo = match (&flags.repo, env_repo, config.and_then(|c| c.repo.as_ref())) {
         (Some(flag), _, _) => parse_repo(flag, bases.cwd)?,
@@ -268,6 +336,40 @@ pub fn resolve(
         .as_deref()
         .or(config.and_then(|c| c.author.as_deref()))
         .unwrap_or(DEFAULT_AUTHOR);
+    let (commit_via, forge) = delivery(flags, config, environment, &repo)?;
+    Ok(Place {
+        environment: environment.map_or_else(
+            || {
+                flags
+                    .environment
+                    .clone()
+                    .unwrap_or_else(|| FLAGS_ENVIRONMENT.to_string())
+            },
+            |e| e.name.clone(),
+        ),
+        repo,
+        branch,
+        author: parse_identity(author_text)?,
+        commit_via,
+        forge,
+        argocd: argo_app(flags, environment.and_then(|e| e.argocd.as_ref()), file)?,
+        holds_file: clean_path(
+            config
+                .and_then(|c| c.holds_file.as_deref())
+                .unwrap_or(DEFAULT_HOLDS_FILE),
+            "holds_file",
+        )?,
+    })
+}
+
+/// How the commit reaches `repo` (the flag, the environment's `commit_via:`, the top
+/// level's, else git), and the forge that hosts it.
+fn delivery(
+    flags: &Flags,
+    config: Option<&Config>,
+    environment: Option<&Environment>,
+    repo: &RepoLocation,
+) -> Result<(CommitVia, Option<ForgeRepo>)> {
     let env_delivery = environment.map(|e| &e.delivery);
     let top_delivery = config.map(|c| &c.delivery);
     let commit_via = flags
@@ -282,12 +384,12 @@ pub fn resolve(
         .and_then(|d| d.api_url.as_deref())
         .or(top_delivery.and_then(|d| d.api_url.as_deref()));
     // Only the API needs the forge to make sense of the URL; a git push does not.
-    let forge = match forge_repo(&repo, forge_kind, api_url) {
+    let forge = match forge_repo(repo, forge_kind, api_url) {
         Err(_) if commit_via == CommitVia::Git => None,
         other => other?,
     };
     if commit_via == CommitVia::Api && forge.is_none() {
-        return Err(match &repo {
+        return Err(match repo {
             RepoLocation::Local(path) => Error::usage(
                 format!(
                     "commit_via: api needs a repository on a forge; {} is a local path",
@@ -301,25 +403,59 @@ pub fn resolve(
             ),
         });
     }
-    Ok(Plan {
-        environment: environment.map_or_else(
-            || {
-                flags
-                    .environment
-                    .clone()
-                    .unwrap_or_else(|| FLAGS_ENVIRONMENT.to_string())
-            },
-            |e| e.name.clone(),
-        ),
-        repo,
-        branch,
-        targets,
-        context,
-        author: parse_identity(author_text)?,
-        commit_via,
-        forge,
-        digests,
-    })
+    Ok((commit_via, forge))
+}
+
+/// The flags' Argo CD application over the environment's `argocd:`; a server without an
+/// app (or the reverse) is refused, as is `--wait` with neither.
+fn argo_app(
+    flags: &Flags,
+    config: Option<&crate::config::ArgoCd>,
+    file: &str,
+) -> Result<Option<ArgoApp>> {
+    let server = flags
+        .argocd_server
+        .clone()
+        .or_else(|| config.and_then(|c| c.server.clone()));
+    let app = flags
+        .argocd_app
+        .clone()
+        .or_else(|| config.and_then(|c| c.app.clone()));
+    let wait = flags.wait.or_else(|| config.and_then(|c| c.wait));
+    let missing = |what: &str, flag: &str| {
+        let message = format!("Argo CD needs {what}");
+        match config {
+            Some(c) => Error::input(
+                file,
+                Some(c.line),
+                message,
+                format!("add `{what}:` under `argocd:`, or pass {flag}"),
+            ),
+            None => Error::usage(
+                message,
+                format!("pass {flag} (or set it under `argocd:` in promote.yaml)"),
+            ),
+        }
+    };
+    match (server, app) {
+        (Some(server), Some(app)) => {
+            let server = server.trim_end_matches('/').to_string();
+            if !(server.starts_with("https://") || server.starts_with("http://")) {
+                return Err(Error::usage(
+                    format!("the Argo CD server `{server}` is not an http(s) URL"),
+                    "give the API's base URL, such as https://argocd.example.com",
+                ));
+            }
+            Ok(Some(ArgoApp { server, app, wait }))
+        }
+        (Some(_), None) => Err(missing("app", "--argocd-app")),
+        (None, Some(_)) => Err(missing("server", "--argocd-server")),
+        (None, None) if wait.is_some() => Err(Error::usage(
+            "--wait needs an Argo CD application to wait for",
+            "pass --argocd-server and --argocd-app, or set `argocd:` for the environment in promote.yaml",
+        )),
+        (None, None) => Ok(None),
+    }
 }
 
 fn flags_needed(flag: &str) -> Error {

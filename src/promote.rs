@@ -11,6 +11,7 @@ use crate::branch::{DevopsBranch, GitBranch, Landed};
 use crate::config::CommitVia;
 use crate::error::{Error, Result, Retry};
 use crate::git::{self, HttpTransport, Refusal, Workspace};
+use crate::holds::Hold;
 use crate::message::commit_message;
 use crate::ordering::{self, History, Older};
 use crate::overlay::Entry;
@@ -27,6 +28,18 @@ pub struct Settings<'a> {
     pub history: &'a dyn History,
     /// How the devops branch is read and committed to.
     pub access: Access,
+    /// A promotion, or a rollback (which passes holds and the ordering guard on purpose).
+    pub purpose: Purpose,
+}
+
+/// Why the commit is made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Purpose {
+    Promote,
+    /// Sets values back: the message says `rollback(env)` and names the undone commits.
+    Rollback {
+        of: Vec<String>,
+    },
 }
 
 /// The two ways to the devops branch; everything else about a promotion is the same.
@@ -70,6 +83,8 @@ pub enum Outcome {
     Planned { diff: String, message: String },
     /// The new value is older than the deployed one; nothing was changed.
     Skipped { older: Older },
+    /// The environment is held (`tomoda-promote hold`); nothing was changed.
+    Held { hold: Hold },
 }
 
 impl Access {
@@ -132,24 +147,9 @@ pub fn promote(plan: &Plan, settings: &Settings) -> Result<Promotion> {
     {
         return promote_directory(plan, path, settings);
     }
-    let git_branch;
-    let (branch, place): (&dyn DevopsBranch, String) = match &settings.access {
-        Access::Git(transport) => {
-            git_branch = GitBranch::new(Workspace::new(&plan.repo, transport.clone())?);
-            (
-                &git_branch,
-                format!("branch {} of {}", plan.branch, plan.repo.display()),
-            )
-        }
-        Access::Api(api) => (
-            api.as_ref(),
-            format!(
-                "branch {} of {} (through the API)",
-                plan.branch,
-                plan.repo.display()
-            ),
-        ),
-    };
+    let opened = Opened::open(&settings.access, &plan.repo)?;
+    let branch = opened.branch();
+    let place = opened.place(&plan.branch, &plan.repo.display());
     let promotion = retry_rounds(
         &plan.repo.display(),
         &plan.branch,
@@ -260,20 +260,8 @@ impl Round<Box<Promotion>> {
         tracing::info!("reading {place} (attempt {attempt})");
         let tip = branch.read_head(&plan.branch)?;
         refusal_stands(&plan.repo.display(), &plan.branch, rejected, &tip, attempt)?;
-        // A failed read ends the round with its own error, not with what the edit made
-        // of the file it could not read.
-        let failed_read: RefCell<Option<Error>> = RefCell::new(None);
-        let lookup = |path: &str| {
-            branch.lookup(&tip, path).unwrap_or_else(|e| {
-                failed_read.borrow_mut().get_or_insert(e);
-                Entry::Missing
-            })
-        };
-        let edits = targets::apply(lookup, &plan.targets, place);
-        if let Some(error) = failed_read.into_inner() {
-            return Err(error);
-        }
-        let edits = edits?;
+        let snapshot = Snapshot::new(branch, &tip);
+        let edits = snapshot.read(targets::apply(|p| snapshot.lookup(p), &plan.targets, place))?;
         let done = |outcome| {
             Ok(Round::Done(Box::new(promotion(
                 plan,
@@ -286,6 +274,9 @@ impl Round<Box<Promotion>> {
         // A push whose answer was lost may have landed all the same.
         if branch.unanswered().as_deref() == Some(tip.as_str()) {
             return done(Outcome::Pushed { commit: tip });
+        }
+        if let Some(hold) = snapshot.read(held(|p| snapshot.lookup(p), plan, settings))? {
+            return done(Outcome::Held { hold });
         }
         let message = match decide(&edits, plan, settings)? {
             Decision::End(outcome) => return done(outcome),
@@ -333,12 +324,16 @@ fn decide(edits: &[Edit], plan: &Plan, settings: &Settings) -> Result<Decision> 
     let tags: Vec<crate::kustomize::Change> =
         changes.iter().filter_map(Change::entry_change).collect();
     if !settings.allow_downgrade
+        && settings.purpose == Purpose::Promote
         && let Some(older) = ordering::find_older(&tags, settings.history)
     {
         tracing::warn!("not promoting {}: {}", older.image, older.reason);
         return Ok(Decision::End(Outcome::Skipped { older }));
     }
-    let message = commit_message(&plan.environment, plan.images(), &changes, &plan.context);
+    let message = dress(
+        commit_message(&plan.environment, plan.images(), &changes, &plan.context),
+        &settings.purpose,
+    );
     if settings.dry_run {
         let mut diff = String::new();
         for edit in edits.iter().filter(|e| e.changed()) {
@@ -400,6 +395,9 @@ fn promote_directory(plan: &Plan, root: &Path, settings: &Settings) -> Result<Pr
         }
     };
     let edits = targets::apply(lookup, &plan.targets, &place)?;
+    if let Some(hold) = held(lookup, plan, settings)? {
+        return Ok(promotion(plan, &edits, 0, true, Outcome::Held { hold }));
+    }
     // Always a plan here (checked above): `decide` never asks for a commit.
     let outcome = match decide(&edits, plan, settings)? {
         Decision::End(outcome) => outcome,
@@ -408,11 +406,201 @@ fn promote_directory(plan: &Plan, root: &Path, settings: &Settings) -> Result<Pr
     Ok(promotion(plan, &edits, 0, true, outcome))
 }
 
+// Issue 11: holds, rollbacks, and whole-file commits (hold, unhold) through the same loop.
+
+/// The hold on the plan's environment in the same tree as the files it edits; a rollback
+/// passes it (it is what the hold protects).
+fn held(lookup: impl Fn(&str) -> Entry, plan: &Plan, settings: &Settings) -> Result<Option<Hold>> {
+    if settings.purpose != Purpose::Promote {
+        return Ok(None);
+    }
+    let text = match lookup(&plan.holds_file) {
+        Entry::File(bytes) => Some(String::from_utf8(bytes).map_err(|_| {
+            Error::input(
+                &plan.holds_file,
+                None,
+                "is not UTF-8 text",
+                "save it as UTF-8",
+            )
+        })?),
+        _ => None,
+    };
+    let holds = crate::holds::parse(&plan.holds_file, text.as_deref())?;
+    let hold = crate::holds::find(&holds, &plan.environment).cloned();
+    if let Some(h) = &hold {
+        tracing::warn!("environment {} is held: {}", plan.environment, h.reason);
+    }
+    Ok(hold)
+}
+
+/// A rollback's message: its own subject verb and a `Rollback-Of:` trailer per undone
+/// commit, so that `history` tells it from a promotion.
+fn dress(message: String, purpose: &Purpose) -> String {
+    match purpose {
+        Purpose::Promote => message,
+        Purpose::Rollback { of } => {
+            let mut message = message.replacen("promote(", "rollback(", 1);
+            for commit in of {
+                message.push_str(&format!("Rollback-Of: {commit}\n"));
+            }
+            message
+        }
+    }
+}
+
+/// How a commit of [`commit_files`] ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Committed {
+    Pushed {
+        commit: String,
+    },
+    /// `compose` had nothing to change.
+    Unchanged,
+    /// A dry run: the diff and the message.
+    Planned {
+        diff: String,
+        message: String,
+    },
+}
+
+/// One commit of whole files through the same fetch, compare-and-swap and retry as a
+/// promotion: `compose` reads the fetched tip and says which files to write, with which
+/// message (`None`: nothing to do). Holds and the like use it.
+pub fn commit_files(
+    repo: &RepoLocation,
+    branch: &str,
+    author: &crate::plan::Identity,
+    settings: &Settings,
+    compose: impl Fn(&dyn Fn(&str) -> Entry) -> Result<Option<(Vec<(String, String)>, String)>>,
+) -> Result<Committed> {
+    let opened = Opened::open(&settings.access, repo)?;
+    let devops = opened.branch();
+    retry_rounds(
+        &repo.display(),
+        branch,
+        settings.max_attempts,
+        &mut std::thread::sleep,
+        |attempt, rejected| {
+            let tip = devops.read_head(branch)?;
+            refusal_stands(&repo.display(), branch, rejected, &tip, attempt)?;
+            if devops.unanswered().as_deref() == Some(tip.as_str()) {
+                return Ok(Round::Done(Committed::Pushed { commit: tip }));
+            }
+            let snapshot = Snapshot::new(devops, &tip);
+            let lookup = |p: &str| snapshot.lookup(p);
+            let Some((files, message)) = snapshot.read(compose(&lookup))? else {
+                return Ok(Round::Done(Committed::Unchanged));
+            };
+            if settings.dry_run {
+                let mut diff = String::new();
+                for (path, new) in &files {
+                    let old = match lookup(path) {
+                        Entry::File(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+                        _ => String::new(),
+                    };
+                    diff.push_str(&git::unified_diff(path, &old, new)?);
+                }
+                snapshot.read(Ok(()))?;
+                return Ok(Round::Done(Committed::Planned { diff, message }));
+            }
+            let bytes: Vec<(&str, &[u8])> = files
+                .iter()
+                .map(|(p, t)| (p.as_str(), t.as_bytes()))
+                .collect();
+            match devops.commit(branch, &tip, &bytes, &message, author)? {
+                Landed::Commit(commit) => Ok(Round::Done(Committed::Pushed { commit })),
+                Landed::Refused(refusal) => Ok(Round::Rejected(Rejected { tip, refusal })),
+            }
+        },
+    )
+}
+
+/// The branch [`Access`] reaches: a git workspace made for this run, or the forge's API.
+enum Opened<'a> {
+    Git(GitBranch),
+    Api(&'a dyn DevopsBranch),
+}
+
+impl<'a> Opened<'a> {
+    fn open(access: &'a Access, repo: &RepoLocation) -> Result<Opened<'a>> {
+        Ok(match access {
+            Access::Git(transport) => {
+                Opened::Git(GitBranch::new(Workspace::new(repo, transport.clone())?))
+            }
+            Access::Api(api) => Opened::Api(api.as_ref()),
+        })
+    }
+
+    fn branch(&self) -> &dyn DevopsBranch {
+        match self {
+            Opened::Git(git) => git,
+            Opened::Api(api) => *api,
+        }
+    }
+
+    /// The branch as messages name it.
+    fn place(&self, branch: &str, repo: &str) -> String {
+        match self {
+            Opened::Git(_) => format!("branch {branch} of {repo}"),
+            Opened::Api(_) => format!("branch {branch} of {repo} (through the API)"),
+        }
+    }
+}
+
+/// The files at one head, as the pure edit reads them (a lookup cannot fail): the first
+/// failed read is kept, and ends the round with its own error rather than with what the
+/// edit made of a file it could not read.
+struct Snapshot<'a> {
+    branch: &'a dyn DevopsBranch,
+    head: &'a str,
+    failed: RefCell<Option<Error>>,
+}
+
+impl<'a> Snapshot<'a> {
+    fn new(branch: &'a dyn DevopsBranch, head: &'a str) -> Snapshot<'a> {
+        Snapshot {
+            branch,
+            head,
+            failed: RefCell::new(None),
+        }
+    }
+
+    fn lookup(&self, path: &str) -> Entry {
+        self.branch.lookup(self.head, path).unwrap_or_else(|e| {
+            self.failed.borrow_mut().get_or_insert(e);
+            Entry::Missing
+        })
+    }
+
+    /// `result`, unless a read failed on the way to it.
+    fn read<T>(&self, result: Result<T>) -> Result<T> {
+        match self.failed.borrow_mut().take() {
+            Some(error) => Err(error),
+            None => result,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const REPO: &str = "https://git.example/o/devops.git";
+
+    #[test]
+    fn a_rollback_message_says_so_and_names_the_undone_commits() {
+        let message = "promote(prod): app v2 -> v1\n\nSet in k.yaml:\n  app newTag: v2 -> v1\n\nPromoted-Image: app:v1\n";
+        assert_eq!(dress(message.into(), &Purpose::Promote), message);
+        assert_eq!(
+            dress(
+                message.into(),
+                &Purpose::Rollback {
+                    of: vec!["c2".into(), "c1".into()]
+                }
+            ),
+            "rollback(prod): app v2 -> v1\n\nSet in k.yaml:\n  app newTag: v2 -> v1\n\nPromoted-Image: app:v1\nRollback-Of: c2\nRollback-Of: c1\n"
+        );
+    }
 
     #[test]
     fn backoff_grows_and_stays_bounded() {

@@ -3,6 +3,7 @@
 //! 2nd-gen repository connection hands the build's service account. Each minted token is
 //! registered as a secret before it is used, and serves git and the API alike.
 
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
@@ -23,9 +24,31 @@ const TOKEN_PERMISSION: &str = "cloudbuild.repositories.accessReadWriteToken";
 const MAX_RETRIES: u32 = 3;
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
 
+/// The token of this run: minted once as the flags ask (and kept for every later use in
+/// the process: the push, Argo CD's checks), else GIT_TOKEN (or --git-token-file).
+pub fn for_run(
+    source: &TokenSource,
+    forge: Option<&ForgeRepo>,
+    shown_repo: &str,
+    timeout: Duration,
+) -> Result<Option<String>> {
+    static MINTED: Mutex<Option<String>> = Mutex::new(None);
+    let mut minted = MINTED.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(token) = minted.as_ref() {
+        return Ok(Some(token.clone()));
+    }
+    match mint(source, forge, shown_repo, timeout)? {
+        Some(token) => {
+            *minted = Some(token.clone());
+            Ok(Some(token))
+        }
+        None => crate::inputs::read_token(source),
+    }
+}
+
 /// A token minted as the flags ask, or `None` when they ask for none (GIT_TOKEN is then
 /// used as it is). `forge` is the devops repository's, which an App token is scoped to.
-pub fn mint(
+fn mint(
     source: &TokenSource,
     forge: Option<&ForgeRepo>,
     shown_repo: &str,

@@ -3,9 +3,15 @@
 
 use serde_json::{Value, json};
 
+use crate::argocd::Deployment;
 use crate::promote::{Outcome, Promotion};
 
 pub fn to_json(promotion: &Promotion) -> Value {
+    to_json_with(promotion, None)
+}
+
+/// The result with what Argo CD said after the push (`argocd`), when it was asked.
+pub fn to_json_with(promotion: &Promotion, deployment: Option<&Deployment>) -> Value {
     let changes: Vec<Value> = promotion
         .changes
         .iter()
@@ -39,8 +45,30 @@ pub fn to_json(promotion: &Promotion) -> Value {
         "up_to_date": promotion.outcome == Outcome::AlreadyUpToDate,
         "attempts": promotion.attempts,
         "plan": promotion.dry_run,
-        "skipped": matches!(promotion.outcome, Outcome::Skipped { .. }).then_some("older"),
+        "skipped": match &promotion.outcome {
+            Outcome::Skipped { .. } => Some("older"),
+            Outcome::Held { .. } => Some("held"),
+            _ => None,
+        },
     });
+    if let Outcome::Held { hold } = &promotion.outcome {
+        out["hold"] = json!({
+            "reason": hold.reason, "who": hold.who, "since": hold.since,
+        });
+    }
+    if let Some(d) = deployment {
+        out["argocd"] = json!({
+            "server": d.server,
+            "app": d.app,
+            "refreshed": d.refreshed,
+            "waited": d.waited,
+            "revisions": d.revisions,
+            "sync": d.sync,
+            "health": d.health,
+            "deployed": crate::report::github::deployed(d),
+            "failure": d.failure,
+        });
+    }
     if promotion.dry_run {
         let (diff, message) = match &promotion.outcome {
             Outcome::Planned { diff, message } => (Some(diff), Some(message)),

@@ -2,6 +2,7 @@
 
 use std::fmt::Write;
 
+use crate::argocd::Deployment;
 use crate::message::{change_line, short_sha};
 use crate::promote::{Outcome, Promotion};
 use crate::report::github;
@@ -21,6 +22,13 @@ pub fn to_text(promotion: &Promotion, on_github: bool) -> String {
                 out,
                 "{}: skipped: {} stays at {} in {target}: {}; pass --allow-downgrade to promote {} anyway",
                 p.environment, older.image, older.deployed, older.reason, older.wanted
+            );
+        }
+        Outcome::Held { hold } => {
+            let _ = writeln!(
+                out,
+                "{}: skipped: held since {} by {}: {}; `tomoda-promote unhold --env {}` lets promotions land again",
+                p.environment, hold.since, hold.who, hold.reason, p.environment
             );
         }
         Outcome::AlreadyUpToDate => {
@@ -67,6 +75,29 @@ pub fn to_text(promotion: &Promotion, on_github: bool) -> String {
         }
     }
     out
+}
+
+/// What Argo CD said after the push, one line.
+pub fn deployment_text(d: &Deployment) -> String {
+    let revisions: Vec<&str> = d.revisions.iter().map(|r| short_sha(r)).collect();
+    let state = format!(
+        "revision {}, {}, {}",
+        if revisions.is_empty() {
+            "unknown".to_string()
+        } else {
+            revisions.join(", ")
+        },
+        d.sync,
+        d.health
+    );
+    match (&d.failure, d.waited) {
+        (Some(why), _) => format!("Argo CD {}: not deployed: {why}\n", d.app),
+        (None, true) => format!("Argo CD {}: deployed ({state})\n", d.app),
+        (None, false) => format!(
+            "Argo CD {}: refreshed ({state}); pass --wait to wait for Synced and Healthy\n",
+            d.app
+        ),
+    }
 }
 
 /// The files that change, in the order of the promotion's files.

@@ -2,12 +2,14 @@
 //! fixture repositories built in temporary directories. One test binary, so the crate is
 //! built once.
 
+mod argocd_server;
 mod bounded;
 mod dsl;
 mod forge_server;
 mod git_server;
 mod proxy;
 
+mod argocd;
 mod bench;
 mod cli;
 mod commit_via_api;
@@ -16,6 +18,7 @@ mod container;
 mod errors;
 mod examples;
 mod faults;
+mod history;
 mod hostile;
 mod kustomize;
 mod layout;
