@@ -215,7 +215,10 @@ fn installation_token(repo: &ForgeRepo, jwt: &str, timeout: Duration) -> Result<
     let answer = api.send(
         github(api.post(&url))
             .header("Content-Type", "application/json")
-            .body(json!({"repositories": [name]}).to_string()),
+            // Only what a promotion needs, on only the devops repository.
+            .body(
+                json!({"repositories": [name], "permissions": {"contents": "write"}}).to_string(),
+            ),
         &url,
     )?;
     if !answer.status().is_success() {

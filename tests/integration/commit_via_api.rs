@@ -356,6 +356,10 @@ fn a_github_app_token_is_minted_for_the_one_repository_and_never_shown() {
         .expect("the token exchange");
     let scope: serde_json::Value = serde_json::from_str(&exchange.body).unwrap();
     assert_eq!(scope["repositories"], serde_json::json!(["devops"]));
+    assert_eq!(
+        scope["permissions"],
+        serde_json::json!({"contents": "write"})
+    );
 
     // PKCS#8 in GITHUB_APP_PRIVATE_KEY, for the git path: the minted token pushes.
     let (key8, public8) = app_key(keys.path(), "pkcs8");
