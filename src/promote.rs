@@ -17,7 +17,7 @@ use crate::ordering::{self, History, Older};
 use crate::overlay::Entry;
 use crate::plan::Plan;
 use crate::registry::Verified;
-use crate::repo::RepoLocation;
+use crate::repo::{ForgeRepo, RepoLocation};
 use crate::targets::{self, Change, Edit};
 
 pub struct Settings<'a> {
@@ -95,9 +95,28 @@ impl Access {
         username: &str,
         timeout: Duration,
     ) -> Result<Access> {
-        match (plan.commit_via, &plan.forge) {
+        Access::open(
+            &plan.repo,
+            plan.commit_via,
+            plan.forge.as_ref(),
+            token,
+            username,
+            timeout,
+        )
+    }
+
+    /// The way `commit_via` asks for to `repo` (on `forge`, which the API needs).
+    pub fn open(
+        repo: &RepoLocation,
+        commit_via: CommitVia,
+        forge: Option<&ForgeRepo>,
+        token: Option<String>,
+        username: &str,
+        timeout: Duration,
+    ) -> Result<Access> {
+        match (commit_via, forge) {
             (CommitVia::Api, Some(forge)) => {
-                let token = token.or_else(|| match &plan.repo {
+                let token = token.or_else(|| match repo {
                     RepoLocation::Remote {
                         credentials: Some(c),
                         ..
@@ -107,8 +126,7 @@ impl Access {
                     }
                     _ => None,
                 });
-                let api =
-                    crate::forge::open(forge, &plan.repo.display(), token, username, timeout)?;
+                let api = crate::forge::open(forge, &repo.display(), token, username, timeout)?;
                 tracing::info!(
                     "committing through the {} API at {}",
                     forge.forge.name(),
@@ -117,7 +135,7 @@ impl Access {
                 Ok(Access::Api(Box::new(crate::forge::ApiBranch::new(api))))
             }
             _ => Ok(Access::Git(HttpTransport::for_repo(
-                &plan.repo, token, username, timeout,
+                repo, token, username, timeout,
             )?)),
         }
     }

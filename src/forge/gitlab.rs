@@ -167,13 +167,15 @@ impl ForgeApi for GitLab {
         let actions: Vec<Value> = files
             .iter()
             .map(|(path, content)| {
+                // A file read at this head is updated, with the check; any other is new.
+                let last = last_commits.get(&(head.to_string(), (*path).to_string()));
                 let mut action = json!({
-                    "action": "update",
+                    "action": if last.is_some() { "update" } else { "create" },
                     "file_path": path,
                     "content": base64::engine::general_purpose::STANDARD.encode(content),
                     "encoding": "base64",
                 });
-                if let Some(last) = last_commits.get(&(head.to_string(), (*path).to_string())) {
+                if let Some(last) = last {
                     action["last_commit_id"] = json!(last);
                 }
                 action

@@ -299,6 +299,39 @@ fn an_overlay_beyond_the_thousand_entries_github_lists_is_still_found() {
     );
 }
 
+#[test]
+fn a_hold_through_the_api_is_read_back_by_the_next_promotion() {
+    let devops = Devops::tomoda();
+    let server = ForgeServer::start(Style::GitLab, &devops.bare(), TOKEN);
+    Run::new()
+        .config(&api_config(&server))
+        .env("GIT_TOKEN", TOKEN)
+        .args(["hold", "--env", "prod", "--reason", "freeze for the audit"])
+        .run()
+        .ok()
+        .never_shows(TOKEN);
+    assert!(
+        devops
+            .file(".promote/holds.yaml")
+            .contains("freeze for the audit")
+    );
+    let commits = posts(&server.requests())
+        .iter()
+        .filter(|r| r.target.ends_with("/repository/commits"))
+        .count();
+    assert_eq!(commits, 1, "the hold is committed through the API");
+    let held_at = devops.head();
+    Run::new()
+        .config(&api_config(&server))
+        .env("GIT_TOKEN", TOKEN)
+        .sha(SHA)
+        .env("TAG_NAME", "v1.5.0")
+        .run()
+        .ok()
+        .stdout_has("prod: skipped: held");
+    assert_eq!(devops.head(), held_at);
+}
+
 /// An RSA key pair made by openssl: the private key in `format` ("pkcs1" or "pkcs8"), and
 /// the public half for the server.
 fn app_key(dir: &Path, format: &str) -> (PathBuf, PathBuf) {

@@ -903,8 +903,27 @@ fn gitlab_commit(request: &Recorded, state: &State) -> Answer {
     let mut files = Vec::new();
     for action in body["actions"].as_array().into_iter().flatten() {
         let path = action["file_path"].as_str().unwrap_or_default().to_string();
-        if action["action"] != "update" {
-            return answer(400, &json!({"message": "only update in this test server"}));
+        let exists = blob(state, &tip, &path).is_some();
+        match action["action"].as_str() {
+            Some("update") if !exists => {
+                return answer(
+                    400,
+                    &json!({"message": "A file with this name doesn't exist"}),
+                );
+            }
+            Some("create") if exists => {
+                return answer(
+                    400,
+                    &json!({"message": "A file with this name already exists"}),
+                );
+            }
+            Some("update" | "create") => {}
+            _ => {
+                return answer(
+                    400,
+                    &json!({"message": "only create and update in this test server"}),
+                );
+            }
         }
         if let Some(last) = action["last_commit_id"].as_str()
             && last_commit(state, &tip, &path).as_deref() != Some(last)
