@@ -376,7 +376,11 @@ EXIT CODES:\n  0  promoted, already up to date, skipped, or plan printed\n  \
 2  usage, config or input error (nothing was pushed)\n  \
 1  anything else: network, authentication, push still refused after the last attempt\n\n\
 AUTHENTICATION:\n  GIT_TOKEN (or --git-token-file) is sent as HTTP basic auth with user GIT_USERNAME \
-(default x-access-token, as GitHub App tokens use). It never appears in any output."
+(default x-access-token, as GitHub App tokens use). It never appears in any output.\n  \
+Without a stored token: --github-app-id with --github-app-key-file (or GITHUB_APP_PRIVATE_KEY) \
+mints a one-hour GitHub App token for the devops repository; --cloudbuild-repository takes \
+the read-write token of a Cloud Build 2nd-gen repository connection.\n  \
+--commit-via api commits through the forge's API (GitHub signs the commit) instead of git."
 )]
 struct Cli {
     #[command(subcommand)]
