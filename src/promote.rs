@@ -1,11 +1,11 @@
-//! The promotion: fetch the branch, edit the overlay, commit, push. A push that loses a
-//! race is a compare-and-swap failure: fetch the new tip, re-apply the same edit, retry,
-//! so that concurrent pipelines all land and none overwrites another.
-
-use std::path::Path;
-use std::time::Duration;
+//! The promotion: read the branch, edit the overlay, commit as a compare-and-swap. A
+//! commit that loses a race is retried: read the new head, re-apply the same edit, commit
+//! again, so that concurrent pipelines all land and none overwrites another. The branch is
+//! a [`DevopsBranch`]: git (fetch and push) or a forge's API, the loop is the same.
 
 use std::cell::RefCell;
+use std::path::Path;
+use std::time::Duration;
 
 use crate::branch::{DevopsBranch, GitBranch, Landed};
 use crate::config::CommitVia;
