@@ -39,11 +39,10 @@ pub trait DevopsBranch {
         author: &Identity,
     ) -> Result<Landed>;
 
-    /// The commit last sent whose answer never came (a push that timed out may have
-    /// landed): when the head is that commit, it did. `None` when unknowable.
-    fn unanswered(&self) -> Option<String> {
-        None
-    }
+    /// Whether `head` is the commit of the last `commit` whose answer never came (a
+    /// request that timed out may have landed all the same): then it is reported as
+    /// pushed, not made twice.
+    fn landed_unanswered(&self, head: &str) -> Result<bool>;
 }
 
 /// The branch reached by git: fetched into a scratch [`Workspace`], pushed back.
@@ -97,7 +96,7 @@ impl DevopsBranch for GitBranch {
         }
     }
 
-    fn unanswered(&self) -> Option<String> {
-        self.sent.borrow().clone()
+    fn landed_unanswered(&self, head: &str) -> Result<bool> {
+        Ok(self.sent.borrow().as_deref() == Some(head))
     }
 }

@@ -290,7 +290,7 @@ impl Round<Box<Promotion>> {
             ))))
         };
         // A push whose answer was lost may have landed all the same.
-        if branch.unanswered().as_deref() == Some(tip.as_str()) {
+        if branch.landed_unanswered(&tip)? {
             return done(Outcome::Pushed { commit: tip });
         }
         if let Some(hold) = snapshot.read(held(|p| snapshot.lookup(p), plan, settings))? {
@@ -501,7 +501,7 @@ pub fn commit_files(
         |attempt, rejected| {
             let tip = devops.read_head(branch)?;
             refusal_stands(&repo.display(), branch, rejected, &tip, attempt)?;
-            if devops.unanswered().as_deref() == Some(tip.as_str()) {
+            if devops.landed_unanswered(&tip)? {
                 return Ok(Round::Done(Committed::Pushed { commit: tip }));
             }
             let snapshot = Snapshot::new(devops, &tip);

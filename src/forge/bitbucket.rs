@@ -136,6 +136,20 @@ impl ForgeApi for Bitbucket {
         Api::bytes(answer, &url).map(Some)
     }
 
+    fn parents(&self, commit: &str) -> Result<Vec<String>> {
+        let url = format!("{}/commit/{commit}", self.repo_url);
+        let answer = self.get(&url)?;
+        if !answer.status().is_success() {
+            return Err(Api::status_error(answer, &url, Forge::Bitbucket));
+        }
+        Ok(Api::json(answer, &url)?["parents"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p["hash"].as_str().map(str::to_string))
+            .collect())
+    }
+
     fn commit(
         &self,
         branch: &str,

@@ -147,6 +147,20 @@ impl ForgeApi for GitHub {
         Api::bytes(answer, &url).map(Some)
     }
 
+    fn parents(&self, commit: &str) -> Result<Vec<String>> {
+        let url = format!("{}/git/commits/{commit}", self.repo_url);
+        let answer = self.get(&url, JSON)?;
+        if !answer.status().is_success() {
+            return Err(Api::status_error(answer, &url, Forge::GitHub));
+        }
+        Ok(Api::json(answer, &url)?["parents"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p["sha"].as_str().map(str::to_string))
+            .collect())
+    }
+
     fn commit(
         &self,
         branch: &str,

@@ -155,6 +155,20 @@ impl ForgeApi for GitLab {
         Ok(Some(bytes))
     }
 
+    fn parents(&self, commit: &str) -> Result<Vec<String>> {
+        let url = format!("{}/repository/commits/{commit}", self.project_url);
+        let answer = self.get(&url)?;
+        if !answer.status().is_success() {
+            return Err(Api::status_error(answer, &url, Forge::GitLab));
+        }
+        Ok(Api::json(answer, &url)?["parent_ids"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p.as_str().map(str::to_string))
+            .collect())
+    }
+
     fn commit(
         &self,
         branch: &str,

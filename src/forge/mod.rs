@@ -72,6 +72,8 @@ pub trait ForgeApi {
     }
     /// The bytes of the file `path` at `head`; `None` when there is none.
     fn read(&self, head: &str, path: &str) -> Result<Option<Vec<u8>>>;
+    /// The parents of `commit`.
+    fn parents(&self, commit: &str) -> Result<Vec<String>>;
     /// One commit of `files` onto `branch`, refused unless the branch (or, on GitLab, each
     /// file) is still as read at `head`.
     fn commit(
@@ -374,11 +376,20 @@ fn server_message(response: Response) -> Option<String> {
     Some(crate::secrets::redact(&line))
 }
 
+/// A commit request as sent: the head it was built on, and the files.
+#[derive(Clone)]
+struct Sent {
+    head: String,
+    files: Vec<(String, Vec<u8>)>,
+}
+
 /// A [`ForgeApi`] as a [`DevopsBranch`]: a file is found through its directory's listing
 /// (one request per directory, kept per head), then read, so the overlay lookups of a
 /// promotion cost two listings and one read.
 pub struct ApiBranch {
     api: Box<dyn ForgeApi>,
+    /// A commit request whose answer never came.
+    unanswered: RefCell<Option<Sent>>,
     /// Each directory's listing, by (head, directory).
     listings: RefCell<HashMap<(String, String), Listing>>,
 }
@@ -387,6 +398,7 @@ impl ApiBranch {
     pub fn new(api: Box<dyn ForgeApi>) -> ApiBranch {
         ApiBranch {
             api,
+            unanswered: RefCell::new(None),
             listings: RefCell::new(HashMap::new()),
         }
     }
@@ -440,7 +452,45 @@ impl DevopsBranch for ApiBranch {
         message: &str,
         author: &Identity,
     ) -> Result<Landed> {
-        self.api.commit(branch, head, files, message, author)
+        let sent = files
+            .iter()
+            .map(|(path, content)| ((*path).to_string(), content.to_vec()))
+            .collect();
+        *self.unanswered.borrow_mut() = Some(Sent {
+            head: head.to_string(),
+            files: sent,
+        });
+        let landed = self.api.commit(branch, head, files, message, author);
+        // A failure that may pass on another try (no answer, a timeout, a 502 from a
+        // proxy) leaves the doubt whether the commit landed; any other answer does not.
+        let in_doubt = landed
+            .as_ref()
+            .is_err_and(|e| matches!(e.retry(), Retry::Transient { .. }));
+        if !in_doubt {
+            *self.unanswered.borrow_mut() = None;
+        }
+        landed
+    }
+
+    /// The commit is ours when it sits right on the head we sent, holding the files sent.
+    fn landed_unanswered(&self, head: &str) -> Result<bool> {
+        let Some(Sent {
+            head: sent_on,
+            files,
+        }) = self.unanswered.borrow().clone()
+        else {
+            return Ok(false);
+        };
+        if sent_on == head || self.api.parents(head)? != [sent_on] {
+            return Ok(false);
+        }
+        for (path, content) in files {
+            if self.lookup(head, &path)? != Entry::File(content) {
+                return Ok(false);
+            }
+        }
+        *self.unanswered.borrow_mut() = None;
+        Ok(true)
     }
 }
 

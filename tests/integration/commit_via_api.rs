@@ -172,6 +172,22 @@ fn a_race_lost_on_each_forge_is_read_again_and_lands() {
 }
 
 #[test]
+fn a_commit_whose_answer_was_lost_is_reported_as_pushed_not_made_twice() {
+    for style in [Style::GitHub, Style::GitLab, Style::Bitbucket] {
+        let devops = Devops::tomoda();
+        let server = ForgeServer::start(style, &devops.bare(), TOKEN);
+        server.lose_next_commit_answer();
+        let done = api_run(&server).sha(SHA).run();
+        done.ok();
+        let result = done.json();
+        assert_eq!(result["pushed"], true, "{style:?}: {}", done.stderr);
+        assert_eq!(result["commit"], devops.head(), "{style:?}");
+        assert_eq!(devops.commit_count(), 2, "{style:?}: one commit, not two");
+        assert_eq!(posts(&server.requests()).len(), 1, "{style:?}");
+    }
+}
+
+#[test]
 fn sixteen_promotions_at_once_through_the_github_api_all_land() {
     const N: usize = 16;
     let mut kustomization = String::from("resources:\n  - ../../base\nimages:\n");

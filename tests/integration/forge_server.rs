@@ -88,6 +88,8 @@ struct State {
     minted: String,
     /// Cloud Build refuses the exchange (the permission is missing).
     cloudbuild_denied: AtomicBool,
+    /// The next commit request lands, and its answer is never sent (the connection closes).
+    lose_commit_answer: AtomicBool,
     scratch: tempfile::TempDir,
 }
 
@@ -121,6 +123,7 @@ impl ForgeServer {
             app_public_key: Mutex::new(None),
             minted: format!("ghs_minted{}", fastrand::u64(..)),
             cloudbuild_denied: AtomicBool::new(false),
+            lose_commit_answer: AtomicBool::new(false),
             scratch: tempfile::tempdir().unwrap(),
         });
         let stop = Arc::new(AtomicBool::new(false));
@@ -193,6 +196,11 @@ impl ForgeServer {
         &self.state.minted
     }
 
+    /// The next commit lands but its answer is lost.
+    pub fn lose_next_commit_answer(&self) {
+        self.state.lose_commit_answer.store(true, Ordering::SeqCst);
+    }
+
     pub fn deny_cloudbuild(&self) {
         self.state.cloudbuild_denied.store(true, Ordering::SeqCst);
     }
@@ -259,6 +267,14 @@ fn handle(stream: &TcpStream, state: &State) {
         },
         None => route(&request, state),
     };
+    let path = request.target.split('?').next().unwrap_or_default();
+    let commit = request.method == "POST"
+        && (path == "/api/graphql"
+            || path.ends_with("/repository/commits")
+            || path.ends_with("/src"));
+    if commit && state.lose_commit_answer.swap(false, Ordering::SeqCst) {
+        return;
+    }
     let mut out = format!(
         "HTTP/1.1 {} X\r\nContent-Length: {}\r\nConnection: close\r\n",
         reply.status,
@@ -467,6 +483,12 @@ fn blob(state: &State, commit: &str, path: &str) -> Option<Vec<u8>> {
     Some(out.stdout)
 }
 
+/// The parents of `commit`; `None` when it is no commit.
+fn parents(state: &State, commit: &str) -> Option<Vec<String>> {
+    let out = git(state, &["rev-parse", &format!("{commit}^@")], &[], None)?;
+    Some(out.lines().map(str::to_string).collect())
+}
+
 fn last_commit(state: &State, commit: &str, path: &str) -> Option<String> {
     git(
         state,
@@ -567,6 +589,15 @@ fn github(request: &Recorded, state: &State, path: &str) -> Answer {
     let Some(rest) = path.strip_prefix(&prefix) else {
         return not_found_github();
     };
+    if let Some(sha) = rest.strip_prefix("/git/commits/") {
+        return match parents(state, sha) {
+            Some(list) => answer(
+                200,
+                &json!({"sha": sha, "parents": list.iter().map(|p| json!({"sha": p})).collect::<Vec<_>>()}),
+            ),
+            None => not_found_github(),
+        };
+    }
     if let Some(branch) = rest.strip_prefix("/git/ref/heads/") {
         let branch = decode(branch);
         return match head(state, &branch) {
@@ -884,6 +915,12 @@ fn gitlab(request: &Recorded, state: &State, path: &str) -> Answer {
     if rest == "commits" && request.method == "POST" {
         return gitlab_commit(request, state);
     }
+    if let Some(sha) = rest.strip_prefix("commits/") {
+        return match parents(state, sha) {
+            Some(list) => answer(200, &json!({"id": sha, "parent_ids": list})),
+            None => not_found("Commit"),
+        };
+    }
     not_found("Path")
 }
 
@@ -987,6 +1024,15 @@ fn bitbucket(request: &Recorded, state: &State, path: &str) -> Answer {
     }
     if rest == "src" && request.method == "POST" {
         return bitbucket_commit(request, state);
+    }
+    if let Some(sha) = rest.strip_prefix("commit/") {
+        return match parents(state, sha) {
+            Some(list) => answer(
+                200,
+                &json!({"type": "commit", "hash": sha, "parents": list.iter().map(|p| json!({"hash": p, "type": "commit"})).collect::<Vec<_>>()}),
+            ),
+            None => not_found(),
+        };
     }
     let Some(rest) = rest.strip_prefix("src/") else {
         return not_found();
