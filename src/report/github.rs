@@ -15,7 +15,8 @@ pub fn active() -> bool {
     std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true")
 }
 
-/// Writes the outputs `commit`, `pushed`, `environment` and `changes` (JSON) to
+/// Writes the outputs `commit`, `pushed`, `environment`, `changes` (JSON), `up_to_date`
+/// and `skipped` (the reason, as in the JSON result, or empty) to
 /// `$GITHUB_OUTPUT`, and a Markdown table of the changes to `$GITHUB_STEP_SUMMARY`.
 pub fn publish(promotion: &Promotion) -> Result<()> {
     if let Some(path) = std::env::var_os("GITHUB_OUTPUT") {
@@ -53,11 +54,14 @@ fn outputs(promotion: &Promotion, delimiter: &str) -> String {
         Outcome::Pushed { commit } => commit.as_str(),
         _ => "",
     };
-    let changes = to_json(promotion)["changes"].to_string();
+    let json = to_json(promotion);
+    let skipped = json["skipped"].as_str().unwrap_or_default();
     format!(
-        "commit={commit}\npushed={}\nenvironment={}\nchanges<<{delimiter}\n{changes}\n{delimiter}\n",
+        "commit={commit}\npushed={}\nenvironment={}\nchanges<<{delimiter}\n{}\n{delimiter}\nup_to_date={}\nskipped={skipped}\n",
         !commit.is_empty(),
-        promotion.environment
+        promotion.environment,
+        json["changes"],
+        json["up_to_date"],
     )
 }
 
@@ -131,9 +135,34 @@ mod tests {
         let text = outputs(&outcome(), "EOF_X");
         assert_eq!(
             text,
-            "commit=0123456789abcdef\npushed=true\nenvironment=dev\nchanges<<EOF_X\n[{\"field\":\"newTag\",\"file\":\"ov/kustomization.yaml\",\"image\":\"reg/app\",\"new\":\"v2\",\"old\":\"v1\"}]\nEOF_X\n"
+            "commit=0123456789abcdef\npushed=true\nenvironment=dev\nchanges<<EOF_X\n[{\"field\":\"newTag\",\"file\":\"ov/kustomization.yaml\",\"image\":\"reg/app\",\"new\":\"v2\",\"old\":\"v1\"}]\nEOF_X\nup_to_date=false\nskipped=\n"
         );
         assert_ne!(delimiter(), delimiter(), "random per call");
+    }
+
+    #[test]
+    fn up_to_date_and_skipped_are_outputs_of_their_own() {
+        let mut done = outcome();
+        done.outcome = Outcome::AlreadyUpToDate;
+        let text = outputs(&done, "EOF_X");
+        assert!(
+            text.starts_with("commit=\npushed=false\n")
+                && text.ends_with("\nup_to_date=true\nskipped=\n"),
+            "{text}"
+        );
+        done.outcome = Outcome::Skipped {
+            older: crate::ordering::Older {
+                image: "reg/app".into(),
+                deployed: "v2".into(),
+                wanted: "v1".into(),
+                reason: "version v1 is older than v2".into(),
+            },
+        };
+        let text = outputs(&done, "EOF_X");
+        assert!(
+            text.ends_with("\nup_to_date=false\nskipped=older\n"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -179,6 +179,18 @@ fn on_github_actions_outputs_summary_annotations_and_a_folded_diff_are_written()
         )),
         "{written}"
     );
+    assert!(
+        written.ends_with("\nup_to_date=false\nskipped=\n"),
+        "{written}"
+    );
+    std::fs::remove_file(&output).unwrap();
+    github(Run::tomoda(&devops)).run().ok();
+    let rerun = std::fs::read_to_string(&output).unwrap();
+    assert!(
+        rerun.starts_with("commit=\npushed=false\n")
+            && rerun.ends_with("\nup_to_date=true\nskipped=\n"),
+        "{rerun}"
+    );
     let json_line = written.lines().nth(4).unwrap();
     let changes: serde_json::Value = serde_json::from_str(json_line).unwrap();
     assert_eq!(changes[0]["new"], SHA);
