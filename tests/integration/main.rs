@@ -7,6 +7,7 @@ mod dsl;
 mod git_server;
 mod proxy;
 
+mod action;
 mod bench;
 mod cli;
 mod concurrency;
