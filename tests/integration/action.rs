@@ -118,8 +118,19 @@ fn release(tag: &str, sums_hash: Option<&str>) -> BTreeMap<String, Vec<u8>> {
     ])
 }
 
-/// scripts/action-install as the action's first step runs it, on a Linux x86_64 runner.
+/// scripts/action-install as the action's first step runs it, on a Linux runner of `arch`.
 fn install(server: &ReleaseServer, reference: &str, temp: &Path, arch: &str) -> Done {
+    install_with(server, reference, "", temp, arch)
+}
+
+/// The same with the `version` input given.
+fn install_with(
+    server: &ReleaseServer,
+    reference: &str,
+    version: &str,
+    temp: &Path,
+    arch: &str,
+) -> Done {
     let output = temp.join("github_output");
     let out = Command::new("bash")
         .arg(root().join("scripts/action-install"))
@@ -127,6 +138,7 @@ fn install(server: &ReleaseServer, reference: &str, temp: &Path, arch: &str) -> 
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("ACTION_REF", reference)
         .env("ACTION_REPOSITORY", "acme/tomoda-promote")
+        .env("ACTION_VERSION", version)
         .env("RUNNER_OS", "Linux")
         .env("RUNNER_ARCH", arch)
         .env("RUNNER_TEMP", temp)
@@ -189,6 +201,13 @@ fn a_ref_without_a_release_is_a_clear_error() {
         .code(1)
         .stderr_has("no release main of acme/tomoda-promote")
         .stderr_has("use the action at a release tag, such as @v1 or @v1.2.3");
+    // Pinned to a commit SHA, with the release named by the version input.
+    let pinned = "0123456789abcdef0123456789abcdef01234567";
+    install(&server, pinned, temp.path(), "X64")
+        .code(1)
+        .stderr_has("name the release with the input version");
+    install_with(&server, pinned, "v9.8.7", temp.path(), "X64").ok();
+    assert!(installed_bin(temp.path()).is_some());
     // A release without this runner's asset: arm64 has a checksum but no file here.
     install(&server, "v9.8.7", temp.path(), "ARM64")
         .code(1)
@@ -241,6 +260,11 @@ fn every_input_of_the_action_is_a_real_flag_and_every_flag_has_an_input() {
         .unwrap();
     let known = help_env_vars();
     assert!(known.contains("PROMOTE_PLAN"), "{known:?}");
+    // The install step's only input: which release to download.
+    assert_eq!(
+        steps[0]["env"]["ACTION_VERSION"].as_str(),
+        Some("${{ inputs.version }}")
+    );
     let mut used = BTreeSet::new();
     let mut mapped = BTreeSet::new();
     for (name, value) in promote["env"].as_hash().unwrap() {
@@ -264,6 +288,7 @@ fn every_input_of_the_action_is_a_real_flag_and_every_flag_has_an_input() {
             mapped.insert(name.to_string());
         }
     }
+    used.insert("version".to_string());
     let unused: Vec<_> = inputs.difference(&used).collect();
     assert!(unused.is_empty(), "inputs that reach no flag: {unused:?}");
     // The build's SHA and tag come from GITHUB_SHA / GITHUB_REF_NAME, which the binary
