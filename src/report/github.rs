@@ -4,28 +4,43 @@
 use std::io::Write;
 use std::path::Path;
 
+use crate::argocd::Deployment;
 use crate::error::{Error, Result};
 use crate::message::short_sha;
 use crate::promote::{Outcome, Promotion};
 use crate::report::json::to_json;
-use crate::report::text::changed_files;
+use crate::report::text::{changed_files, deployment_text};
 use crate::secrets;
 
 pub fn active() -> bool {
     std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true")
 }
 
-/// Writes the outputs `commit`, `pushed`, `environment`, `changes` (JSON), `up_to_date`
-/// and `skipped` (the reason, as in the JSON result, or empty) to
-/// `$GITHUB_OUTPUT`, and a Markdown table of the changes to `$GITHUB_STEP_SUMMARY`.
-pub fn publish(promotion: &Promotion) -> Result<()> {
+/// Writes the outputs `commit`, `pushed`, `environment`, `changes` (JSON), `up_to_date`,
+/// `skipped` (the reason, as in the JSON result, or empty) and `images` (JSON) to
+/// `$GITHUB_OUTPUT`, and a Markdown table of the changes to `$GITHUB_STEP_SUMMARY`; when
+/// Argo CD was asked, also `deployed` and a line of what it said.
+pub fn publish(promotion: &Promotion, deployment: Option<&Deployment>) -> Result<()> {
     if let Some(path) = std::env::var_os("GITHUB_OUTPUT") {
-        append(Path::new(&path), &outputs(promotion, &delimiter()))?;
+        let mut text = outputs(promotion, &delimiter());
+        if let Some(d) = deployment {
+            text.push_str(&format!("deployed={}\n", deployed(d)));
+        }
+        append(Path::new(&path), &text)?;
     }
     if let Some(path) = std::env::var_os("GITHUB_STEP_SUMMARY") {
-        append(Path::new(&path), &summary(promotion))?;
+        let mut text = summary(promotion);
+        if let Some(d) = deployment {
+            text.push_str(&format!("\n{}", deployment_text(d)));
+        }
+        append(Path::new(&path), &text)?;
     }
     Ok(())
+}
+
+/// Argo CD runs the commit, Synced and Healthy, as the wait saw it.
+pub(crate) fn deployed(d: &Deployment) -> bool {
+    d.waited && d.failure.is_none() && d.sync == "Synced" && d.health == "Healthy"
 }
 
 fn append(path: &Path, text: &str) -> Result<()> {
@@ -56,11 +71,11 @@ fn outputs(promotion: &Promotion, delimiter: &str) -> String {
     };
     let json = to_json(promotion);
     let skipped = json["skipped"].as_str().unwrap_or_default();
+    let (changes, images) = (json["changes"].to_string(), json["images"].to_string());
     format!(
-        "commit={commit}\npushed={}\nenvironment={}\nchanges<<{delimiter}\n{}\n{delimiter}\nup_to_date={}\nskipped={skipped}\n",
+        "commit={commit}\npushed={}\nenvironment={}\nchanges<<{delimiter}\n{changes}\n{delimiter}\nup_to_date={}\nskipped={skipped}\nimages<<{delimiter}\n{images}\n{delimiter}\n",
         !commit.is_empty(),
         promotion.environment,
-        json["changes"],
         json["up_to_date"],
     )
 }
@@ -71,6 +86,7 @@ fn summary(promotion: &Promotion) -> String {
         Outcome::Skipped { older } => {
             format!("skipped: `{}` stays at `{}`", older.image, older.deployed)
         }
+        Outcome::Held { hold } => format!("skipped: held: {}", hold.reason),
         Outcome::Planned { .. } => "plan only, nothing pushed".to_string(),
         Outcome::Pushed { commit } => format!("pushed `{}`", short_sha(commit)),
     };
@@ -135,8 +151,14 @@ mod tests {
         let text = outputs(&outcome(), "EOF_X");
         assert_eq!(
             text,
-            "commit=0123456789abcdef\npushed=true\nenvironment=dev\nchanges<<EOF_X\n[{\"field\":\"newTag\",\"file\":\"ov/kustomization.yaml\",\"image\":\"reg/app\",\"new\":\"v2\",\"old\":\"v1\"}]\nEOF_X\nup_to_date=false\nskipped=\n"
+            "commit=0123456789abcdef\npushed=true\nenvironment=dev\nchanges<<EOF_X\n[{\"field\":\"newTag\",\"file\":\"ov/kustomization.yaml\",\"image\":\"reg/app\",\"new\":\"v2\",\"old\":\"v1\"}]\nEOF_X\nup_to_date=false\nskipped=\nimages<<EOF_X\n[]\nEOF_X\n"
         );
+        let mut verified = outcome();
+        verified.images = vec![crate::report::fixtures::verified()];
+        assert!(outputs(&verified, "EOF_X").ends_with(&format!(
+            "images<<EOF_X\n[{{\"digest\":\"{}\",\"image\":\"reg/app\",\"tag\":\"v2\"}}]\nEOF_X\n",
+            crate::report::fixtures::DIGEST
+        )));
         assert_ne!(delimiter(), delimiter(), "random per call");
     }
 
@@ -147,7 +169,7 @@ mod tests {
         let text = outputs(&done, "EOF_X");
         assert!(
             text.starts_with("commit=\npushed=false\n")
-                && text.ends_with("\nup_to_date=true\nskipped=\n"),
+                && text.contains("\nup_to_date=true\nskipped=\nimages<<"),
             "{text}"
         );
         done.outcome = Outcome::Skipped {
@@ -160,7 +182,7 @@ mod tests {
         };
         let text = outputs(&done, "EOF_X");
         assert!(
-            text.ends_with("\nup_to_date=false\nskipped=older\n"),
+            text.contains("\nup_to_date=false\nskipped=older\nimages<<"),
             "{text}"
         );
     }

@@ -316,6 +316,7 @@ fn the_outputs_are_the_promote_steps_outputs() {
         "images",
         "up_to_date",
         "skipped",
+        "deployed",
     ] {
         assert!(outputs.contains(&name.to_string()), "no output {name}");
         assert_eq!(
