@@ -9,6 +9,7 @@ mod forge_server;
 mod git_server;
 mod proxy;
 
+mod action;
 mod argocd;
 mod bench;
 mod cli;
