@@ -111,6 +111,7 @@ fn dev_and_prod_land_through_each_forge() {
             "{style:?}: {prod}"
         );
         check_requests(&server.requests(), TOKEN);
+        git(&devops.bare(), &["fsck", "--strict", "--no-dangling"]);
     }
 }
 

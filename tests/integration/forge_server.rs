@@ -5,7 +5,7 @@
 //! Build's `accessReadWriteToken`.
 //!
 //! The repository is a real bare git repository: a commit made through the API is written
-//! with git plumbing (`hash-object`, `update-index` on a temporary index, `write-tree`,
+//! with git plumbing (`hash-object`, `ls-tree` and `mktree` along the changed paths,
 //! `commit-tree`) and the branch moved with `update-ref NEW OLD`, git's own
 //! compare-and-swap, so the tests read what landed with `git`. Every request is recorded
 //! (method, target, headers, body) for the tests to assert what was sent; faults (rate
@@ -510,47 +510,32 @@ fn commit_files(
     message: &str,
     author: (&str, &str),
 ) -> Option<String> {
-    let index = state
-        .scratch
-        .path()
-        .join(format!("index-{}", fastrand::u64(..)));
-    let index = index.to_str().unwrap();
     let env = [
-        ("GIT_INDEX_FILE", index),
         ("GIT_AUTHOR_NAME", author.0),
         ("GIT_AUTHOR_EMAIL", author.1),
         ("GIT_COMMITTER_NAME", "Forge"),
         ("GIT_COMMITTER_EMAIL", "noreply@forge.example"),
     ];
-    git(state, &["read-tree", parent], &env, None)?;
+    let mut tree = git(
+        state,
+        &["rev-parse", &format!("{parent}^{{tree}}")],
+        &[],
+        None,
+    )?
+    .trim()
+    .to_string();
     for (path, content) in files {
-        let oid = git(
-            state,
-            &["hash-object", "-w", "--stdin"],
-            &env,
-            Some(content),
-        )?;
-        git(
-            state,
-            &[
-                "update-index",
-                "--add",
-                "--cacheinfo",
-                &format!("100644,{},{path}", oid.trim()),
-            ],
-            &env,
-            None,
-        )?;
+        let blob = git(state, &["hash-object", "-w", "--stdin"], &[], Some(content))?;
+        let parts: Vec<&str> = path.split('/').collect();
+        tree = with_blob(state, Some(&tree), &parts, blob.trim())?;
     }
-    let tree = git(state, &["write-tree"], &env, None)?;
     let commit = git(
         state,
-        &["commit-tree", tree.trim(), "-p", parent],
+        &["commit-tree", &tree, "-p", parent],
         &env,
         Some(message.as_bytes()),
     )?;
     let commit = commit.trim().to_string();
-    let _ = std::fs::remove_file(index);
     git(
         state,
         &[
@@ -563,6 +548,41 @@ fn commit_files(
         None,
     )?;
     Some(commit)
+}
+
+/// `tree` with the blob at `parts` (a path), as a new tree: only the trees along the path
+/// are rewritten (`ls-tree`, then `mktree`), as a forge does, so a commit costs the same
+/// at any size of repository. A file keeps its mode.
+fn with_blob(state: &State, tree: Option<&str>, parts: &[&str], blob: &str) -> Option<String> {
+    let listing = match tree {
+        Some(tree) => git(state, &["ls-tree", tree], &[], None)?,
+        None => String::new(),
+    };
+    let (name, rest) = parts.split_first()?;
+    let mut entries: Vec<String> = Vec::new();
+    let mut existing: Option<(String, String)> = None;
+    for line in listing.lines() {
+        let (meta, entry_name) = line.split_once('\t')?;
+        if entry_name == *name {
+            let mut m = meta.split_whitespace();
+            let mode = m.next()?.to_string();
+            m.next();
+            existing = Some((mode, m.next()?.to_string()));
+        } else {
+            entries.push(line.to_string());
+        }
+    }
+    let entry = if rest.is_empty() {
+        let mode = existing.map_or("100644".to_string(), |(mode, _)| mode);
+        format!("{mode} blob {blob}\t{name}")
+    } else {
+        let subtree = existing.map(|(_, oid)| oid);
+        let child = with_blob(state, subtree.as_deref(), rest, blob)?;
+        format!("040000 tree {child}\t{name}")
+    };
+    entries.push(entry);
+    let input = entries.join("\n") + "\n";
+    git(state, &["mktree"], &[], Some(input.as_bytes())).map(|t| t.trim().to_string())
 }
 
 fn run_before_commit(state: &State) {
