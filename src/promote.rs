@@ -206,7 +206,9 @@ impl Round<Box<Promotion>> {
         tracing::info!("fetching {place} (attempt {attempt})");
         let tip = workspace.fetch(&plan.branch)?;
         refusal_stands(&plan.repo.display(), &plan.branch, rejected, tip, attempt)?;
-        let edits = targets::apply(|p| workspace.lookup(tip, p), &plan.targets, place)?;
+        let edits = targets::apply(|p| workspace.lookup(tip, p), &plan.targets, place);
+        workspace.check_reads()?;
+        let edits = edits?;
         let done = |outcome| {
             Ok(Round::Done(Box::new(promotion(
                 plan,

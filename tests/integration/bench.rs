@@ -9,7 +9,9 @@
 //! Knobs (environment): TOMODA_PROMOTE_BENCH_BIN (the binary, else the test build),
 //! TOMODA_PROMOTE_BENCH_OUT (results folder, else `bench/results`), TOMODA_PROMOTE_BENCH_APPS
 //! (`100,3000,10000`), TOMODA_PROMOTE_BENCH_RUNS (5), TOMODA_PROMOTE_BENCH_CONTENTION_APPS
-//! (3000), TOMODA_PROMOTE_BENCH_IMAGE (the podman image to size).
+//! (3000), TOMODA_PROMOTE_BENCH_IMAGE (the podman image to size), TOMODA_PROMOTE_BENCH_TRACE
+//! (a RUST_LOG filter for the binary; its log is printed), TOMODA_PROMOTE_BENCH_SCRIPT=0 (skip
+//! the script while working on the binary).
 
 // Measurements are reported in floating point; their integers are far below 2^52.
 #![allow(clippy::cast_precision_loss)]
@@ -98,6 +100,8 @@ struct Setting {
     apps: Vec<usize>,
     runs: usize,
     contention_apps: usize,
+    /// Off (TOMODA_PROMOTE_BENCH_SCRIPT=0) to time the binary alone while working on it.
+    script: bool,
 }
 
 impl Setting {
@@ -118,6 +122,7 @@ impl Setting {
             runs: var("TOMODA_PROMOTE_BENCH_RUNS").map_or(5, |n| n.parse().expect("runs")),
             contention_apps: var("TOMODA_PROMOTE_BENCH_CONTENTION_APPS")
                 .map_or(3000, |n| n.parse().expect("apps")),
+            script: var("TOMODA_PROMOTE_BENCH_SCRIPT").is_none_or(|v| v != "0"),
         }
     }
 }
@@ -150,6 +155,7 @@ impl Repo {
         git_in(&bare, &["repack", "-a", "-d", "-q"]);
         let server = GitServer::start(&srv);
         server.keep_alive();
+        server.allow_filter();
         Repo { _dir: dir, server }
     }
 
@@ -289,6 +295,9 @@ fn measured(command: Command, server: &GitServer) -> Measured {
     let wall = start.elapsed();
     let done = ended.finished("benchmark run");
     assert_eq!(done.code, 0, "benchmark run failed:\n{}", done.stderr);
+    if std::env::var_os("TOMODA_PROMOTE_BENCH_TRACE").is_some() {
+        eprintln!("{}", done.stderr);
+    }
     let peak_kib = done
         .stderr
         .lines()
@@ -311,6 +320,10 @@ fn promotion(bin: &Path, url: &str, app: usize, tag: &str, cwd: &Path) -> Comman
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("HOME", cwd)
         .env("PROMOTE_NO_VERIFY", "1")
+        .env(
+            "RUST_LOG",
+            std::env::var("TOMODA_PROMOTE_BENCH_TRACE").unwrap_or_default(),
+        )
         .args(["--repo", url, "--branch", BRANCH, "--output", "json"])
         .args(["--overlay", &format!("k8s/apps/app{app}/overlays/dev")])
         .args([
@@ -362,6 +375,9 @@ fn compare(setting: &Setting, repo: &Repo, apps: usize) -> Value {
             promotion(&setting.bin, &url, 7, &format!("tomoda-{run}"), cwd.path()),
             &repo.server,
         ));
+        if !setting.script {
+            continue;
+        }
         let cwd = tempfile::tempdir().expect("temp dir");
         theirs.push(measured(
             script(&url, 8, &format!("script-{run}"), cwd.path()),
@@ -374,6 +390,13 @@ fn compare(setting: &Setting, repo: &Repo, apps: usize) -> Value {
         value["bytes_fetched"] = json!(median_u64(runs.iter().map(|m| m.bytes)));
         value
     };
+    if theirs.is_empty() {
+        theirs.push(Measured {
+            wall: Duration::from_secs(1),
+            peak_kib: 0,
+            bytes: 0,
+        });
+    }
     let (a, b) = (side(&ours), side(&theirs));
     let ratio = a["median_ms"].as_f64().unwrap_or(0.0) / b["median_ms"].as_f64().unwrap_or(1.0);
     let summary = format!(
@@ -414,6 +437,7 @@ fn one_fetch(setting: &Setting, repo: &Repo) -> u64 {
 /// `n` promoters of different apps into one branch at once.
 fn contend(setting: &Setting, repo: &Repo, n: usize, full_fetch: u64) -> Value {
     let url = repo.url();
+    let repo_apps = setting.contention_apps;
     let before = repo.server.bytes_sent();
     let cwds: Vec<tempfile::TempDir> = (0..n)
         .map(|_| tempfile::tempdir().expect("temp dir"))
@@ -426,7 +450,7 @@ fn contend(setting: &Setting, repo: &Repo, n: usize, full_fetch: u64) -> Value {
             promotion(
                 &setting.bin,
                 &url,
-                100 + i,
+                (100 + i) % repo_apps,
                 &format!("race-{n}-{i}"),
                 cwd.path(),
             )

@@ -64,6 +64,7 @@ pub struct GitServer {
     /// Connections accepted.
     connections: Arc<AtomicU64>,
     keep_alive: Arc<AtomicBool>,
+    allow_filter: Arc<AtomicBool>,
     accept_thread: Option<JoinHandle<()>>,
     /// With [`GitServer::start_tls`]: the HTTPS address and its accept thread.
     tls: Option<(SocketAddr, JoinHandle<()>)>,
@@ -134,6 +135,12 @@ impl GitServer {
         self.keep_alive.store(true, Ordering::SeqCst);
     }
 
+    /// Lets clients fetch with a filter (partial clone), as GitHub and GitLab do:
+    /// `uploadpack.allowFilter`.
+    pub fn allow_filter(&self) {
+        self.allow_filter.store(true, Ordering::SeqCst);
+    }
+
     /// Response bytes written to clients so far: what they fetched, counted at the server.
     pub fn bytes_sent(&self) -> u64 {
         self.sent.load(Ordering::SeqCst)
@@ -190,7 +197,9 @@ impl GitServer {
         let sent = Arc::new(AtomicU64::new(0));
         let connections = Arc::new(AtomicU64::new(0));
         let keep_alive = Arc::new(AtomicBool::new(false));
+        let allow_filter = Arc::new(AtomicBool::new(std::env::var_os("TEST_ALLOW_FILTER").is_some()));
         let config = Arc::new(Config {
+            allow_filter: Arc::clone(&allow_filter),
             sent: Arc::clone(&sent),
             connections: Arc::clone(&connections),
             keep_alive: Arc::clone(&keep_alive),
@@ -214,6 +223,7 @@ impl GitServer {
             sent,
             connections,
             keep_alive,
+            allow_filter,
             accept_thread: Some(accept_thread),
             tls: None,
         }
@@ -261,6 +271,7 @@ struct Config {
     sent: Arc<AtomicU64>,
     connections: Arc<AtomicU64>,
     keep_alive: Arc<AtomicBool>,
+    allow_filter: Arc<AtomicBool>,
 }
 
 impl Config {
@@ -788,11 +799,20 @@ fn run_cgi_inner(config: &Config, request: &Request, peer: SocketAddr) -> Result
         // Same as `git -c k=v`: no background `gc --auto` after a push (it
         // could outlive the test and race with its temporary folder), and no
         // "dubious ownership" refusal whoever owns the temporary folders.
-        .env("GIT_CONFIG_COUNT", "2")
+        .env("GIT_CONFIG_COUNT", "3")
         .env("GIT_CONFIG_KEY_0", "receive.autogc")
         .env("GIT_CONFIG_VALUE_0", "false")
         .env("GIT_CONFIG_KEY_1", "safe.directory")
         .env("GIT_CONFIG_VALUE_1", "*")
+        .env("GIT_CONFIG_KEY_2", "uploadpack.allowFilter")
+        .env(
+            "GIT_CONFIG_VALUE_2",
+            if config.allow_filter.load(Ordering::SeqCst) {
+                "true"
+            } else {
+                "false"
+            },
+        )
         .env("GIT_PROJECT_ROOT", &config.root)
         .env("GIT_HTTP_EXPORT_ALL", "1")
         .env("GATEWAY_INTERFACE", "CGI/1.1")
