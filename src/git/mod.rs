@@ -84,7 +84,11 @@ impl Workspace {
             .prefix("tomoda-promote-")
             .tempdir()
             .map_err(|e| Error::local(format!("cannot create a temporary directory: {e}")))?;
-        let repo = Repository::init_bare(dir.path()).map_err(|e| {
+        // No template (hooks, description): libgit2 runs none, and copying them is I/O
+        // at every start.
+        let mut init = git2::RepositoryInitOptions::new();
+        init.bare(true).external_template(false);
+        let repo = Repository::init_opts(dir.path(), &init).map_err(|e| {
             Error::local(format!(
                 "cannot create a scratch repository: {}",
                 e.message()
@@ -180,11 +184,7 @@ impl Workspace {
                 e.message()
             ))
         };
-        let mut tree = self
-            .repo
-            .find_commit(commit)
-            .map_err(fail)?
-            .tree_id();
+        let mut tree = self.repo.find_commit(commit).map_err(fail)?.tree_id();
         for name in path.split('/').filter(|n| !n.is_empty() && *n != ".") {
             let (id, kind) = {
                 let current = self.repo.find_tree(tree).map_err(fail)?;

@@ -215,6 +215,9 @@ impl Remote<'_> {
     }
 }
 
+/// Our requests' failures as libgit2's, so that [`HttpTransport::run`] pairs them with
+/// what the transport recorded, as for libgit2's own requests.
+#[allow(clippy::needless_pass_by_value)] // Passed as `map_err(net)`.
 fn net(e: io::Error) -> git2::Error {
     git2::Error::new(
         git2::ErrorCode::GenericError,
@@ -319,7 +322,10 @@ mod tests {
         out.extend_from_slice(FLUSH);
         assert_eq!(&out[..4], b"001e");
         let lines = read_pkt_lines(&mut out.as_slice()).unwrap();
-        assert_eq!(lines, vec![b"version 2\n".to_vec(), b"fetch=shallow filter\n".to_vec()]);
+        assert_eq!(
+            lines,
+            vec![b"version 2\n".to_vec(), b"fetch=shallow filter\n".to_vec()]
+        );
     }
 
     #[test]

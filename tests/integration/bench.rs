@@ -9,7 +9,7 @@
 //! Knobs (environment): TOMODA_PROMOTE_BENCH_BIN (the binary, else the test build),
 //! TOMODA_PROMOTE_BENCH_OUT (results folder, else `bench/results`), TOMODA_PROMOTE_BENCH_APPS
 //! (`100,3000,10000`), TOMODA_PROMOTE_BENCH_RUNS (5), TOMODA_PROMOTE_BENCH_CONTENTION_APPS
-//! (3000), TOMODA_PROMOTE_BENCH_IMAGE (the podman image to size), TOMODA_PROMOTE_BENCH_TRACE
+//! (`100,3000`), TOMODA_PROMOTE_BENCH_IMAGE (the podman image to size), TOMODA_PROMOTE_BENCH_TRACE
 //! (a RUST_LOG filter for the binary; its log is printed), TOMODA_PROMOTE_BENCH_SCRIPT=0 (skip
 //! the script while working on the binary).
 
@@ -45,20 +45,34 @@ fn bench_promotion() {
     for &apps in &setting.apps {
         let devops = Repo::generate(apps);
         let one = compare(&setting, &devops, apps);
-        eprintln!("bench: {apps} apps: {}", one["summary"].as_str().unwrap_or(""));
+        eprintln!(
+            "bench: {apps} apps: {}",
+            one["summary"].as_str().unwrap_or("")
+        );
         sizes.push(one);
     }
 
-    let devops = Repo::generate(setting.contention_apps);
-    let full_fetch = one_fetch(&setting, &devops);
-    let contention: Vec<Value> = [1, 8, 32]
-        .into_iter()
-        .map(|n| {
-            let one = contend(&setting, &devops, n, full_fetch);
-            eprintln!("bench: {n} promoters: {}", one["summary"].as_str().unwrap_or(""));
-            one
-        })
-        .collect();
+    let mut contention = Vec::new();
+    for &apps in &setting.contention_apps {
+        let devops = Repo::generate(apps);
+        let full_fetch = one_full_fetch(&setting, &devops, apps);
+        let runs: Vec<Value> = [1, 8, 32]
+            .into_iter()
+            .map(|n| {
+                let one = contend(&setting, &devops, apps, n, full_fetch);
+                eprintln!(
+                    "bench: {n} promoters, {apps} apps: {}",
+                    one["summary"].as_str().unwrap_or("")
+                );
+                one
+            })
+            .collect();
+        contention.push(json!({
+            "apps": apps,
+            "one_full_fetch_bytes": full_fetch,
+            "runs": runs,
+        }));
+    }
 
     let startup = version_startup(&setting.bin);
     let binary = std::fs::metadata(&setting.bin).map(|m| m.len()).ok();
@@ -69,11 +83,7 @@ fn bench_promotion() {
         "binary": setting.bin.display().to_string(),
         "runs": setting.runs,
         "sizes": sizes,
-        "contention": {
-            "apps": setting.contention_apps,
-            "one_full_fetch_bytes": full_fetch,
-            "runs": contention,
-        },
+        "contention": contention,
         "version_startup_ms": startup,
         "binary_bytes": binary,
         "image_bytes": image,
@@ -99,7 +109,7 @@ struct Setting {
     out: PathBuf,
     apps: Vec<usize>,
     runs: usize,
-    contention_apps: usize,
+    contention_apps: Vec<usize>,
     /// Off (TOMODA_PROMOTE_BENCH_SCRIPT=0) to time the binary alone while working on it.
     script: bool,
 }
@@ -107,21 +117,22 @@ struct Setting {
 impl Setting {
     fn from_env() -> Setting {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-        let apps = var("TOMODA_PROMOTE_BENCH_APPS")
-            .unwrap_or_else(|| "100,3000,10000".into())
-            .split(',')
-            .map(|n| n.trim().parse().expect("TOMODA_PROMOTE_BENCH_APPS: numbers"))
-            .collect();
+        let list = |name: &str, default: &str| -> Vec<usize> {
+            var(name)
+                .unwrap_or_else(|| default.into())
+                .split(',')
+                .map(|n| n.trim().parse().expect("a list of numbers"))
+                .collect()
+        };
         Setting {
             bin: var("TOMODA_PROMOTE_BENCH_BIN").map_or_else(|| PathBuf::from(BIN), PathBuf::from),
             out: var("TOMODA_PROMOTE_BENCH_OUT").map_or_else(
                 || Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/results"),
                 PathBuf::from,
             ),
-            apps,
+            apps: list("TOMODA_PROMOTE_BENCH_APPS", "100,3000,10000"),
             runs: var("TOMODA_PROMOTE_BENCH_RUNS").map_or(5, |n| n.parse().expect("runs")),
-            contention_apps: var("TOMODA_PROMOTE_BENCH_CONTENTION_APPS")
-                .map_or(3000, |n| n.parse().expect("apps")),
+            contention_apps: list("TOMODA_PROMOTE_BENCH_CONTENTION_APPS", "100,3000"),
             script: var("TOMODA_PROMOTE_BENCH_SCRIPT").is_none_or(|v| v != "0"),
         }
     }
@@ -155,7 +166,7 @@ impl Repo {
         git_in(&bare, &["repack", "-a", "-d", "-q"]);
         let server = GitServer::start(&srv);
         server.keep_alive();
-        server.allow_filter();
+        server.allow_filter(true);
         Repo { _dir: dir, server }
     }
 
@@ -213,7 +224,11 @@ fn fast_import_stream(out: &mut impl std::io::Write, apps: usize) -> std::io::Re
         writeln!(out, "committer CI <ci@example.com> {time} +0000")?;
         writeln!(out, "data {}\n{message}", message.len())?;
         for (path, content) in files {
-            writeln!(out, "M 100644 inline {path}\ndata {}\n{content}", content.len())?;
+            writeln!(
+                out,
+                "M 100644 inline {path}\ndata {}\n{content}",
+                content.len()
+            )?;
         }
         writeln!(out)
     };
@@ -268,9 +283,11 @@ struct Measured {
     wall: Duration,
     peak_kib: u64,
     bytes: u64,
+    /// TCP connections the server accepted during the run.
+    connections: u64,
 }
 
-fn measured(command: Command, server: &GitServer) -> Measured {
+fn measured(command: &Command, server: &GitServer) -> Measured {
     let mut timed = Command::new("/usr/bin/time");
     timed.args(["-f", "%M"]).arg(command.get_program());
     timed.args(command.get_args());
@@ -284,6 +301,7 @@ fn measured(command: Command, server: &GitServer) -> Measured {
         timed.current_dir(dir);
     }
     let before = server.bytes_sent();
+    let connections = server.connection_count();
     let start = Instant::now();
     let child = timed
         .stdin(Stdio::null())
@@ -308,6 +326,7 @@ fn measured(command: Command, server: &GitServer) -> Measured {
         wall,
         peak_kib,
         bytes: server.bytes_sent() - before,
+        connections: server.connection_count() - connections,
     }
 }
 
@@ -372,7 +391,7 @@ fn compare(setting: &Setting, repo: &Repo, apps: usize) -> Value {
     for run in 0..setting.runs {
         let cwd = tempfile::tempdir().expect("temp dir");
         ours.push(measured(
-            promotion(&setting.bin, &url, 7, &format!("tomoda-{run}"), cwd.path()),
+            &promotion(&setting.bin, &url, 7, &format!("tomoda-{run}"), cwd.path()),
             &repo.server,
         ));
         if !setting.script {
@@ -380,7 +399,7 @@ fn compare(setting: &Setting, repo: &Repo, apps: usize) -> Value {
         }
         let cwd = tempfile::tempdir().expect("temp dir");
         theirs.push(measured(
-            script(&url, 8, &format!("script-{run}"), cwd.path()),
+            &script(&url, 8, &format!("script-{run}"), cwd.path()),
             &repo.server,
         ));
     }
@@ -388,22 +407,40 @@ fn compare(setting: &Setting, repo: &Repo, apps: usize) -> Value {
         let mut value = spread(&runs.iter().map(|m| m.wall).collect::<Vec<_>>());
         value["peak_rss_kib"] = json!(runs.iter().map(|m| m.peak_kib).max());
         value["bytes_fetched"] = json!(median_u64(runs.iter().map(|m| m.bytes)));
+        value["connections"] = json!(median_u64(runs.iter().map(|m| m.connections)));
         value
     };
+    // The same server without partial clone (Bitbucket, a plain git server): libgit2's
+    // depth-1 fetch of the whole tree.
+    repo.server.allow_filter(false);
+    let mut whole = Vec::new();
+    for run in 0..setting.runs {
+        let cwd = tempfile::tempdir().expect("temp dir");
+        whole.push(measured(
+            &promotion(&setting.bin, &url, 9, &format!("whole-{run}"), cwd.path()),
+            &repo.server,
+        ));
+    }
+    repo.server.allow_filter(true);
     if theirs.is_empty() {
         theirs.push(Measured {
             wall: Duration::from_secs(1),
             peak_kib: 0,
             bytes: 0,
+            connections: 0,
         });
     }
     let (a, b) = (side(&ours), side(&theirs));
+    let without_filter = side(&whole);
     let ratio = a["median_ms"].as_f64().unwrap_or(0.0) / b["median_ms"].as_f64().unwrap_or(1.0);
+    let ratio_whole = without_filter["median_ms"].as_f64().unwrap_or(0.0)
+        / b["median_ms"].as_f64().unwrap_or(1.0);
     let summary = format!(
-        "tomoda-promote median {} ms, {} KiB, {} bytes; script median {} ms, {} KiB, {} bytes; ratio {:.3}",
+        "tomoda-promote median {} ms, {} KiB, {} bytes, {} connections; script median {} ms, {} KiB, {} bytes; ratio {:.3}",
         a["median_ms"],
         a["peak_rss_kib"],
         a["bytes_fetched"],
+        a["connections"],
         b["median_ms"],
         b["peak_rss_kib"],
         b["bytes_fetched"],
@@ -413,7 +450,9 @@ fn compare(setting: &Setting, repo: &Repo, apps: usize) -> Value {
         "apps": apps,
         "tomoda_promote": a,
         "script": b,
+        "tomoda_promote_without_filter": without_filter,
         "time_ratio": (ratio * 1000.0).round() / 1000.0,
+        "time_ratio_without_filter": (ratio_whole * 1000.0).round() / 1000.0,
         "summary": summary,
     })
 }
@@ -424,20 +463,21 @@ fn median_u64(values: impl Iterator<Item = u64>) -> u64 {
     values.get(values.len() / 2).copied().unwrap_or(0)
 }
 
-/// Bytes one promotion fetches when nobody races it: the unit of the contention goal.
-fn one_fetch(setting: &Setting, repo: &Repo) -> u64 {
+/// The unit of the contention goal: the bytes of one fetch of the whole tip tree, as the
+/// script's `git clone --depth 1` makes it (its push adds a few hundred bytes).
+fn one_full_fetch(setting: &Setting, repo: &Repo, apps: usize) -> u64 {
     let cwd = tempfile::tempdir().expect("temp dir");
     measured(
-        promotion(&setting.bin, &repo.url(), 1, "unit", cwd.path()),
+        &script(&repo.url(), apps / 2, "unit", cwd.path()),
         &repo.server,
     )
     .bytes
+    .max(u64::from(!setting.script))
 }
 
 /// `n` promoters of different apps into one branch at once.
-fn contend(setting: &Setting, repo: &Repo, n: usize, full_fetch: u64) -> Value {
+fn contend(setting: &Setting, repo: &Repo, repo_apps: usize, n: usize, full_fetch: u64) -> Value {
     let url = repo.url();
-    let repo_apps = setting.contention_apps;
     let before = repo.server.bytes_sent();
     let cwds: Vec<tempfile::TempDir> = (0..n)
         .map(|_| tempfile::tempdir().expect("temp dir"))
@@ -477,7 +517,7 @@ fn contend(setting: &Setting, repo: &Repo, n: usize, full_fetch: u64) -> Value {
         }
     }
     let mean = attempts.iter().sum::<u64>() as f64 / attempts.len().max(1) as f64;
-    let per_promoter = bytes as f64 / (n as f64 * full_fetch.max(1) as f64);
+    let full_fetches = bytes as f64 / full_fetch.max(1) as f64;
     json!({
         "promoters": n,
         "all_landed_ms": round(all_landed.as_secs_f64() * 1e3),
@@ -486,9 +526,9 @@ fn contend(setting: &Setting, repo: &Repo, n: usize, full_fetch: u64) -> Value {
         "attempts_max": attempts.iter().max(),
         "failed": failed,
         "bytes_fetched": bytes,
-        "bytes_per_promoter_in_full_fetches": (per_promoter * 100.0).round() / 100.0,
+        "bytes_in_full_fetches": (full_fetches * 100.0).round() / 100.0,
         "summary": format!(
-            "all landed in {:.0} ms, attempts mean {mean:.1} max {:?}, {bytes} bytes ({per_promoter:.2} full fetches per promoter), {failed} failed",
+            "all landed in {:.0} ms, attempts mean {mean:.1} max {:?}, {bytes} bytes ({full_fetches:.2} full fetches), {failed} failed",
             all_landed.as_secs_f64() * 1e3,
             attempts.iter().max()
         ),
@@ -588,41 +628,45 @@ fn with_goals(mut report: Value) -> Value {
         );
     }
     if let Some(largest) = sizes.iter().max_by_key(|s| s["apps"].as_u64()) {
-        let kib = largest["tomoda_promote"]["peak_rss_kib"].as_u64().unwrap_or(0);
+        let kib = largest["tomoda_promote"]["peak_rss_kib"]
+            .as_u64()
+            .unwrap_or(0);
         goal(
             format!("peak RSS ≤ 16 MB at {} apps", largest["apps"]),
             format!(
-                "{:.1} MB (script: {:.1} MB)",
+                "{:.1} MB (script: {:.1} MB; from a server without filter: {:.1} MB)",
                 kib as f64 / 1024.0,
-                largest["script"]["peak_rss_kib"].as_u64().unwrap_or(0) as f64 / 1024.0
+                largest["script"]["peak_rss_kib"].as_u64().unwrap_or(0) as f64 / 1024.0,
+                largest["tomoda_promote_without_filter"]["peak_rss_kib"]
+                    .as_u64()
+                    .unwrap_or(0) as f64
+                    / 1024.0
             ),
             Some(kib <= 16 * 1024),
         );
     }
-    let contention = &report["contention"];
-    if let Some(run) = contention["runs"]
-        .as_array()
-        .and_then(|runs| runs.iter().find(|r| r["promoters"] == 32))
-    {
+    for contention in report["contention"].as_array().into_iter().flatten() {
+        let Some(run) = contention["runs"]
+            .as_array()
+            .and_then(|runs| runs.iter().find(|r| r["promoters"] == 32))
+        else {
+            continue;
+        };
+        let apps = &contention["apps"];
         let ms = run["all_landed_ms"].as_f64().unwrap_or(f64::MAX);
         goal(
-            format!(
-                "32 concurrent promoters all land ≤ 5 s ({} apps)",
-                contention["apps"]
-            ),
+            format!("32 concurrent promoters all land ≤ 5 s ({apps} apps)"),
             format!("{:.2} s, {} failed", ms / 1e3, run["failed"]),
             Some(ms <= 5000.0 && run["failed"] == 0),
         );
-        let per = run["bytes_per_promoter_in_full_fetches"]
-            .as_f64()
-            .unwrap_or(f64::MAX);
+        let full = run["bytes_in_full_fetches"].as_f64().unwrap_or(f64::MAX);
         goal(
-            "32 promoters: bytes fetched ≤ 3 full fetches per promoter".into(),
+            format!("32 promoters: bytes fetched in all ≤ 3 × one full fetch ({apps} apps)"),
             format!(
-                "{per:.2} full fetches each ({} bytes in all)",
-                run["bytes_fetched"]
+                "{full:.2} × ({} bytes; one full fetch {} bytes)",
+                run["bytes_fetched"], contention["one_full_fetch_bytes"]
             ),
-            Some(per <= 3.0),
+            Some(full <= 3.0),
         );
     }
     let startup = report["version_startup_ms"].as_f64().unwrap_or(f64::MAX);
@@ -672,13 +716,17 @@ fn markdown(report: &Value) -> String {
     }
     let _ = writeln!(
         md,
-        "\n## One promotion\n\n| apps | tomoda-promote median (min–max) | script median (min–max) | time ratio | peak RSS ours / script | bytes fetched ours / script |\n|---|---|---|---|---|---|"
+        "\n## One promotion\n\nThe server offers partial clone (`uploadpack.allowFilter`, as GitHub and GitLab do); the last columns are the same promotion from a server that does not (libgit2's depth-1 fetch of the whole tree).\n\n| apps | tomoda-promote median (min–max) | script median (min–max) | time ratio | peak RSS ours / script | bytes fetched ours / script | without filter: median, ratio, peak RSS, bytes |\n|---|---|---|---|---|---|---|"
     );
     for s in report["sizes"].as_array().into_iter().flatten() {
-        let (a, b) = (&s["tomoda_promote"], &s["script"]);
+        let (a, b, w) = (
+            &s["tomoda_promote"],
+            &s["script"],
+            &s["tomoda_promote_without_filter"],
+        );
         let _ = writeln!(
             md,
-            "| {} | {} ms ({}–{}) | {} ms ({}–{}) | {} | {:.1} MB / {:.1} MB | {} / {} |",
+            "| {} | {} ms ({}–{}) | {} ms ({}–{}) | {} | {:.1} MB / {:.1} MB | {} / {} | {} ms, {}, {:.1} MB, {} |",
             s["apps"],
             a["median_ms"],
             a["min_ms"],
@@ -690,28 +738,49 @@ fn markdown(report: &Value) -> String {
             a["peak_rss_kib"].as_f64().unwrap_or(0.0) / 1024.0,
             b["peak_rss_kib"].as_f64().unwrap_or(0.0) / 1024.0,
             a["bytes_fetched"],
-            b["bytes_fetched"]
+            b["bytes_fetched"],
+            w["median_ms"],
+            s["time_ratio_without_filter"],
+            w["peak_rss_kib"].as_f64().unwrap_or(0.0) / 1024.0,
+            w["bytes_fetched"]
         );
     }
-    let contention = &report["contention"];
-    let _ = writeln!(
-        md,
-        "\n## Concurrent promoters into one branch ({} apps; one full fetch = {} bytes)\n\n| promoters | all landed | attempts mean / max | bytes fetched in all | full fetches per promoter | failed |\n|---|---|---|---|---|---|",
-        contention["apps"], contention["one_full_fetch_bytes"]
-    );
-    for r in contention["runs"].as_array().into_iter().flatten() {
+    for contention in report["contention"].as_array().into_iter().flatten() {
         let _ = writeln!(
             md,
-            "| {} | {} ms | {} / {} | {} | {} | {} |",
-            r["promoters"],
-            r["all_landed_ms"],
-            r["attempts_mean"],
-            r["attempts_max"],
-            r["bytes_fetched"],
-            r["bytes_per_promoter_in_full_fetches"],
-            r["failed"]
+            "\n## Concurrent promoters of different images into one branch ({} apps; one full fetch = {} bytes)\n\n| promoters | all landed | attempts mean / max | bytes fetched in all | in full fetches | failed |\n|---|---|---|---|---|---|",
+            contention["apps"], contention["one_full_fetch_bytes"]
         );
+        for r in contention["runs"].as_array().into_iter().flatten() {
+            let _ = writeln!(
+                md,
+                "| {} | {} ms | {} / {} | {} | {} | {} |",
+                r["promoters"],
+                r["all_landed_ms"],
+                r["attempts_mean"],
+                r["attempts_max"],
+                r["bytes_fetched"],
+                r["bytes_in_full_fetches"],
+                r["failed"]
+            );
+        }
     }
+    let connections: Vec<String> = report["sizes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| {
+            format!(
+                "{} at {} apps (script: {})",
+                s["tomoda_promote"]["connections"], s["apps"], s["script"]["connections"]
+            )
+        })
+        .collect();
+    let _ = writeln!(
+        md,
+        "\nTCP connections per promotion (the server keeps them alive): {}.",
+        connections.join(", ")
+    );
     let _ = writeln!(
         md,
         "\n## Forge API\n\nNot measured yet: requests and time per promotion at 100 and 10,000 apps against the local forge server are added here once the forge-API path has landed (`forge_api` in the JSON).\n"
@@ -725,7 +794,9 @@ fn markdown(report: &Value) -> String {
             .map_or("-".into(), |b| format!("{b} bytes")),
         report["image_bytes"]
             .as_u64()
-            .map_or("not built (podman image absent)".into(), |b| format!("{b} bytes")),
+            .map_or("not built (podman image absent)".into(), |b| format!(
+                "{b} bytes"
+            )),
     );
     md
 }
@@ -746,7 +817,8 @@ fn chart(report: &Value) -> String {
     };
     let ours = series("tomoda_promote");
     let theirs = series("script");
-    let all: Vec<(f64, f64)> = ours.iter().chain(&theirs).copied().collect();
+    let whole = series("tomoda_promote_without_filter");
+    let all: Vec<(f64, f64)> = ours.iter().chain(&theirs).chain(&whole).copied().collect();
     let (w, h, left, right, top, bottom) = (640.0, 400.0, 70.0, 20.0, 40.0, 50.0);
     let lx = |v: f64| v.max(1.0).log10();
     let (x0, x1) = (
@@ -799,7 +871,18 @@ fn chart(report: &Value) -> String {
     );
     for (points, colour, name, dy) in [
         (&ours, "#1f77b4", "tomoda-promote", -8.0),
-        (&theirs, "#d62728", "shell script (git clone --depth 1, sed, commit, push)", 16.0),
+        (
+            &whole,
+            "#7f7f7f",
+            "tomoda-promote, server without partial clone",
+            -8.0,
+        ),
+        (
+            &theirs,
+            "#d62728",
+            "shell script (git clone --depth 1, sed, commit, push)",
+            16.0,
+        ),
     ] {
         let path: Vec<String> = points
             .iter()

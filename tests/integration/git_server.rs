@@ -135,10 +135,11 @@ impl GitServer {
         self.keep_alive.store(true, Ordering::SeqCst);
     }
 
-    /// Lets clients fetch with a filter (partial clone), as GitHub and GitLab do:
-    /// `uploadpack.allowFilter`.
-    pub fn allow_filter(&self) {
-        self.allow_filter.store(true, Ordering::SeqCst);
+    /// Lets clients fetch with a filter (partial clone), as GitHub and GitLab do, or not:
+    /// `uploadpack.allowFilter`. Off unless TEST_ALLOW_FILTER is set, which runs every
+    /// test through tomoda-promote's partial fetch.
+    pub fn allow_filter(&self, on: bool) {
+        self.allow_filter.store(on, Ordering::SeqCst);
     }
 
     /// Response bytes written to clients so far: what they fetched, counted at the server.
@@ -197,7 +198,9 @@ impl GitServer {
         let sent = Arc::new(AtomicU64::new(0));
         let connections = Arc::new(AtomicU64::new(0));
         let keep_alive = Arc::new(AtomicBool::new(false));
-        let allow_filter = Arc::new(AtomicBool::new(std::env::var_os("TEST_ALLOW_FILTER").is_some()));
+        let allow_filter = Arc::new(AtomicBool::new(
+            std::env::var_os("TEST_ALLOW_FILTER").is_some(),
+        ));
         let config = Arc::new(Config {
             allow_filter: Arc::clone(&allow_filter),
             sent: Arc::clone(&sent),
@@ -478,7 +481,6 @@ fn handle_connection(stream: &TcpStream, peer: SocketAddr, config: &Config) {
 
 /// The answer to one request, recorded in the log.
 fn answer(request: &Request, peer: SocketAddr, config: &Config) -> Response {
-
     let response = match &config.auth {
         Some(auth) if !authorized(request, auth) => {
             let mut response = Response::plain("401 Unauthorized", "authentication required");
