@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::builder::BoolishValueParser;
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 
+use crate::config::parse_duration;
 use crate::error::{Error, Result};
 use crate::plan::Flags;
 use crate::report::Format;
@@ -18,6 +19,9 @@ use crate::report::Format;
 pub struct Args {
     /// A subcommand that prints something generated from the flags' definitions.
     pub generate: Option<Generate>,
+    /// What to do with the devops repo: promote (no subcommand), or look back and steer.
+    pub action: Action,
+    pub argocd: ArgoFlags,
     pub config: Option<PathBuf>,
     pub commit_sha: Option<String>,
     pub tag_name: Option<String>,
@@ -33,6 +37,47 @@ pub struct Args {
     pub max_attempts: u32,
     pub timeout: Duration,
     pub registry: RegistryFlags,
+}
+
+/// The subcommands that work on the devops repo's history and holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// The default: promote this build.
+    Promote,
+    /// List the promotions recorded in the devops branch's log.
+    History {
+        limit: usize,
+    },
+    /// Set an environment's images back, as a new commit.
+    Rollback {
+        to: Option<String>,
+        steps: Option<u32>,
+        /// Hold the environment afterwards, so the next build does not undo the rollback.
+        hold: bool,
+        reason: Option<String>,
+    },
+    Hold {
+        reason: String,
+    },
+    Unhold,
+}
+
+/// Argo CD, beyond the application (which is part of the plan).
+#[derive(Clone)]
+pub struct ArgoFlags {
+    /// `ARGOCD_AUTH_TOKEN`: a secret.
+    pub token: Option<String>,
+    /// Time between two looks at the application while waiting.
+    pub poll_interval: Duration,
+}
+
+impl std::fmt::Debug for ArgoFlags {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ArgoFlags")
+            .field("token", &self.token.as_ref().map(|_| "***"))
+            .field("poll_interval", &self.poll_interval)
+            .finish()
+    }
 }
 
 /// What the command line says about the registry check (issue 8).
@@ -106,10 +151,32 @@ impl Args {
 impl From<Cli> for Args {
     fn from(cli: Cli) -> Args {
         Args {
-            generate: cli.command.map(|c| match c {
-                Command::Completions { shell } => Generate::Completions(shell),
-                Command::Man => Generate::Man,
-            }),
+            generate: match &cli.command {
+                Some(Command::Completions { shell }) => Some(Generate::Completions(*shell)),
+                Some(Command::Man) => Some(Generate::Man),
+                _ => None,
+            },
+            action: match cli.command {
+                Some(Command::History { limit }) => Action::History { limit },
+                Some(Command::Rollback {
+                    to,
+                    steps,
+                    hold,
+                    reason,
+                }) => Action::Rollback {
+                    to,
+                    steps,
+                    hold,
+                    reason,
+                },
+                Some(Command::Hold { reason }) => Action::Hold { reason },
+                Some(Command::Unhold) => Action::Unhold,
+                _ => Action::Promote,
+            },
+            argocd: ArgoFlags {
+                token: cli.argocd_token,
+                poll_interval: cli.argocd_poll_interval,
+            },
             config: cli.config,
             commit_sha: cli.commit_sha,
             tag_name: cli.tag_name,
@@ -121,6 +188,9 @@ impl From<Cli> for Args {
                 images: cli.images,
                 sets: cli.sets,
                 author: cli.author,
+                argocd_server: cli.argocd_server,
+                argocd_app: cli.argocd_app,
+                wait: cli.wait_timeout.or(cli.wait),
             },
             dry_run: cli.plan,
             output: cli.output.into(),
@@ -200,6 +270,46 @@ enum Command {
     },
     /// Print the man page (roff): `tomoda-promote man | man -l -`
     Man,
+    /// List the promotions recorded in the devops branch's log (newest first; --env to
+    /// keep one environment)
+    History {
+        /// How many promotions to list
+        #[arg(long, env = "PROMOTE_HISTORY_LIMIT", default_value_t = 20, value_name = "N",
+              value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1000))]
+        limit: usize,
+    },
+    /// Set --env's images back to an earlier promotion's values, as a new commit (never a
+    /// force push): the one before the last (--steps 1), N before (--steps N), or the
+    /// promotion of a tag, version or source commit (--to)
+    Rollback {
+        /// The value to go back to: a tag, an image reference's tag or digest, or a source
+        /// commit (its first 7 digits are enough)
+        #[arg(
+            long,
+            env = "PROMOTE_ROLLBACK_TO",
+            value_name = "VALUE",
+            conflicts_with = "steps"
+        )]
+        to: Option<String>,
+        /// Go back this many promotions [default: 1]
+        #[arg(long, env = "PROMOTE_ROLLBACK_STEPS", value_name = "N",
+              value_parser = clap::value_parser!(u32).range(1..=1000))]
+        steps: Option<u32>,
+        /// Hold the environment afterwards, so that the next build does not undo the rollback
+        #[arg(long, env = "PROMOTE_ROLLBACK_HOLD", value_parser = BoolishValueParser::new())]
+        hold: bool,
+        /// Why the environment is held (with --hold)
+        #[arg(long, env = "PROMOTE_HOLD_REASON", value_name = "TEXT")]
+        reason: Option<String>,
+    },
+    /// Hold --env: promotions to it are skipped, with the reason, until `unhold`
+    Hold {
+        /// Why, as every skipped promotion will say
+        #[arg(long, env = "PROMOTE_HOLD_REASON", value_name = "TEXT")]
+        reason: String,
+    },
+    /// Let promotions to --env land again
+    Unhold,
 }
 
 // Flags are booleans by nature; each is one switch of the command line.
@@ -240,11 +350,11 @@ struct Cli {
     command: Option<Command>,
 
     /// The promote.yaml that maps builds to environments [default: ./promote.yaml]
-    #[arg(long, env = "PROMOTE_CONFIG", value_name = "FILE")]
+    #[arg(global = true, long, env = "PROMOTE_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
 
     /// Promote to this environment of promote.yaml, whatever the build's tag says
-    #[arg(long = "env", env = "PROMOTE_ENV", value_name = "NAME")]
+    #[arg(global = true, long = "env", env = "PROMOTE_ENV", value_name = "NAME")]
     environment: Option<String>,
 
     /// The built commit (falls back to GITHUB_SHA)
@@ -257,6 +367,7 @@ struct Cli {
 
     /// The devops repository: an https URL or a local path (overrides promote.yaml)
     #[arg(
+        global = true,
         long,
         env = "PROMOTE_REPO",
         hide_env_values = true,
@@ -265,7 +376,7 @@ struct Cli {
     repo: Option<String>,
 
     /// The branch to commit to (overrides promote.yaml) [default: main]
-    #[arg(long, env = "PROMOTE_BRANCH", value_name = "NAME")]
+    #[arg(global = true, long, env = "PROMOTE_BRANCH", value_name = "NAME")]
     branch: Option<String>,
 
     /// The overlay directory holding kustomization.yaml (overrides the environment's)
@@ -273,7 +384,8 @@ struct Cli {
     overlay: Option<String>,
 
     /// An image to set, as for `kustomize edit set image`: name:tag, name=newName:tag,
-    /// name@sha256:…, name=newName:tag@sha256:… (repeatable; replaces the environment's images)
+    /// name@sha256:…, name=newName:tag@sha256:…; `*` keeps the entry's value (name=*:v2,
+    /// name:v2@*) (repeatable; replaces the environment's images)
     #[arg(
         long = "image",
         env = "PROMOTE_IMAGES",
@@ -295,31 +407,43 @@ struct Cli {
     sets: Vec<String>,
 
     /// Dry run: show each file's diff and the commit message; push nothing
-    #[arg(long, env = "PROMOTE_PLAN")]
+    #[arg(global = true, long, env = "PROMOTE_PLAN")]
     plan: bool,
 
     /// How to print the result on stdout
-    #[arg(long, env = "PROMOTE_OUTPUT", value_enum, default_value_t = OutputFormat::Text)]
+    #[arg(global = true, short = 'o', long, env = "PROMOTE_OUTPUT", value_enum, default_value_t = OutputFormat::Text)]
     output: OutputFormat,
 
     /// How to write progress lines on stderr (json: for Cloud Logging's structured logs)
-    #[arg(long, env = "PROMOTE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    #[arg(global = true, long, env = "PROMOTE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
 
     /// Commit author and committer [default: tomoda-promote <tomoda-promote@users.noreply.github.com>]
-    #[arg(long, env = "PROMOTE_AUTHOR", value_name = "NAME <EMAIL>")]
+    #[arg(
+        global = true,
+        long,
+        env = "PROMOTE_AUTHOR",
+        value_name = "NAME <EMAIL>"
+    )]
     author: Option<String>,
 
     /// Token for HTTPS git; prefer the environment variable, a flag is visible to other processes
-    #[arg(long, env = "GIT_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    #[arg(
+        global = true,
+        long,
+        env = "GIT_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
     git_token: Option<String>,
 
     /// Read the token from this file (e.g. a mounted secret)
-    #[arg(long, env = "GIT_TOKEN_FILE", value_name = "FILE")]
+    #[arg(global = true, long, env = "GIT_TOKEN_FILE", value_name = "FILE")]
     git_token_file: Option<PathBuf>,
 
     /// User name sent with the token
     #[arg(
+        global = true,
         long,
         env = "GIT_USERNAME",
         default_value = "x-access-token",
@@ -336,12 +460,12 @@ struct Cli {
     source_repo: Option<PathBuf>,
 
     /// Push attempts before giving up when other pipelines keep moving the branch
-    #[arg(long, env = "PROMOTE_MAX_ATTEMPTS", default_value_t = 10, value_name = "N",
+    #[arg(global = true, long, env = "PROMOTE_MAX_ATTEMPTS", default_value_t = 10, value_name = "N",
           value_parser = clap::value_parser!(u32).range(1..=100))]
     max_attempts: u32,
 
     /// Seconds allowed for each HTTP request to the git server or a registry
-    #[arg(long, env = "PROMOTE_TIMEOUT", default_value_t = 60, value_name = "SECONDS",
+    #[arg(global = true, long, env = "PROMOTE_TIMEOUT", default_value_t = 60, value_name = "SECONDS",
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     timeout: u64,
 
@@ -377,43 +501,55 @@ struct Cli {
         value_name = "TOKEN"
     )]
     registry_token: Option<String>,
+
+    /// Argo CD's API (https://argocd.example.com): after the push, refresh --argocd-app
+    /// there so it deploys at once (overrides the environment's `argocd:`)
+    #[arg(global = true, long, env = "PROMOTE_ARGOCD_SERVER", value_name = "URL")]
+    argocd_server: Option<String>,
+
+    /// The Argo CD application that deploys the environment
+    #[arg(global = true, long, env = "PROMOTE_ARGOCD_APP", value_name = "NAME")]
+    argocd_app: Option<String>,
+
+    /// Argo CD's API token (a project or account token); prefer the environment variable
+    #[arg(
+        global = true,
+        long,
+        env = "ARGOCD_AUTH_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    argocd_token: Option<String>,
+
+    /// After the refresh, wait until Argo CD runs the pushed commit Synced and Healthy, up
+    /// to DURATION (10m when not given); Degraded, a failed sync or the timeout exit 1
+    #[arg(global = true, long, env = "PROMOTE_WAIT", value_name = "DURATION",
+          num_args = 0..=1, require_equals = true, default_missing_value = "10m",
+          value_parser = parse_wait)]
+    wait: Option<Duration>,
+
+    /// As --wait=DURATION
+    #[arg(global = true, long, env = "PROMOTE_WAIT_TIMEOUT", value_name = "DURATION",
+          value_parser = parse_duration)]
+    wait_timeout: Option<Duration>,
+
+    /// How often to look at the application while waiting (3s, 500ms)
+    #[arg(global = true, long, env = "PROMOTE_ARGOCD_POLL_INTERVAL", value_name = "DURATION",
+          default_value = "3s", value_parser = parse_duration)]
+    argocd_poll_interval: Duration,
 }
 
-/// `90`, `90s`, `2m`, `1m30s`, `1h`: the duration of `--wait-for-image`.
-fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
-    let text = text.trim();
-    let bad = || format!("`{text}` is not a duration: write it as 90s, 2m or 1m30s");
-    if text.is_empty() {
-        return Err(bad());
+/// `--wait`'s value: a duration, or `true` / `yes` / `on` (PROMOTE_WAIT=true) for the
+/// default 10 minutes.
+fn parse_wait(text: &str) -> std::result::Result<Duration, String> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "true" | "yes" | "on" => Ok(DEFAULT_WAIT),
+        _ => parse_duration(text),
     }
-    if let Ok(seconds) = text.parse::<u64>() {
-        return Ok(Duration::from_secs(seconds));
-    }
-    let mut total = 0u64;
-    let mut number = String::new();
-    for c in text.chars() {
-        if c.is_ascii_digit() {
-            number.push(c);
-            continue;
-        }
-        let unit = match c {
-            'h' => 3600,
-            'm' => 60,
-            's' => 1,
-            _ => return Err(bad()),
-        };
-        let n: u64 = number.parse().map_err(|_| bad())?;
-        total = n
-            .checked_mul(unit)
-            .and_then(|s| total.checked_add(s))
-            .ok_or_else(bad)?;
-        number.clear();
-    }
-    if !number.is_empty() {
-        return Err(bad());
-    }
-    Ok(Duration::from_secs(total))
 }
+
+/// How long `--wait` waits for Argo CD when no duration is given.
+const DEFAULT_WAIT: Duration = Duration::from_secs(600);
 
 /// Removes the environment variables of our flags that are set but empty, so they count
 /// as unset: a GitHub Action passes every input, given or not, and Cloud Build maps an
@@ -471,6 +607,45 @@ mod tests {
         assert!(!format!("{args:?}").contains("s3cret"));
         let off = Args::try_parse_from(["tomoda-promote", "--no-verify"]).unwrap();
         assert!(!off.registry.verify);
+    }
+
+    #[test]
+    fn argocd_flags_and_the_forms_of_wait() {
+        let wait = |args: &[&str]| {
+            let mut all = vec!["tomoda-promote"];
+            all.extend_from_slice(args);
+            Args::try_parse_from(all).unwrap().flags.wait
+        };
+        assert_eq!(wait(&[]), None);
+        assert_eq!(wait(&["--wait"]), Some(DEFAULT_WAIT));
+        assert_eq!(wait(&["--wait=90s"]), Some(Duration::from_secs(90)));
+        assert_eq!(
+            wait(&["--wait-timeout", "2m"]),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(parse_wait("true"), Ok(DEFAULT_WAIT));
+        let args = Args::try_parse_from([
+            "tomoda-promote",
+            "rollback",
+            "--env",
+            "prod",
+            "--steps",
+            "2",
+            "--argocd-token",
+            "argo-s3cret",
+        ])
+        .unwrap();
+        assert_eq!(
+            args.action,
+            Action::Rollback {
+                to: None,
+                steps: Some(2),
+                hold: false,
+                reason: None
+            }
+        );
+        assert_eq!(args.flags.environment.as_deref(), Some("prod"));
+        assert!(!format!("{args:?}").contains("argo-s3cret"));
     }
 
     #[test]

@@ -3,6 +3,8 @@
 //! Parsed with positions so every complaint names its line; unknown keys are errors,
 //! because a typo that passes silently promotes to the wrong place or not at all.
 
+use std::time::Duration;
+
 use regex_lite::Regex;
 
 use crate::error::{Error, Result};
@@ -15,7 +17,19 @@ pub struct Config {
     pub repo: Option<String>,
     pub branch: Option<String>,
     pub author: Option<String>,
+    /// Where holds are kept in the devops repo (`.promote/holds.yaml` unless moved).
+    pub holds_file: Option<String>,
     pub environments: Vec<Environment>,
+}
+
+/// The Argo CD application an environment deploys through, refreshed after each push.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArgoCd {
+    pub line: usize,
+    pub server: Option<String>,
+    pub app: Option<String>,
+    /// `wait: 10m`: after the refresh, wait this long for Synced and Healthy.
+    pub wait: Option<Duration>,
 }
 
 #[derive(Debug, Clone)]
@@ -31,6 +45,17 @@ pub struct Environment {
     pub images: Vec<ImageRule>,
     /// Other files: Helm values and any YAML by key path, plain manifests by image.
     pub files: Vec<FileRule>,
+    /// `pin: digest`: every image of the environment gets its registry digest.
+    pub pin: Option<Pin>,
+    pub argocd: Option<ArgoCd>,
+}
+
+/// `pin:` of an environment or an image: write the digest the registry gives the tag, or
+/// (`tag`, on an image) not, whatever the environment says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pin {
+    Digest,
+    Tag,
 }
 
 /// One file of `files:`, and what is set in it.
@@ -39,6 +64,9 @@ pub struct FileRule {
     pub line: usize,
     pub path: String,
     pub edit: FileRuleEdit,
+    /// With `set:`, the image (`name:tag`) the values are about: the registry checks it,
+    /// and its digest fills `{digest}`.
+    pub image: Option<Template>,
 }
 
 #[derive(Debug, Clone)]
@@ -83,6 +111,7 @@ pub struct ImageRule {
     pub new_name: Option<Template>,
     pub tag: Option<Template>,
     pub digest: Option<Template>,
+    pub pin: Option<Pin>,
 }
 
 /// A value with `{commit_sha}`-style placeholders, checked when the config is read: only
@@ -108,14 +137,17 @@ pub enum Placeholder {
     ShortSha,
     TagName,
     BranchName,
+    /// The registry's digest of a `files:` entry's `image:`; only `set:` values take it.
+    Digest,
 }
 
 impl Placeholder {
-    pub const ALL: [Placeholder; 4] = [
+    pub const ALL: [Placeholder; 5] = [
         Placeholder::CommitSha,
         Placeholder::ShortSha,
         Placeholder::TagName,
         Placeholder::BranchName,
+        Placeholder::Digest,
     ];
 
     /// The name written between the braces: `commit_sha` for `{commit_sha}`.
@@ -125,6 +157,7 @@ impl Placeholder {
             Placeholder::ShortSha => "short_sha",
             Placeholder::TagName => "tag_name",
             Placeholder::BranchName => "branch_name",
+            Placeholder::Digest => "digest",
         }
     }
 
@@ -201,6 +234,10 @@ impl Template {
         })
     }
 
+    pub fn uses(&self, placeholder: Placeholder) -> bool {
+        self.parts.contains(&Part::Value(placeholder))
+    }
+
     /// Fills the placeholders; `lookup` returns `None` for a value this build lacks.
     pub fn render(
         &self,
@@ -222,10 +259,13 @@ fn placeholder_hint() -> String {
     format!("placeholders are {}", names.join(", "))
 }
 
-const TOP_KEYS: [&str; 4] = ["repo", "branch", "author", "environments"];
-const ENV_KEYS: [&str; 6] = ["when", "overlay", "images", "files", "repo", "branch"];
-const FILE_KEYS: [&str; 3] = ["path", "set", "images"];
-const IMAGE_KEYS: [&str; 4] = ["name", "new_name", "tag", "digest"];
+const TOP_KEYS: [&str; 5] = ["repo", "branch", "author", "holds_file", "environments"];
+const ENV_KEYS: [&str; 8] = [
+    "when", "overlay", "images", "files", "repo", "branch", "pin", "argocd",
+];
+const ARGOCD_KEYS: [&str; 3] = ["server", "app", "wait"];
+const FILE_KEYS: [&str; 4] = ["path", "set", "images", "image"];
+const IMAGE_KEYS: [&str; 5] = ["name", "new_name", "tag", "digest", "pin"];
 
 impl Config {
     /// Parses promote.yaml's text; `file` is how errors name it.
@@ -293,6 +333,7 @@ impl Config {
             repo: reader.opt_string(top, "repo")?,
             branch: reader.opt_string(top, "branch")?,
             author: reader.opt_string(top, "author")?,
+            holds_file: reader.opt_string(top, "holds_file")?,
             environments,
         })
     }
@@ -357,14 +398,39 @@ impl Reader<'_> {
         map.get(key).map(|(_, v)| self.string(v)).transpose()
     }
 
+    /// A template that may not name `{digest}` (only `set:` values can).
     fn opt_template(&self, map: &Map, key: &str) -> Result<Option<Template>> {
         let Some((_, node)) = map.get(key) else {
             return Ok(None);
         };
         let line = node.line();
-        Template::parse(&self.string(node)?, line)
-            .map(Some)
-            .map_err(|e| Error::input(self.file, Some(line), e.to_string(), placeholder_hint()))
+        let template = Template::parse(&self.string(node)?, line)
+            .map_err(|e| Error::input(self.file, Some(line), e.to_string(), placeholder_hint()))?;
+        if template.uses(Placeholder::Digest) {
+            return Err(Error::input(
+                self.file,
+                Some(line),
+                format!("`{key}:` cannot use `{{digest}}`"),
+                "`{digest}` is for `set:` values of a file with `image:`; to pin an image's entry, write `pin: digest`",
+            ));
+        }
+        Ok(Some(template))
+    }
+
+    fn opt_pin(&self, map: &Map) -> Result<Option<Pin>> {
+        let Some((_, node)) = map.get("pin") else {
+            return Ok(None);
+        };
+        match self.string(node)?.as_str() {
+            "digest" => Ok(Some(Pin::Digest)),
+            "tag" => Ok(Some(Pin::Tag)),
+            other => Err(Error::input(
+                self.file,
+                Some(node.line()),
+                format!("`pin: {other}` is neither `digest` nor `tag`"),
+                "write `pin: digest` to write the registry's digest beside the tag (`pin: tag` turns it off for one image)",
+            )),
+        }
     }
 
     fn environment(&self, key: &Node, value: &Node) -> Result<Environment> {
@@ -431,6 +497,10 @@ impl Reader<'_> {
                 "add `overlay:` with `images:` (a Kustomize overlay), or `files:` with `path:` and `set:` (Helm values) or `images:` (plain manifests)",
             ));
         }
+        let argocd = map
+            .get("argocd")
+            .map(|(_, node)| self.argocd(node, &name))
+            .transpose()?;
         Ok(Environment {
             name,
             line: key.line(),
@@ -440,6 +510,36 @@ impl Reader<'_> {
             overlay,
             images,
             files,
+            pin: self.opt_pin(map)?,
+            argocd,
+        })
+    }
+
+    fn argocd(&self, node: &Node, environment: &str) -> Result<ArgoCd> {
+        let Node::Map(map) = node else {
+            return Err(self.expected(node, "a mapping with `server:`, `app:` and `wait:`"));
+        };
+        self.check_keys(
+            map,
+            &ARGOCD_KEYS,
+            &format!("in `argocd:` of environment `{environment}`"),
+        )?;
+        let wait = match map.get("wait") {
+            None => None,
+            Some((_, value)) => Some(parse_duration(&self.string(value)?).map_err(|e| {
+                Error::input(
+                    self.file,
+                    Some(value.line()),
+                    e,
+                    "write `wait:` as a duration such as 10m or 90s",
+                )
+            })?),
+        };
+        Ok(ArgoCd {
+            line: node.line(),
+            server: self.opt_string(map, "server")?,
+            app: self.opt_string(map, "app")?,
+            wait,
         })
     }
 
@@ -489,8 +589,17 @@ impl Reader<'_> {
                 "add `path:` with the file's path in the devops repository",
             )
         })?;
+        let image = self.opt_template(map, "image")?;
         let edit = match (map.get("set"), map.get("images")) {
             (Some((_, set)), None) => FileRuleEdit::Set(self.set_rules(set, &path)?),
+            (None, Some(_)) if image.is_some() => {
+                return Err(Error::input(
+                    self.file,
+                    Some(map.get("image").map_or(line, |(k, _)| k.line())),
+                    format!("file `{path}` has both `image:` and `images:`"),
+                    "`image:` names the image a `set:` entry is about; with `images:`, remove it",
+                ));
+            }
             (None, Some((_, images))) => {
                 FileRuleEdit::Images(self.images(images, &format!("file `{path}`"))?)
             }
@@ -503,7 +612,22 @@ impl Reader<'_> {
                 ));
             }
         };
-        Ok(FileRule { line, path, edit })
+        if let (FileRuleEdit::Set(sets), None) = (&edit, &image)
+            && let Some(set) = sets.iter().find(|s| s.value.uses(Placeholder::Digest))
+        {
+            return Err(Error::input(
+                self.file,
+                Some(set.line),
+                format!("file `{path}` uses `{{digest}}` but names no `image:`"),
+                "add `image:` with the image and tag the digest is of, such as `image: reg.example/app:{tag_name}`",
+            ));
+        }
+        Ok(FileRule {
+            line,
+            path,
+            edit,
+            image,
+        })
     }
 
     fn set_rules(&self, node: &Node, path: &str) -> Result<Vec<SetRule>> {
@@ -569,6 +693,7 @@ impl Reader<'_> {
             new_name: self.opt_template(map, "new_name")?,
             tag: self.opt_template(map, "tag")?,
             digest: self.opt_template(map, "digest")?,
+            pin: self.opt_pin(map)?,
         };
         if rule.new_name.is_none() && rule.tag.is_none() && rule.digest.is_none() {
             return Err(Error::input(
@@ -590,6 +715,45 @@ fn closest<'a>(word: &str, allowed: &[&'a str]) -> Option<&'a str> {
         .filter(|(d, a)| *d <= 2.max(a.len() / 3))
         .min()
         .map(|(_, a)| a)
+}
+
+/// `90`, `90s`, `2m`, `1m30s`, `1h`: the duration of `--wait-for-image`, `--wait` and `wait:`.
+pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
+    let text = text.trim();
+    let bad = || format!("`{text}` is not a duration: write it as 90s, 2m or 1m30s");
+    if text.is_empty() {
+        return Err(bad());
+    }
+    if let Ok(seconds) = text.parse::<u64>() {
+        return Ok(Duration::from_secs(seconds));
+    }
+    if let Some(millis) = text.strip_suffix("ms").and_then(|m| m.parse::<u64>().ok()) {
+        return Ok(Duration::from_millis(millis));
+    }
+    let mut total = 0u64;
+    let mut number = String::new();
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            number.push(c);
+            continue;
+        }
+        let unit = match c {
+            'h' => 3600,
+            'm' => 60,
+            's' => 1,
+            _ => return Err(bad()),
+        };
+        let n: u64 = number.parse().map_err(|_| bad())?;
+        total = n
+            .checked_mul(unit)
+            .and_then(|s| total.checked_add(s))
+            .ok_or_else(bad)?;
+        number.clear();
+    }
+    if !number.is_empty() {
+        return Err(bad());
+    }
+    Ok(Duration::from_secs(total))
 }
 
 #[cfg(test)]

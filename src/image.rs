@@ -80,22 +80,34 @@ impl From<NotACommitSha> for String {
     }
 }
 
+/// `kustomize edit set image`'s placeholder: keep the entry's value of this field.
+pub const KEEP: &str = "*";
+
 /// Parses the forms of `kustomize edit set image`: `name:tag`, `name@sha256:…`,
 /// `name=newName`, `name=newName:tag`, `name=newName@sha256:…` and
 /// `name=newName:tag@sha256:…`. As there, a name may carry a tag of its own: the last
 /// `:tag` is the one to set, so `imagehost:latest:210` sets the tag 210 of the entry
 /// named `imagehost:latest`, and `imagehost:latest=ghcr.io/x/y:210` renames it.
+///
+/// `*` in place of the new name, tag or digest keeps the entry's value, as kustomize's
+/// setimage.go does (`name=*:v2`, `name=new:*`, `name:v2@*`); for an entry that does not
+/// exist yet it sets nothing. A field not given is kept too (unlike kustomize, which
+/// empties it), so `*` matters most for the digest: `name:v2@*` keeps the pin that a new
+/// tag would otherwise drop.
 pub fn parse_spec(spec: &str) -> Result<ImageSpec, ImageError> {
     let (name, renamed, rest) = match spec.split_once('=') {
         Some((name, rest)) => (name, true, rest),
         None => (split_reference(spec).0, false, spec),
     };
     let (reference, tag, digest) = split_reference(rest);
+    let given = |value: Option<&str>| value.filter(|v| *v != KEEP).map(str::to_string);
     let image = ImageSpec {
         name: name.to_string(),
-        new_name: renamed.then(|| reference.to_string()),
-        new_tag: tag.map(str::to_string),
-        digest: digest.map(str::to_string),
+        new_name: given(renamed.then_some(reference)),
+        new_tag: given(tag),
+        digest: given(digest),
+        keep_digest: digest == Some(KEEP),
+        pin: false,
     };
     check_name(&image.name)?;
     if let Some(new_name) = &image.new_name {
@@ -107,7 +119,8 @@ pub fn parse_spec(spec: &str) -> Result<ImageSpec, ImageError> {
     if let Some(digest) = &image.digest {
         check_digest(digest)?;
     }
-    if image.new_name.is_none() && image.new_tag.is_none() && image.digest.is_none() {
+    let kept = [renamed.then_some(reference), tag, digest].contains(&Some(KEEP));
+    if image.new_name.is_none() && image.new_tag.is_none() && image.digest.is_none() && !kept {
         return Err(ImageError::SetsNothing(spec.to_string()));
     }
     Ok(image)
@@ -243,6 +256,7 @@ mod tests {
             new_name: new_name.map(Into::into),
             new_tag: tag.map(Into::into),
             digest: digest.map(Into::into),
+            ..ImageSpec::default()
         }
     }
 
@@ -272,6 +286,45 @@ mod tests {
         assert_eq!(
             parse_spec("app=other").unwrap(),
             spec("app", Some("other"), None, None)
+        );
+    }
+
+    #[test]
+    fn a_star_keeps_the_entrys_value_as_in_kustomize() {
+        let d = format!("sha256:{}", "0".repeat(64));
+        // setimage.go's cases: `*` as new name, tag or digest keeps that field.
+        assert_eq!(
+            parse_spec("image1=*:v1").unwrap(),
+            spec("image1", None, Some("v1"), None)
+        );
+        assert_eq!(
+            parse_spec("image1=my-image1:*").unwrap(),
+            spec("image1", Some("my-image1"), None, None)
+        );
+        assert_eq!(
+            parse_spec("image1=*:*").unwrap(),
+            spec("image1", None, None, None)
+        );
+        assert_eq!(
+            parse_spec(&format!("image2=*@{d}")).unwrap(),
+            spec("image2", None, None, Some(&d))
+        );
+        let keep_digest = parse_spec("image2=my-image2@*").unwrap();
+        assert_eq!(keep_digest.new_name.as_deref(), Some("my-image2"));
+        assert!(keep_digest.keep_digest && keep_digest.digest.is_none());
+        let retag = parse_spec("reg.io/app:v2@*").unwrap();
+        assert_eq!(retag.name, "reg.io/app");
+        assert_eq!(retag.new_tag.as_deref(), Some("v2"));
+        assert!(retag.keep_digest);
+        assert_eq!(
+            parse_spec("localhost:5000/app:*").unwrap(),
+            spec("localhost:5000/app", None, None, None)
+        );
+        // Only a whole field is a placeholder.
+        assert_eq!(parse_spec("app:v*"), Err(ImageError::Tag("v*".into())));
+        assert_eq!(
+            parse_spec("app=reg/*:v1"),
+            Err(ImageError::NewName("reg/*".into()))
         );
     }
 

@@ -7,7 +7,7 @@ use crate::cli::{Args, TokenSource};
 use crate::config::Config;
 use crate::context::BuildContext;
 use crate::error::{Error, Result};
-use crate::plan::{self, Bases, Plan};
+use crate::plan::{self, Bases, Place, Plan};
 use crate::registry;
 use crate::secrets;
 
@@ -15,6 +15,7 @@ const DEFAULT_CONFIG: &str = "promote.yaml";
 
 /// Flags, promote.yaml and the build's environment, resolved into one checked plan.
 pub fn plan(args: &Args, cwd: &Path) -> Result<Plan> {
+    register_argocd_token(args);
     let config = load_config(args, cwd)?;
     let config_repos = config.iter().flat_map(|(c, _)| {
         c.repo
@@ -54,6 +55,51 @@ pub fn plan(args: &Args, cwd: &Path) -> Result<Plan> {
         plan.repo.display()
     );
     Ok(plan)
+}
+
+/// Where `--env` lives (repo, branch, holds file, Argo CD), for the subcommands that do
+/// not promote a build.
+pub fn place(args: &Args, cwd: &Path) -> Result<Place> {
+    register_argocd_token(args);
+    let config = load_config(args, cwd)?;
+    let config_repos = config.iter().flat_map(|(c, _)| {
+        c.repo
+            .iter()
+            .chain(c.environments.iter().filter_map(|e| e.repo.as_ref()))
+    });
+    for repo in args.flags.repo.iter().chain(config_repos) {
+        secrets::register_userinfo(repo);
+    }
+    let config_dir = config
+        .as_ref()
+        .map_or(cwd.to_path_buf(), |(_, dir)| dir.clone());
+    let bases = Bases {
+        config_dir: &config_dir,
+        cwd,
+    };
+    plan::place(&args.flags, config.as_ref().map(|(c, _)| c), &bases)
+}
+
+/// ARGOCD_AUTH_TOKEN is a secret from the start, whatever fails first.
+fn register_argocd_token(args: &Args) {
+    if let Some(token) = &args.argocd.token {
+        secrets::register(token);
+    }
+}
+
+/// Who holds an environment: the CI's actor, else the local user, else the author.
+pub fn who(author: &str) -> String {
+    ["GITHUB_ACTOR", "USER", "USERNAME"]
+        .iter()
+        .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
+        .unwrap_or_else(|| author.to_string())
+}
+
+/// Now, as unix seconds.
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 pub fn current_dir() -> Result<PathBuf> {

@@ -3,15 +3,20 @@
 //!
 //! Data flows one way: the edges (`cli`, `inputs`, `context`) feed a pure middle (`config`,
 //! `plan`, `repo`, `overlay`, `kustomize`, `values`, `manifests`, `yaml`, `ordering`,
-//! `message`), whose result the edges carry out (`promote` over `git`) and tell (`report`).
+//! `message`, `holds`, `history`), whose result the edges carry out (`promote` over `git`, `argocd`, the subcommands in
+//! `commands`) and tell (`report`).
 //! `tests/integration/layout.rs` holds the modules to that: no import cycle, no I/O in the
 //! middle.
 
+pub mod argocd;
 pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod context;
 pub mod error;
 pub mod git;
+pub mod history;
+pub mod holds;
 pub mod image;
 pub mod inputs;
 pub mod kustomize;
@@ -40,23 +45,26 @@ pub fn run(args: &Args) -> Result<()> {
     if let Some(what) = args.generate {
         return cli::print_generated(what);
     }
+    if args.action != cli::Action::Promote {
+        return commands::run(args);
+    }
     let token = inputs::read_token(&args.token)?;
     let registry_settings = inputs::registry_settings(args)?;
     let cwd = inputs::current_dir()?;
     let mut plan = inputs::plan(args, &cwd)?;
     // Every tag must be in its registry before the devops repo names it; pinning
-    // writes the digests into the plan's images.
-    if let Some(settings) = registry_settings {
-        let mut registry = registry::Registry::new(settings)?;
-        for images in plan.images_mut() {
-            registry.verify(images, &mut std::thread::sleep)?;
-        }
-    }
+    // writes the digests into the plan's images and `{digest}` values.
+    let verified = if let Some(settings) = registry_settings {
+        registry::Registry::new(settings)?.check_plan(&mut plan, &mut std::thread::sleep)?
+    } else {
+        plan.without_registry()?;
+        Vec::new()
+    };
     let transport =
         git::HttpTransport::for_repo(&plan.repo, token, &args.token.username, args.timeout)?;
     let source_repo = cwd.join(args.source_repo.as_deref().unwrap_or(Path::new(".")));
     let history = git::AppHistory::discover(&source_repo);
-    let promotion = promote::promote(
+    let mut promotion = promote::promote(
         &plan,
         &promote::Settings {
             max_attempts: args.max_attempts,
@@ -64,7 +72,9 @@ pub fn run(args: &Args) -> Result<()> {
             allow_downgrade: args.allow_downgrade,
             history: &history,
             transport,
+            purpose: promote::Purpose::Promote,
         },
     )?;
-    report::result(&promotion, args.output)
+    promotion.images = verified;
+    commands::report_and_deploy(&plan, &promotion, args)
 }

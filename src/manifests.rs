@@ -171,8 +171,8 @@ impl<'a> Reference<'a> {
         let tag = spec.new_tag.as_deref().or(self.tag);
         let digest = match (&spec.digest, &spec.new_tag) {
             (Some(d), _) => Some(d.as_str()),
-            (None, Some(_)) => None,
-            (None, None) => self.digest,
+            (None, Some(_)) if !spec.keep_digest => None,
+            (None, _) => self.digest,
         };
         let mut out = repository.to_string();
         if let Some(tag) = tag {
@@ -197,6 +197,7 @@ mod tests {
             new_name: None,
             new_tag: tag.map(Into::into),
             digest: digest.map(Into::into),
+            ..ImageSpec::default()
         }
     }
 
@@ -228,6 +229,27 @@ mod tests {
         )
         .unwrap();
         assert!(again.changes.is_empty(), "a second run changes nothing");
+    }
+
+    #[test]
+    fn a_star_keeps_the_manifests_digest_or_tag() {
+        let digest = format!("sha256:{}", "a".repeat(64));
+        let file = format!("spec:\n  containers:\n    - image: reg.io/app:v1@{digest}\n");
+        let star = |s: &str| crate::image::parse_spec(s).unwrap();
+        assert_eq!(
+            set_image(&file, &star("reg.io/app:v2@*")).unwrap().text,
+            file.replace(":v1@", ":v2@")
+        );
+        assert_eq!(
+            set_image(&file, &star("reg.io/app:v2")).unwrap().text,
+            file.replace(&format!(":v1@{digest}"), ":v2")
+        );
+        assert_eq!(
+            set_image(&file, &star("reg.io/app=reg.io/other:*"))
+                .unwrap()
+                .text,
+            file.replace("reg.io/app", "reg.io/other")
+        );
     }
 
     #[test]

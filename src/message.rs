@@ -186,6 +186,7 @@ mod tests {
             new_name: None,
             new_tag: Some("4d5e6f7aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa".into()),
             digest: None,
+            ..ImageSpec::default()
         };
         let changes = vec![Change {
             file: "ov/kustomization.yaml".into(),
@@ -215,6 +216,7 @@ mod tests {
             new_name: None,
             new_tag: Some("210".into()),
             digest: None,
+            ..ImageSpec::default()
         };
         assert_eq!(
             reference(&tagged),
@@ -235,6 +237,7 @@ mod tests {
             new_name: None,
             new_tag: Some("v2".into()),
             digest: None,
+            ..ImageSpec::default()
         };
         let web = ImageSpec {
             name: "reg/p/web".into(),

@@ -202,6 +202,7 @@ mod tests {
             new_name: None,
             new_tag: Some("v2".into()),
             digest: None,
+            ..ImageSpec::default()
         }]
     }
 

@@ -3,9 +3,10 @@
 //! Pure: nothing here touches the network or the disk.
 
 use std::path::Path;
+use std::time::Duration;
 
 use crate::config::{
-    Config, Environment, FileRule, FileRuleEdit, ImageRule, Placeholder, Template, When,
+    Config, Environment, FileRule, FileRuleEdit, ImageRule, Pin, Placeholder, Template, When,
 };
 use crate::context::BuildContext;
 use crate::error::{Error, Result};
@@ -34,7 +35,38 @@ pub struct Plan {
     pub targets: Vec<Target>,
     pub context: BuildContext,
     pub author: Identity,
+    /// `set:` values that wait for a registry digest (`{digest}`).
+    pub digests: Vec<DigestFill>,
+    /// The Argo CD application to refresh after the push, if any.
+    pub argocd: Option<ArgoApp>,
+    /// The devops repo's file of held environments.
+    pub holds_file: String,
 }
+
+/// A `files:` entry with `set:` and `image:`: the image the registry checks, and the
+/// values its digest fills.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DigestFill {
+    /// The index of the target in `Plan::targets`.
+    pub target: usize,
+    pub image: ImageSpec,
+    /// The set values (by index in the target's list) whose templates name `{digest}`.
+    pub values: Vec<(usize, Template)>,
+    pub file: String,
+}
+
+/// Where the devops commit is deployed from, and how long to wait for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArgoApp {
+    /// The Argo CD API's base URL (`https://argocd.example.com`).
+    pub server: String,
+    pub app: String,
+    /// Wait for Synced and Healthy up to this long; `None`: refresh only.
+    pub wait: Option<Duration>,
+}
+
+/// Where holds are kept unless promote.yaml says `holds_file:`.
+pub const DEFAULT_HOLDS_FILE: &str = ".promote/holds.yaml";
 
 /// One place of the repository to change.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,6 +95,56 @@ impl Plan {
         })
     }
 
+    /// Puts each image's digest (`digest_of`, `None` when the registry was not asked) into
+    /// the values that name `{digest}`. An unknown digest stays `{digest}` only when
+    /// `unknown_ok` (a plan against an unreachable registry); otherwise it is an error.
+    pub fn fill_digests(
+        &mut self,
+        digest_of: impl Fn(&ImageSpec) -> Option<String>,
+        unknown_ok: bool,
+    ) -> Result<()> {
+        // An `image:` without `{digest}` in its values is only there to be verified.
+        for fill in self.digests.iter().filter(|f| !f.values.is_empty()) {
+            let digest = match digest_of(&fill.image) {
+                Some(digest) => digest,
+                None if unknown_ok => continue,
+                None => {
+                    return Err(Error::input(
+                        &fill.file,
+                        fill.values.first().map(|(_, t)| t.line),
+                        format!(
+                            "`{{digest}}` has no value: the registry was not asked for {}",
+                            fill.image.name
+                        ),
+                        "the digest comes from the registry check: drop --no-verify (PROMOTE_NO_VERIFY)",
+                    ));
+                }
+            };
+            let TargetEdit::Set(sets) = &mut self.targets[fill.target].edit else {
+                continue;
+            };
+            for (index, template) in &fill.values {
+                sets[*index].1 = render_with(template, &self.context, Some(&digest), &fill.file)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// With the registry check off (`--no-verify`), nothing can be pinned: refuses a plan
+    /// that asks for a digest (`pin: digest`, `{digest}`).
+    pub fn without_registry(&mut self) -> Result<()> {
+        if let Some(image) = self.images().find(|i| i.pin) {
+            return Err(Error::usage(
+                format!(
+                    "`pin: digest` of {} needs the registry check, which --no-verify (PROMOTE_NO_VERIFY) turns off",
+                    image.name
+                ),
+                "drop --no-verify, or the `pin:`",
+            ));
+        }
+        self.fill_digests(|_| None, false)
+    }
+
     /// Every image the plan sets, in order, for the commit message.
     pub fn images(&self) -> impl Iterator<Item = &ImageSpec> {
         self.targets.iter().flat_map(|t| match &t.edit {
@@ -85,6 +167,10 @@ pub struct Flags {
     /// `FILE:PATH=VALUE`: values set at key paths; replaces the environment's `files:`.
     pub sets: Vec<String>,
     pub author: Option<String>,
+    pub argocd_server: Option<String>,
+    pub argocd_app: Option<String>,
+    /// `--wait[=DURATION]`: wait for Argo CD this long.
+    pub wait: Option<Duration>,
 }
 
 /// Where relative paths are resolved: the config's directory for what the config says,
@@ -126,7 +212,7 @@ pub fn resolve(
         environment.map_or(Ok(Vec::new()), |env| {
             env.images
                 .iter()
-                .map(|rule| render_rule(rule, &context, file))
+                .map(|rule| render_rule(rule, env.pin, &context, file))
                 .collect::<Result<Vec<_>>>()
         })?
     } else {
@@ -141,9 +227,16 @@ pub fn resolve(
         (None, false) => return Err(flags_needed("--overlay")),
         (None, true) => {}
     }
+    let mut digests = Vec::new();
     if flags.sets.is_empty() {
         for rule in environment.map_or(&[][..], |e| e.files.as_slice()) {
-            targets.push(render_file(rule, &context, file)?);
+            let pin = environment.and_then(|e| e.pin);
+            let (target, fill) = render_file(rule, pin, &context, file)?;
+            if let Some(mut fill) = fill {
+                fill.target = targets.len();
+                digests.push(fill);
+            }
+            targets.push(target);
         }
     } else {
         for target in flag_sets(&flags.sets)? {
@@ -170,6 +263,48 @@ pub fn resolve(
         ));
     }
 
+    let place = place_of(flags, config, environment, bases)?;
+    Ok(Plan {
+        environment: place.environment,
+        repo: place.repo,
+        branch: place.branch,
+        targets,
+        context,
+        author: place.author,
+        digests,
+        argocd: place.argocd,
+        holds_file: place.holds_file,
+    })
+}
+
+/// Where an environment lives, without what a build would set there: what `history`,
+/// `hold` and `rollback` need.
+#[derive(Debug, Clone)]
+pub struct Place {
+    pub environment: String,
+    pub repo: RepoLocation,
+    pub branch: String,
+    pub author: Identity,
+    pub argocd: Option<ArgoApp>,
+    pub holds_file: String,
+}
+
+/// The place of `--env` (or, without it, of the top level of promote.yaml and the flags).
+pub fn place(flags: &Flags, config: Option<&Config>, bases: &Bases) -> Result<Place> {
+    let environment = match (config, &flags.environment) {
+        (Some(c), Some(name)) => Some(select_environment(c, Some(name), &BuildContext::default())?),
+        _ => None,
+    };
+    place_of(flags, config, environment, bases)
+}
+
+fn place_of(
+    flags: &Flags,
+    config: Option<&Config>,
+    environment: Option<&Environment>,
+    bases: &Bases,
+) -> Result<Place> {
+    let file = config.map_or("promote.yaml", |c| c.file.as_str());
     let env_repo = environment.and_then(|e| e.repo.as_ref());
     let repo = match (&flags.repo, env_repo, config.and_then(|c| c.repo.as_ref())) {
         (Some(flag), _, _) => parse_repo(flag, bases.cwd)?,
@@ -190,7 +325,7 @@ pub fn resolve(
         .as_deref()
         .or(config.and_then(|c| c.author.as_deref()))
         .unwrap_or(DEFAULT_AUTHOR);
-    Ok(Plan {
+    Ok(Place {
         environment: environment.map_or_else(
             || {
                 flags
@@ -202,10 +337,67 @@ pub fn resolve(
         ),
         repo,
         branch,
-        targets,
-        context,
         author: parse_identity(author_text)?,
+        argocd: argo_app(flags, environment.and_then(|e| e.argocd.as_ref()), file)?,
+        holds_file: clean_path(
+            config
+                .and_then(|c| c.holds_file.as_deref())
+                .unwrap_or(DEFAULT_HOLDS_FILE),
+            "holds_file",
+        )?,
     })
+}
+
+/// The flags' Argo CD application over the environment's `argocd:`; a server without an
+/// app (or the reverse) is refused, as is `--wait` with neither.
+fn argo_app(
+    flags: &Flags,
+    config: Option<&crate::config::ArgoCd>,
+    file: &str,
+) -> Result<Option<ArgoApp>> {
+    let server = flags
+        .argocd_server
+        .clone()
+        .or_else(|| config.and_then(|c| c.server.clone()));
+    let app = flags
+        .argocd_app
+        .clone()
+        .or_else(|| config.and_then(|c| c.app.clone()));
+    let wait = flags.wait.or_else(|| config.and_then(|c| c.wait));
+    let missing = |what: &str, flag: &str| {
+        let message = format!("Argo CD needs {what}");
+        match config {
+            Some(c) => Error::input(
+                file,
+                Some(c.line),
+                message,
+                format!("add `{what}:` under `argocd:`, or pass {flag}"),
+            ),
+            None => Error::usage(
+                message,
+                format!("pass {flag} (or set it under `argocd:` in promote.yaml)"),
+            ),
+        }
+    };
+    match (server, app) {
+        (Some(server), Some(app)) => {
+            let server = server.trim_end_matches('/').to_string();
+            if !(server.starts_with("https://") || server.starts_with("http://")) {
+                return Err(Error::usage(
+                    format!("the Argo CD server `{server}` is not an http(s) URL"),
+                    "give the API's base URL, such as https://argocd.example.com",
+                ));
+            }
+            Ok(Some(ArgoApp { server, app, wait }))
+        }
+        (Some(_), None) => Err(missing("app", "--argocd-app")),
+        (None, Some(_)) => Err(missing("server", "--argocd-server")),
+        (None, None) if wait.is_some() => Err(Error::usage(
+            "--wait needs an Argo CD application to wait for",
+            "pass --argocd-server and --argocd-app, or set `argocd:` for the environment in promote.yaml",
+        )),
+        (None, None) => Ok(None),
+    }
 }
 
 fn flags_needed(flag: &str) -> Error {
@@ -282,27 +474,75 @@ fn split_assignment(text: &str) -> Option<(&str, &str)> {
     None
 }
 
-/// A `files:` entry with its templates filled in.
-fn render_file(rule: &FileRule, context: &BuildContext, file: &str) -> Result<Target> {
+/// A `files:` entry with its templates filled in; `{digest}` values wait in the fill.
+fn render_file(
+    rule: &FileRule,
+    pin: Option<Pin>,
+    context: &BuildContext,
+    file: &str,
+) -> Result<(Target, Option<DigestFill>)> {
+    let path = clean_path(&rule.path, "file").map_err(|e| match e {
+        Error::Usage { message, hint } => Error::input(file, Some(rule.line), message, hint),
+        other => other,
+    })?;
+    let mut fill = None;
     let edit = match &rule.edit {
         FileRuleEdit::Images(images) => TargetEdit::Images(
             images
                 .iter()
-                .map(|r| render_rule(r, context, file))
+                .map(|r| render_rule(r, pin, context, file))
                 .collect::<Result<_>>()?,
         ),
-        FileRuleEdit::Set(sets) => TargetEdit::Set(
-            sets.iter()
-                .map(|set| Ok((set.path.clone(), render(&set.value, context, file)?)))
-                .collect::<Result<_>>()?,
-        ),
+        FileRuleEdit::Set(sets) => {
+            let mut values = Vec::new();
+            for (index, set) in sets.iter().enumerate() {
+                if set.value.uses(Placeholder::Digest) {
+                    values.push((index, set.value.clone()));
+                }
+            }
+            if let Some(image) = &rule.image {
+                fill = Some(DigestFill {
+                    target: 0,
+                    image: render_image(image, context, file)?,
+                    values,
+                    file: file.to_string(),
+                });
+            }
+            TargetEdit::Set(
+                sets.iter()
+                    .map(|set| {
+                        let digest = Placeholder::Digest.to_string();
+                        Ok((
+                            set.path.clone(),
+                            render_with(&set.value, context, Some(&digest), file)?,
+                        ))
+                    })
+                    .collect::<Result<_>>()?,
+            )
+        }
     };
-    Ok(Target {
-        path: clean_path(&rule.path, "file").map_err(|e| match e {
-            Error::Usage { message, hint } => Error::input(file, Some(rule.line), message, hint),
-            other => other,
-        })?,
-        edit,
+    Ok((Target { path, edit }, fill))
+}
+
+/// A set entry's `image:` (`name:tag`), as the registry check takes images.
+fn render_image(t: &Template, context: &BuildContext, file: &str) -> Result<ImageSpec> {
+    let text = render(t, context, file)?;
+    let bad = |e: String| {
+        Error::input(
+            file,
+            Some(t.line),
+            e,
+            "write `image:` as the image and its tag, such as `image: reg.example/app:{tag_name}`",
+        )
+    };
+    let (name, tag) = image::split_tag(&text);
+    let tag = tag.ok_or_else(|| bad(format!("`image: {text}` has no tag")))?;
+    image::check_new_name(name).map_err(|e| bad(e.to_string()))?;
+    image::check_tag(tag).map_err(|e| bad(e.to_string()))?;
+    Ok(ImageSpec {
+        name: name.to_string(),
+        new_tag: Some(tag.to_string()),
+        ..ImageSpec::default()
     })
 }
 
@@ -384,7 +624,12 @@ pub fn missing_sha() -> Error {
     )
 }
 
-fn render_rule(rule: &ImageRule, context: &BuildContext, file: &str) -> Result<ImageSpec> {
+fn render_rule(
+    rule: &ImageRule,
+    pin: Option<Pin>,
+    context: &BuildContext,
+    file: &str,
+) -> Result<ImageSpec> {
     let checked = |template: &Option<Template>,
                    check: fn(&str) -> std::result::Result<(), image::ImageError>|
      -> Result<Option<String>> {
@@ -405,13 +650,27 @@ fn render_rule(rule: &ImageRule, context: &BuildContext, file: &str) -> Result<I
         new_name: checked(&rule.new_name, image::check_new_name)?,
         new_tag: checked(&rule.tag, image::check_tag)?,
         digest: checked(&rule.digest, image::check_digest)?,
+        keep_digest: false,
+        pin: rule.pin.or(pin) == Some(Pin::Digest),
     })
 }
 
 /// A template with this build's values; a missing one says how to provide it.
 fn render(t: &Template, context: &BuildContext, file: &str) -> Result<String> {
-    t.render(|p| context.placeholder(p.name()))
-        .map_err(|missing| match missing.0 {
+    render_with(t, context, None, file)
+}
+
+fn render_with(
+    t: &Template,
+    context: &BuildContext,
+    digest: Option<&str>,
+    file: &str,
+) -> Result<String> {
+    t.render(|p| match p {
+        Placeholder::Digest => digest.map(str::to_string),
+        _ => context.placeholder(p.name()),
+    })
+    .map_err(|missing| match missing.0 {
             Placeholder::CommitSha | Placeholder::ShortSha => missing_sha(),
             Placeholder::TagName => Error::input(
                 file,
@@ -424,6 +683,12 @@ fn render(t: &Template, context: &BuildContext, file: &str) -> Result<String> {
                 Some(t.line),
                 missing.to_string(),
                 "set BRANCH_NAME (Cloud Build: map $BRANCH_NAME in the step's env)",
+            ),
+            Placeholder::Digest => Error::input(
+                file,
+                Some(t.line),
+                missing.to_string(),
+                "`{digest}` is only for `set:` values of a file with `image:`",
             ),
         })
 }
@@ -628,6 +893,129 @@ environments:
             images(&p).len(),
             2,
             "the overlay's image and the manifest's"
+        );
+    }
+
+    const PINNED: &str = r#"repo: ../devops
+environments:
+  prod:
+    when: '^v'
+    pin: digest
+    overlay: k8s/overlays/prod
+    images:
+      - name: reg/app
+        tag: "{tag_name}"
+      - name: reg/sidecar
+        tag: "1.2"
+        pin: tag
+    files:
+      - path: charts/api/values-prod.yaml
+        image: "reg/api:{tag_name}"
+        set:
+          image.tag: "{tag_name}"
+          image.digest: "{digest}"
+      - path: manifests/job.yaml
+        images:
+          - name: reg/job
+            tag: "{tag_name}"
+"#;
+
+    fn plan_pinned() -> Plan {
+        let config = Config::parse("promote.yaml", PINNED).unwrap();
+        let context = BuildContext {
+            tag_name: Some("v1.5.0".into()),
+            ..Default::default()
+        };
+        let bases = Bases {
+            config_dir: Path::new("/cfg"),
+            cwd: Path::new("/cwd"),
+        };
+        resolve(&Flags::default(), Some(&config), context, &bases).unwrap()
+    }
+
+    #[test]
+    fn pin_digest_of_an_environment_reaches_every_image_but_one_that_says_tag() {
+        let p = plan_pinned();
+        let pins: Vec<(&str, bool)> = p.images().map(|i| (i.name.as_str(), i.pin)).collect();
+        assert_eq!(
+            pins,
+            [("reg/app", true), ("reg/sidecar", false), ("reg/job", true)]
+        );
+    }
+
+    #[test]
+    fn a_digest_placeholder_waits_for_the_registry_then_fills_its_values() {
+        let mut p = plan_pinned();
+        assert_eq!(p.digests.len(), 1);
+        assert_eq!(p.digests[0].target, 1);
+        assert_eq!(p.digests[0].image.name, "reg/api");
+        assert_eq!(p.digests[0].image.new_tag.as_deref(), Some("v1.5.0"));
+        let digest = format!("sha256:{}", "e".repeat(64));
+        p.fill_digests(
+            |image| (image.name == "reg/api").then(|| digest.clone()),
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            p.targets[1].edit,
+            TargetEdit::Set(vec![
+                (key("image.tag"), "v1.5.0".into()),
+                (key("image.digest"), digest.clone()),
+            ])
+        );
+        // Without the registry a digest cannot be had: refused, naming the file.
+        let mut off = plan_pinned();
+        let error = off.fill_digests(|_| None, false).unwrap_err();
+        assert_eq!(error.exit_code(), 2);
+        assert!(
+            error
+                .to_string()
+                .contains("promote.yaml:18: `{digest}` has no value"),
+            "{error}"
+        );
+        assert!(
+            off.without_registry()
+                .unwrap_err()
+                .to_string()
+                .contains("`pin: digest` of reg/app needs the registry check")
+        );
+        // An `image:` whose values do not use `{digest}` needs no registry.
+        let mut verified_only = plan_pinned();
+        verified_only.digests[0].values.clear();
+        verified_only.fill_digests(|_| None, false).unwrap();
+        // A plan against an unreachable registry shows the placeholder.
+        let mut lenient = plan_pinned();
+        lenient.fill_digests(|_| None, true).unwrap();
+        assert_eq!(
+            lenient.targets[1].edit,
+            TargetEdit::Set(vec![
+                (key("image.tag"), "v1.5.0".into()),
+                (key("image.digest"), "{digest}".into()),
+            ])
+        );
+    }
+
+    #[test]
+    fn the_digest_placeholder_and_pin_are_refused_where_they_mean_nothing() {
+        let refused = |text: &str| Config::parse("promote.yaml", text).unwrap_err().to_string();
+        let env = "repo: r\nenvironments:\n  dev:\n    when: commit\n";
+        assert_eq!(
+            refused(&format!(
+                "{env}    files:\n      - path: v.yaml\n        set:\n          image.digest: \"{{digest}}\"\n"
+            )),
+            "promote.yaml:8: file `v.yaml` uses `{digest}` but names no `image:`\n  hint: add `image:` with the image and tag the digest is of, such as `image: reg.example/app:{tag_name}`"
+        );
+        assert!(
+            refused(&format!(
+                "{env}    overlay: o\n    images:\n      - name: a\n        tag: \"{{digest}}\"\n"
+            ))
+            .starts_with("promote.yaml:8: `tag:` cannot use `{digest}`"),
+        );
+        assert!(
+            refused(&format!(
+                "{env}    pin: sha\n    overlay: o\n    images:\n      - name: a\n        tag: v1\n"
+            ))
+            .starts_with("promote.yaml:5: `pin: sha` is neither `digest` nor `tag`"),
         );
     }
 

@@ -7,11 +7,13 @@ use std::time::Duration;
 
 use crate::error::{Error, Result, Retry};
 use crate::git::{self, HttpTransport, PushOutcome, Refusal, Workspace};
+use crate::holds::Hold;
 use crate::message::commit_message;
 use crate::message::short_sha;
 use crate::ordering::{self, History, Older};
 use crate::overlay::Entry;
 use crate::plan::Plan;
+use crate::registry::Verified;
 use crate::repo::RepoLocation;
 use crate::targets::{self, Change, Edit};
 
@@ -23,6 +25,18 @@ pub struct Settings<'a> {
     pub history: &'a dyn History,
     /// Git over http(s) for the devops repository.
     pub transport: HttpTransport,
+    /// A promotion, or a rollback (which passes holds and the ordering guard on purpose).
+    pub purpose: Purpose,
+}
+
+/// Why the commit is made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Purpose {
+    Promote,
+    /// Sets values back: the message says `rollback(env)` and names the undone commits.
+    Rollback {
+        of: Vec<String>,
+    },
 }
 
 /// What a run did, for everything that reports it: where, which values, how it ended.
@@ -43,6 +57,8 @@ pub struct Promotion {
     /// `--plan` was asked for: nothing is written, whatever the outcome.
     pub dry_run: bool,
     pub outcome: Outcome,
+    /// The images the registry check found, with their digests (empty without it).
+    pub images: Vec<Verified>,
 }
 
 /// How a promotion ended; exactly one of these happened.
@@ -56,6 +72,8 @@ pub enum Outcome {
     Planned { diff: String, message: String },
     /// The new value is older than the deployed one; nothing was changed.
     Skipped { older: Older },
+    /// The environment is held (`tomoda-promote hold`); nothing was changed.
+    Held { hold: Hold },
 }
 
 /// Transient network failures (timeouts, resets, HTTP 429 and 5xx) tolerated in one run.
@@ -234,6 +252,11 @@ impl Round<Box<Promotion>> {
                 commit: tip.to_string(),
             });
         }
+        let hold = held(|p| workspace.lookup(tip, p), plan, settings);
+        workspace.check_reads()?;
+        if let Some(hold) = hold? {
+            return done(Outcome::Held { hold });
+        }
         let message = match decide(&edits, plan, settings)? {
             Decision::End(outcome) => return done(outcome),
             Decision::Commit(message) => message,
@@ -288,12 +311,16 @@ fn decide(edits: &[Edit], plan: &Plan, settings: &Settings) -> Result<Decision> 
     let tags: Vec<crate::kustomize::Change> =
         changes.iter().filter_map(Change::entry_change).collect();
     if !settings.allow_downgrade
+        && settings.purpose == Purpose::Promote
         && let Some(older) = ordering::find_older(&tags, settings.history)
     {
         tracing::warn!("not promoting {}: {}", older.image, older.reason);
         return Ok(Decision::End(Outcome::Skipped { older }));
     }
-    let message = commit_message(&plan.environment, plan.images(), &changes, &plan.context);
+    let message = dress(
+        commit_message(&plan.environment, plan.images(), &changes, &plan.context),
+        &settings.purpose,
+    );
     if settings.dry_run {
         let mut diff = String::new();
         for edit in edits.iter().filter(|e| e.changed()) {
@@ -320,6 +347,7 @@ fn promotion(
         attempts,
         dry_run,
         outcome,
+        images: Vec::new(),
     }
 }
 
@@ -354,6 +382,9 @@ fn promote_directory(plan: &Plan, root: &Path, settings: &Settings) -> Result<Pr
         }
     };
     let edits = targets::apply(lookup, &plan.targets, &place)?;
+    if let Some(hold) = held(lookup, plan, settings)? {
+        return Ok(promotion(plan, &edits, 0, true, Outcome::Held { hold }));
+    }
     // Always a plan here (checked above): `decide` never asks for a commit.
     let outcome = match decide(&edits, plan, settings)? {
         Decision::End(outcome) => outcome,
@@ -362,11 +393,144 @@ fn promote_directory(plan: &Plan, root: &Path, settings: &Settings) -> Result<Pr
     Ok(promotion(plan, &edits, 0, true, outcome))
 }
 
+// Issue 11: holds, rollbacks, and whole-file commits (hold, unhold) through the same loop.
+
+/// The hold on the plan's environment in the same tree as the files it edits; a rollback
+/// passes it (it is what the hold protects).
+fn held(lookup: impl Fn(&str) -> Entry, plan: &Plan, settings: &Settings) -> Result<Option<Hold>> {
+    if settings.purpose != Purpose::Promote {
+        return Ok(None);
+    }
+    let text = match lookup(&plan.holds_file) {
+        Entry::File(bytes) => Some(String::from_utf8(bytes).map_err(|_| {
+            Error::input(
+                &plan.holds_file,
+                None,
+                "is not UTF-8 text",
+                "save it as UTF-8",
+            )
+        })?),
+        _ => None,
+    };
+    let holds = crate::holds::parse(&plan.holds_file, text.as_deref())?;
+    let hold = crate::holds::find(&holds, &plan.environment).cloned();
+    if let Some(h) = &hold {
+        tracing::warn!("environment {} is held: {}", plan.environment, h.reason);
+    }
+    Ok(hold)
+}
+
+/// A rollback's message: its own subject verb and a `Rollback-Of:` trailer per undone
+/// commit, so that `history` tells it from a promotion.
+fn dress(message: String, purpose: &Purpose) -> String {
+    match purpose {
+        Purpose::Promote => message,
+        Purpose::Rollback { of } => {
+            let mut message = message.replacen("promote(", "rollback(", 1);
+            for commit in of {
+                message.push_str(&format!("Rollback-Of: {commit}\n"));
+            }
+            message
+        }
+    }
+}
+
+/// How a commit of [`commit_files`] ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Committed {
+    Pushed {
+        commit: String,
+    },
+    /// `compose` had nothing to change.
+    Unchanged,
+    /// A dry run: the diff and the message.
+    Planned {
+        diff: String,
+        message: String,
+    },
+}
+
+/// One commit of whole files through the same fetch, compare-and-swap and retry as a
+/// promotion: `compose` reads the fetched tip and says which files to write, with which
+/// message (`None`: nothing to do). Holds and the like use it.
+pub fn commit_files(
+    repo: &RepoLocation,
+    branch: &str,
+    author: &crate::plan::Identity,
+    settings: &Settings,
+    compose: impl Fn(&dyn Fn(&str) -> Entry) -> Result<Option<(Vec<(String, String)>, String)>>,
+) -> Result<Committed> {
+    let workspace = Workspace::new(repo, settings.transport.clone())?;
+    let mut in_transit: Option<git2::Oid> = None;
+    retry_rounds(
+        &repo.display(),
+        branch,
+        settings.max_attempts,
+        &mut std::thread::sleep,
+        |attempt, rejected| {
+            let tip = workspace.fetch(branch)?;
+            refusal_stands(&repo.display(), branch, rejected, tip, attempt)?;
+            if in_transit == Some(tip) {
+                return Ok(Round::Done(Committed::Pushed {
+                    commit: tip.to_string(),
+                }));
+            }
+            let lookup = |p: &str| workspace.lookup(tip, p);
+            let composed = compose(&lookup);
+            workspace.check_reads()?;
+            let Some((files, message)) = composed? else {
+                return Ok(Round::Done(Committed::Unchanged));
+            };
+            if settings.dry_run {
+                let mut diff = String::new();
+                for (path, new) in &files {
+                    let old = match lookup(path) {
+                        Entry::File(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+                        _ => String::new(),
+                    };
+                    diff.push_str(&git::unified_diff(path, &old, new)?);
+                }
+                return Ok(Round::Done(Committed::Planned { diff, message }));
+            }
+            let bytes: Vec<(&str, &[u8])> = files
+                .iter()
+                .map(|(p, t)| (p.as_str(), t.as_bytes()))
+                .collect();
+            let commit = workspace.commit(tip, &bytes, &message, author)?;
+            in_transit = Some(commit);
+            match workspace.push(branch)? {
+                PushOutcome::Pushed => Ok(Round::Done(Committed::Pushed {
+                    commit: commit.to_string(),
+                })),
+                PushOutcome::Rejected(refusal) => {
+                    in_transit = None;
+                    Ok(Round::Rejected(Rejected { tip, refusal }))
+                }
+            }
+        },
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const REPO: &str = "https://git.example/o/devops.git";
+
+    #[test]
+    fn a_rollback_message_says_so_and_names_the_undone_commits() {
+        let message = "promote(prod): app v2 -> v1\n\nSet in k.yaml:\n  app newTag: v2 -> v1\n\nPromoted-Image: app:v1\n";
+        assert_eq!(dress(message.into(), &Purpose::Promote), message);
+        assert_eq!(
+            dress(
+                message.into(),
+                &Purpose::Rollback {
+                    of: vec!["c2".into(), "c1".into()]
+                }
+            ),
+            "rollback(prod): app v2 -> v1\n\nSet in k.yaml:\n  app newTag: v2 -> v1\n\nPromoted-Image: app:v1\nRollback-Of: c2\nRollback-Of: c1\n"
+        );
+    }
 
     #[test]
     fn backoff_grows_and_stays_bounded() {

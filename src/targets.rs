@@ -251,6 +251,7 @@ mod tests {
             new_name: None,
             new_tag: Some(tag.into()),
             digest: None,
+            ..ImageSpec::default()
         }
     }
 

@@ -25,6 +25,7 @@ pub fn decode_set_image(data: &[u8]) -> Option<(ImageSpec, &str)> {
         new_name: fields.next().flatten(),
         new_tag: fields.next().flatten(),
         digest: fields.next().flatten(),
+        ..ImageSpec::default()
     };
     Some((spec, source))
 }

@@ -76,6 +76,15 @@ pub struct Refusal {
     pub server_said: Vec<String>,
 }
 
+/// One commit of the branch's log.
+#[derive(Debug, Clone)]
+pub struct LoggedCommit {
+    pub id: String,
+    /// Commit time, unix seconds.
+    pub time: i64,
+    pub message: String,
+}
+
 const LOCAL_REF: &str = "refs/heads/tomoda-promote";
 
 impl Workspace {
@@ -254,11 +263,19 @@ impl Workspace {
         if self.partial(branch)? {
             return self.fetch_partial(branch);
         }
+        self.fetch_deep(branch, 1)
+    }
+
+    /// Fetches the branch `depth` commits deep over HTTP (a local path: all of it); a
+    /// later call with a larger depth deepens what is here. Always libgit2's fetch of
+    /// whole trees: history readers use it on a workspace of their own, never mixed with
+    /// [`Workspace::fetch`]'s partial fetch.
+    pub fn fetch_deep(&self, branch: &str, depth: i32) -> Result<Oid> {
         let tracking = format!("refs/remotes/origin/{branch}");
         let mut remote = self.anonymous_remote()?;
         let mut options = FetchOptions::new();
         if self.shallow {
-            options.depth(1);
+            options.depth(depth);
         }
         options.download_tags(git2::AutotagOption::None);
         let refspec = format!("+refs/heads/{branch}:{tracking}");
@@ -309,6 +326,49 @@ impl Workspace {
         })
     }
 
+    /// The commits from `tip` back, newest first, at most `max`: id, commit time and
+    /// message; and whether older ones may exist beyond what was fetched.
+    pub fn log(&self, tip: Oid, max: usize) -> Result<(Vec<LoggedCommit>, bool)> {
+        let fail = |e: git2::Error| {
+            Error::local(format!("cannot read the fetched history: {}", e.message()))
+        };
+        let shallow: Vec<String> = std::fs::read_to_string(self.repo.path().join("shallow"))
+            .map(|t| t.lines().map(str::to_string).collect())
+            .unwrap_or_default();
+        let mut walk = self.repo.revwalk().map_err(fail)?;
+        walk.set_sorting(git2::Sort::TOPOLOGICAL | git2::Sort::TIME)
+            .map_err(fail)?;
+        walk.push(tip).map_err(fail)?;
+        let mut out = Vec::new();
+        let mut cut = false;
+        for oid in walk {
+            let oid = oid.map_err(fail)?;
+            if out.len() == max {
+                return Ok((out, true));
+            }
+            let commit = self.repo.find_commit(oid).map_err(fail)?;
+            let id = oid.to_string();
+            cut |= shallow.contains(&id);
+            out.push(LoggedCommit {
+                id,
+                time: commit.time().seconds(),
+                message: String::from_utf8_lossy(commit.message_bytes()).into_owned(),
+            });
+        }
+        Ok((out, cut))
+    }
+
+    /// Whether `descendant` (a full commit id) is a later commit built on `ancestor`, in
+    /// what was fetched; unknown commits are not.
+    pub fn descends(&self, descendant: &str, ancestor: &str) -> bool {
+        match (Oid::from_str(descendant), Oid::from_str(ancestor)) {
+            (Ok(d), Ok(a)) if descendant.len() == 40 => {
+                self.repo.graph_descendant_of(d, a).unwrap_or(false)
+            }
+            _ => false,
+        }
+    }
+
     /// What `path` is in the commit's tree.
     pub fn lookup(&self, commit: Oid, path: &str) -> Entry {
         if self.partial.get() == Some(true)
@@ -351,6 +411,8 @@ impl Workspace {
                 e.message()
             ))
         };
+        // A read that failed to fetch must not become a commit built on a "missing" file.
+        self.check_reads()?;
         if self.partial.get() == Some(true) {
             for (path, _) in files {
                 self.fetch_path(parent, path)?;

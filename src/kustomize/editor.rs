@@ -190,8 +190,8 @@ impl<'a> Editor<'a> {
         match (&spec.digest, &spec.new_tag) {
             (Some(digest), _) => want(Field::Digest, Some(digest.clone())),
             // An old digest would keep pinning the old image under the new tag.
-            (None, Some(_)) => want(Field::Digest, None),
-            (None, None) => {}
+            (None, Some(_)) if !spec.keep_digest => want(Field::Digest, None),
+            (None, _) => {}
         }
         changes
     }

@@ -20,12 +20,17 @@ use editor::{Editor, internal};
 pub const FILE_NAMES: [&str; 3] = ["kustomization.yaml", "kustomization.yml", "Kustomization"];
 
 /// What to set for one image; `None` leaves a field as the file has it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ImageSpec {
     pub name: String,
     pub new_name: Option<String>,
     pub new_tag: Option<String>,
     pub digest: Option<String>,
+    /// Keep the entry's digest under a new tag (`name:v2@*`, kustomize's placeholder);
+    /// otherwise a new tag without a digest drops the old one.
+    pub keep_digest: bool,
+    /// Write the digest the registry gives the tag (`pin: digest`, `--pin-digest`).
+    pub pin: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

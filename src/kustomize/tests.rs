@@ -8,6 +8,7 @@ fn tag(t: &str) -> ImageSpec {
         new_name: None,
         new_tag: Some(t.into()),
         digest: None,
+        ..ImageSpec::default()
     }
 }
 
@@ -534,5 +535,43 @@ fn a_str_tagged_images_key_is_the_images_key() {
     assert_eq!(
         edit(&src, &tag("1.10")),
         format!("!!str images:\n  - name: {IMAGE}\n    newTag: \"1.10\"\n")
+    );
+}
+
+/// `kustomize edit set image`'s `*` (setimage.go's own cases), through `parse_spec`.
+#[test]
+fn a_star_keeps_the_entrys_value() {
+    let digest = format!("sha256:{}", "c".repeat(64));
+    let entry =
+        "images:\n- name: image1\n  newName: foo.bar.foo:8800/foo/image1\n  newTag: my-tag\n";
+    let star = |spec: &str| crate::image::parse_spec(spec).unwrap();
+    assert_eq!(
+        edit(entry, &star("image1=*:v1")),
+        entry.replace("my-tag", "v1")
+    );
+    assert_eq!(
+        edit(entry, &star("image1=my-image1:*")),
+        entry.replace("foo.bar.foo:8800/foo/image1", "my-image1")
+    );
+    assert_eq!(edit(entry, &star("image1=*:*")), entry);
+    let pinned = format!("images:\n- name: image1\n  newTag: v1\n  digest: {digest}\n");
+    assert_eq!(
+        edit(&pinned, &star("image1:v2@*")),
+        pinned.replace("v1", "v2")
+    );
+    assert_eq!(
+        edit(&pinned, &star("image1=my-image1@*")),
+        format!(
+            "images:\n- name: image1\n  newTag: v1\n  digest: {digest}\n  newName: my-image1\n"
+        )
+    );
+    // A new entry gets no `*`: the placeholder names no value.
+    assert_eq!(
+        edit("images: []\n", &star("image1=*:v1")),
+        "images: [{name: image1, newTag: v1}]\n"
+    );
+    assert_eq!(
+        edit("resources: []\n", &star("image1=my-image1:*")),
+        "resources: []\nimages:\n- name: image1\n  newName: my-image1\n"
     );
 }

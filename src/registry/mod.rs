@@ -25,6 +25,7 @@ use crate::error::{EXIT_INPUT, Error, Result};
 use crate::git::http::fmt_secs;
 use crate::image;
 use crate::kustomize::ImageSpec;
+use crate::plan::Plan;
 
 /// The longest pause between two looks while waiting for a tag to appear.
 const MAX_POLL: Duration = Duration::from_secs(15);
@@ -48,8 +49,9 @@ pub struct Settings {
 /// One image found in its registry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verified {
-    /// As the user wrote it, with the tag.
+    /// The repository as the devops repo names it (the one the cluster pulls).
     pub image: String,
+    pub tag: String,
     pub digest: String,
 }
 
@@ -73,6 +75,43 @@ impl Registry {
             settings,
             known: HashMap::new(),
         })
+    }
+
+    /// Checks every image of the plan, pins those asked for, and fills `{digest}`; the
+    /// images found, each once, in the plan's order.
+    pub fn check_plan(
+        &mut self,
+        plan: &mut Plan,
+        sleep: &mut dyn FnMut(Duration),
+    ) -> Result<Vec<Verified>> {
+        let mut verified = Vec::new();
+        for images in plan.images_mut() {
+            verified.extend(self.verify(images, sleep)?);
+        }
+        let mut filled = Vec::new();
+        for fill in &plan.digests {
+            let mut image = [fill.image.clone()];
+            let found = self.verify(&mut image, sleep)?;
+            // Keyed by the image as the plan has it (pinning may have set its digest).
+            filled.extend(found.iter().map(|v| (fill.image.clone(), v.digest.clone())));
+            verified.extend(found);
+        }
+        plan.fill_digests(
+            |image| {
+                filled
+                    .iter()
+                    .find(|(i, _)| i == image)
+                    .map(|(_, d)| d.clone())
+            },
+            self.settings.dry_run,
+        )?;
+        let mut once = Vec::new();
+        for v in verified {
+            if !once.contains(&v) {
+                once.push(v);
+            }
+        }
+        Ok(once)
     }
 
     /// Checks every image of `images` that sets a tag, and pins its digest when asked
@@ -107,7 +146,7 @@ impl Registry {
                 Err(error) => return Err(error),
             };
             tracing::info!("{reference} is in its registry: {digest}");
-            if self.settings.pin {
+            if self.settings.pin || spec.pin {
                 match &spec.digest {
                     None => spec.digest = Some(digest.clone()),
                     Some(given) if *given != digest => tracing::warn!(
@@ -117,7 +156,8 @@ impl Registry {
                 }
             }
             verified.push(Verified {
-                image: reference.to_string(),
+                image: name.to_string(),
+                tag: tag.clone(),
                 digest,
             });
         }

@@ -79,6 +79,7 @@ fn image(host: &str, tag: &str) -> ImageSpec {
         new_name: Some(format!("{host}/team/app")),
         new_tag: Some(tag.into()),
         digest: None,
+        ..ImageSpec::default()
     }
 }
 
@@ -101,7 +102,8 @@ fn a_present_tag_is_verified_and_pinned_with_the_accept_header() {
     assert_eq!(
         result.unwrap(),
         [Verified {
-            image: format!("{host}/team/app:v1"),
+            image: format!("{host}/team/app"),
+            tag: "v1".into(),
             digest: DIGEST.into()
         }]
     );

@@ -4,11 +4,12 @@
 use std::io::Write;
 use std::path::Path;
 
+use crate::argocd::Deployment;
 use crate::error::{Error, Result};
 use crate::message::short_sha;
 use crate::promote::{Outcome, Promotion};
 use crate::report::json::to_json;
-use crate::report::text::changed_files;
+use crate::report::text::{changed_files, deployment_text};
 use crate::secrets;
 
 pub fn active() -> bool {
@@ -16,15 +17,29 @@ pub fn active() -> bool {
 }
 
 /// Writes the outputs `commit`, `pushed`, `environment` and `changes` (JSON) to
-/// `$GITHUB_OUTPUT`, and a Markdown table of the changes to `$GITHUB_STEP_SUMMARY`.
-pub fn publish(promotion: &Promotion) -> Result<()> {
+/// `$GITHUB_OUTPUT`, and a Markdown table of the changes to `$GITHUB_STEP_SUMMARY`; when
+/// Argo CD was asked, also `deployed` and a line of what it said.
+pub fn publish(promotion: &Promotion, deployment: Option<&Deployment>) -> Result<()> {
     if let Some(path) = std::env::var_os("GITHUB_OUTPUT") {
-        append(Path::new(&path), &outputs(promotion, &delimiter()))?;
+        let mut text = outputs(promotion, &delimiter());
+        if let Some(d) = deployment {
+            text.push_str(&format!("deployed={}\n", deployed(d)));
+        }
+        append(Path::new(&path), &text)?;
     }
     if let Some(path) = std::env::var_os("GITHUB_STEP_SUMMARY") {
-        append(Path::new(&path), &summary(promotion))?;
+        let mut text = summary(promotion);
+        if let Some(d) = deployment {
+            text.push_str(&format!("\n{}", deployment_text(d)));
+        }
+        append(Path::new(&path), &text)?;
     }
     Ok(())
+}
+
+/// Argo CD runs the commit, Synced and Healthy, as the wait saw it.
+pub(crate) fn deployed(d: &Deployment) -> bool {
+    d.waited && d.failure.is_none() && d.sync == "Synced" && d.health == "Healthy"
 }
 
 fn append(path: &Path, text: &str) -> Result<()> {
@@ -53,9 +68,10 @@ fn outputs(promotion: &Promotion, delimiter: &str) -> String {
         Outcome::Pushed { commit } => commit.as_str(),
         _ => "",
     };
-    let changes = to_json(promotion)["changes"].to_string();
+    let json = to_json(promotion);
+    let (changes, images) = (json["changes"].to_string(), json["images"].to_string());
     format!(
-        "commit={commit}\npushed={}\nenvironment={}\nchanges<<{delimiter}\n{changes}\n{delimiter}\n",
+        "commit={commit}\npushed={}\nenvironment={}\nchanges<<{delimiter}\n{changes}\n{delimiter}\nimages<<{delimiter}\n{images}\n{delimiter}\n",
         !commit.is_empty(),
         promotion.environment
     )
@@ -67,6 +83,7 @@ fn summary(promotion: &Promotion) -> String {
         Outcome::Skipped { older } => {
             format!("skipped: `{}` stays at `{}`", older.image, older.deployed)
         }
+        Outcome::Held { hold } => format!("skipped: held: {}", hold.reason),
         Outcome::Planned { .. } => "plan only, nothing pushed".to_string(),
         Outcome::Pushed { commit } => format!("pushed `{}`", short_sha(commit)),
     };
@@ -131,8 +148,14 @@ mod tests {
         let text = outputs(&outcome(), "EOF_X");
         assert_eq!(
             text,
-            "commit=0123456789abcdef\npushed=true\nenvironment=dev\nchanges<<EOF_X\n[{\"field\":\"newTag\",\"file\":\"ov/kustomization.yaml\",\"image\":\"reg/app\",\"new\":\"v2\",\"old\":\"v1\"}]\nEOF_X\n"
+            "commit=0123456789abcdef\npushed=true\nenvironment=dev\nchanges<<EOF_X\n[{\"field\":\"newTag\",\"file\":\"ov/kustomization.yaml\",\"image\":\"reg/app\",\"new\":\"v2\",\"old\":\"v1\"}]\nEOF_X\nimages<<EOF_X\n[]\nEOF_X\n"
         );
+        let mut verified = outcome();
+        verified.images = vec![crate::report::fixtures::verified()];
+        assert!(outputs(&verified, "EOF_X").ends_with(&format!(
+            "images<<EOF_X\n[{{\"digest\":\"{}\",\"image\":\"reg/app\",\"tag\":\"v2\"}}]\nEOF_X\n",
+            crate::report::fixtures::DIGEST
+        )));
         assert_ne!(delimiter(), delimiter(), "random per call");
     }
 

@@ -3,9 +3,15 @@
 
 use serde_json::{Value, json};
 
+use crate::argocd::Deployment;
 use crate::promote::{Outcome, Promotion};
 
 pub fn to_json(promotion: &Promotion) -> Value {
+    to_json_with(promotion, None)
+}
+
+/// The result with what Argo CD said after the push (`argocd`), when it was asked.
+pub fn to_json_with(promotion: &Promotion, deployment: Option<&Deployment>) -> Value {
     let changes: Vec<Value> = promotion
         .changes
         .iter()
@@ -19,6 +25,11 @@ pub fn to_json(promotion: &Promotion) -> Value {
             })
         })
         .collect();
+    let images: Vec<Value> = promotion
+        .images
+        .iter()
+        .map(|v| json!({"image": v.image, "tag": v.tag, "digest": v.digest}))
+        .collect();
     let commit = match &promotion.outcome {
         Outcome::Pushed { commit } => Some(commit),
         _ => None,
@@ -28,13 +39,36 @@ pub fn to_json(promotion: &Promotion) -> Value {
         "repo": promotion.repo,
         "branch": promotion.branch,
         "changes": changes,
+        "images": images,
         "commit": commit,
         "pushed": commit.is_some(),
         "up_to_date": promotion.outcome == Outcome::AlreadyUpToDate,
         "attempts": promotion.attempts,
         "plan": promotion.dry_run,
-        "skipped": matches!(promotion.outcome, Outcome::Skipped { .. }).then_some("older"),
+        "skipped": match &promotion.outcome {
+            Outcome::Skipped { .. } => Some("older"),
+            Outcome::Held { .. } => Some("held"),
+            _ => None,
+        },
     });
+    if let Outcome::Held { hold } = &promotion.outcome {
+        out["hold"] = json!({
+            "reason": hold.reason, "who": hold.who, "since": hold.since,
+        });
+    }
+    if let Some(d) = deployment {
+        out["argocd"] = json!({
+            "server": d.server,
+            "app": d.app,
+            "refreshed": d.refreshed,
+            "waited": d.waited,
+            "revisions": d.revisions,
+            "sync": d.sync,
+            "health": d.health,
+            "deployed": crate::report::github::deployed(d),
+            "failure": d.failure,
+        });
+    }
     if promotion.dry_run {
         let (diff, message) = match &promotion.outcome {
             Outcome::Planned { diff, message } => (Some(diff), Some(message)),
@@ -52,6 +86,16 @@ mod tests {
     use crate::report::fixtures;
 
     #[test]
+    fn verified_images_carry_their_digests() {
+        let mut p = fixtures::pushed();
+        p.images = vec![fixtures::verified()];
+        assert_eq!(
+            to_json(&p)["images"],
+            json!([{"image": "reg/app", "tag": "v2", "digest": fixtures::DIGEST}])
+        );
+    }
+
+    #[test]
     fn a_pushed_promotion_has_the_documented_fields() {
         assert_eq!(
             to_json(&fixtures::pushed()),
@@ -60,6 +104,7 @@ mod tests {
                 "repo": "https://h/devops.git",
                 "branch": "main",
                 "changes": [{"file": "ov/kustomization.yaml", "image": "reg/app", "field": "newTag", "old": "v1", "new": "v2"}],
+                "images": [],
                 "commit": "0123456789abcdef",
                 "pushed": true,
                 "up_to_date": false,

@@ -6,8 +6,9 @@ pub mod github;
 mod json;
 mod text;
 
+use crate::argocd::Deployment;
 use crate::error::Error;
-use crate::promote::Promotion;
+use crate::promote::{Committed, Promotion};
 use crate::secrets;
 
 pub use json::to_json;
@@ -23,16 +24,85 @@ pub enum Format {
 
 /// Prints the result on stdout and, inside a GitHub Actions step, writes its outputs and
 /// job summary.
-pub fn result(promotion: &Promotion, format: Format) -> crate::error::Result<()> {
+pub fn result(
+    promotion: &Promotion,
+    deployment: Option<&Deployment>,
+    format: Format,
+) -> crate::error::Result<()> {
     let on_github = github::active();
     match format {
-        Format::Text => print(&to_text(promotion, on_github)),
-        Format::Json => print(&format!("{}\n", to_json(promotion))),
+        Format::Text => {
+            print(&to_text(promotion, on_github));
+            if let Some(d) = deployment {
+                print(&text::deployment_text(d));
+            }
+        }
+        Format::Json => print(&format!("{}\n", json::to_json_with(promotion, deployment))),
     }
     if on_github {
-        github::publish(promotion)?;
+        github::publish(promotion, deployment)?;
     }
     Ok(())
+}
+
+/// A line of progress while something takes time (Argo CD's sync): on stderr with the
+/// other progress lines, in the log format asked for (text, or Cloud Logging's JSON), so
+/// that stdout stays the one result.
+pub fn progress(line: &str) {
+    tracing::info!("{}", secrets::redact(line));
+}
+
+/// The devops branch's promotions (`history`).
+pub fn history(records: &[crate::history::Record], format: Format) {
+    match format {
+        Format::Text => print(&crate::history::to_text(records)),
+        Format::Json => print(&format!("{}\n", crate::history::to_json(records))),
+    }
+}
+
+/// A rollback to the values the environment already has: nothing to do.
+pub fn already_at(environment: &str, value: &str, format: Format) {
+    match format {
+        Format::Text => print(&format!(
+            "{environment}: already at {value}: nothing to roll back\n"
+        )),
+        Format::Json => print(&format!(
+            "{}\n",
+            serde_json::json!({
+                "environment": environment, "pushed": false, "up_to_date": true, "commit": null,
+            })
+        )),
+    }
+}
+
+/// How a hold or unhold commit ended.
+pub fn hold_result(what: &str, committed: &Committed, format: Format) {
+    let (text, commit) = match committed {
+        Committed::Pushed { commit } => (
+            format!("{what}: pushed {}\n", crate::message::short_sha(commit)),
+            Some(commit.as_str()),
+        ),
+        Committed::Unchanged => (format!("{what}: nothing to change\n"), None),
+        Committed::Planned { diff, message } => (
+            format!(
+                "{diff}\ncommit message:\n    {}\n\nplan only: nothing was committed or pushed\n",
+                message.trim_end().replace('\n', "\n    ")
+            ),
+            None,
+        ),
+    };
+    match format {
+        Format::Text => print(&text),
+        Format::Json => print(&format!(
+            "{}\n",
+            serde_json::json!({
+                "action": what,
+                "commit": commit,
+                "pushed": commit.is_some(),
+                "plan": matches!(committed, Committed::Planned { .. }),
+            })
+        )),
+    }
 }
 
 /// Tells the user what failed, once, in the form the log format asks for.
@@ -61,6 +131,18 @@ pub(crate) mod fixtures {
     use crate::promote::{Outcome, Promotion};
     use crate::targets::{Change, Subject};
 
+    pub const DIGEST: &str =
+        "sha256:0000000000000000000000000000000000000000000000000000000000000abc";
+
+    /// What the registry check found for the fixtures' image.
+    pub fn verified() -> crate::registry::Verified {
+        crate::registry::Verified {
+            image: "reg/app".into(),
+            tag: "v2".into(),
+            digest: DIGEST.into(),
+        }
+    }
+
     /// A pushed promotion of one tag, for the renderers' tests.
     pub fn pushed() -> Promotion {
         Promotion {
@@ -82,6 +164,7 @@ pub(crate) mod fixtures {
             outcome: Outcome::Pushed {
                 commit: "0123456789abcdef".into(),
             },
+            images: Vec::new(),
         }
     }
 

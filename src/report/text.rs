@@ -2,6 +2,7 @@
 
 use std::fmt::Write;
 
+use crate::argocd::Deployment;
 use crate::message::{change_line, short_sha};
 use crate::promote::{Outcome, Promotion};
 use crate::report::github;
@@ -11,12 +12,23 @@ pub fn to_text(promotion: &Promotion, on_github: bool) -> String {
     let p = promotion;
     let target = format!("branch {} of {}", p.branch, p.repo);
     let mut out = String::new();
+    // What the registry check found comes first, as it happened first.
+    for v in &p.images {
+        let _ = writeln!(out, "verified {}:{} {}", v.image, v.tag, v.digest);
+    }
     match &p.outcome {
         Outcome::Skipped { older } => {
             let _ = writeln!(
                 out,
                 "{}: skipped: {} stays at {} in {target}: {}; pass --allow-downgrade to promote {} anyway",
                 p.environment, older.image, older.deployed, older.reason, older.wanted
+            );
+        }
+        Outcome::Held { hold } => {
+            let _ = writeln!(
+                out,
+                "{}: skipped: held since {} by {}: {}; `tomoda-promote unhold --env {}` lets promotions land again",
+                p.environment, hold.since, hold.who, hold.reason, p.environment
             );
         }
         Outcome::AlreadyUpToDate => {
@@ -65,6 +77,29 @@ pub fn to_text(promotion: &Promotion, on_github: bool) -> String {
     out
 }
 
+/// What Argo CD said after the push, one line.
+pub fn deployment_text(d: &Deployment) -> String {
+    let revisions: Vec<&str> = d.revisions.iter().map(|r| short_sha(r)).collect();
+    let state = format!(
+        "revision {}, {}, {}",
+        if revisions.is_empty() {
+            "unknown".to_string()
+        } else {
+            revisions.join(", ")
+        },
+        d.sync,
+        d.health
+    );
+    match (&d.failure, d.waited) {
+        (Some(why), _) => format!("Argo CD {}: not deployed: {why}\n", d.app),
+        (None, true) => format!("Argo CD {}: deployed ({state})\n", d.app),
+        (None, false) => format!(
+            "Argo CD {}: refreshed ({state}); pass --wait to wait for Synced and Healthy\n",
+            d.app
+        ),
+    }
+}
+
 /// The files that change, in the order of the promotion's files.
 pub(crate) fn changed_files(p: &Promotion) -> Vec<&str> {
     let mut files: Vec<&str> = Vec::new();
@@ -105,6 +140,20 @@ mod tests {
         assert_eq!(
             to_text(&p, false),
             "dev: skipped: reg/app stays at v2 in branch main of https://h/devops.git: version v1 is older than v2; pass --allow-downgrade to promote v1 anyway\n"
+        );
+    }
+
+    #[test]
+    fn verified_images_come_first_with_their_digests() {
+        let mut p = fixtures::pushed();
+        p.images = vec![fixtures::verified()];
+        assert!(
+            to_text(&p, false).starts_with(&format!(
+                "verified reg/app:v2 {}\ndev: ov/kustomization.yaml\n",
+                fixtures::DIGEST
+            )),
+            "{}",
+            to_text(&p, false)
         );
     }
 

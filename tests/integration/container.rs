@@ -69,7 +69,7 @@ impl Container {
 
     /// An entry of action.yml's `runs.env`; the token the runner masks goes as a secret.
     fn action_env(self, key: &str, value: &str) -> Container {
-        if key == "GIT_TOKEN" {
+        if key == "GIT_TOKEN" || key == "ARGOCD_AUTH_TOKEN" {
             self.secret_env(key, value)
         } else {
             self.env(key, value)

@@ -311,6 +311,7 @@ fn write_seed(case: &Case) {
         new_name: None,
         new_tag: Some(TAG.into()),
         digest: None,
+        ..tomoda_promote::kustomize::ImageSpec::default()
     });
     let Some((_, Content::Bytes(kustomization))) =
         case.files.iter().find(|(p, _)| *p == case.edited)

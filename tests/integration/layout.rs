@@ -6,8 +6,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 /// Modules that must stay functions on bytes and data.
-const PURE: [&str; 12] = [
+const PURE: [&str; 14] = [
     "config",
+    "history",
+    "holds",
     "image",
     "kustomize",
     "manifests",

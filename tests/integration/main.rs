@@ -2,17 +2,21 @@
 //! fixture repositories built in temporary directories. One test binary, so the crate is
 //! built once.
 
+mod argocd_server;
 mod bounded;
 mod dsl;
 mod git_server;
 mod proxy;
 
+mod argocd;
 mod bench;
 mod cli;
 mod concurrency;
 mod container;
 mod errors;
+mod examples;
 mod faults;
+mod history;
 mod hostile;
 mod kustomize;
 mod layout;

@@ -673,3 +673,175 @@ fn pinning_or_waiting_without_the_check_is_a_usage_error() {
         );
     }
 }
+
+const PLAIN: &str = "k8s/plain/app.yaml";
+const VALUES: &str = "charts/api/values.yaml";
+
+/// The tomoda layout plus a plain manifest and Helm values naming the registry's image.
+fn pinned_layout(image: &str) -> Vec<(&'static str, String)> {
+    let mut files = tomoda_files();
+    files.push((
+        PLAIN,
+        format!(
+            "apiVersion: batch/v1\nkind: CronJob\nmetadata:\n  name: report\nspec:\n  schedule: \"0 3 * * *\"\n  jobTemplate:\n    spec:\n      template:\n        spec:\n          restartPolicy: OnFailure\n          containers:\n            - name: report\n              image: {image}:v0   # the report job\n"
+        ),
+    ));
+    files.push((
+        VALUES,
+        format!("image:\n  repository: {image}\n  tag: \"v0\"\n  digest: \"\"   # pinned by CI\n"),
+    ));
+    files
+}
+
+/// `pin: digest` for the environment; the overlay takes the OCI index (v1), the plain
+/// manifest the Docker v2 manifest (v2), the Helm values v1's digest through `{digest}`.
+fn pinned_config(repo: &str, image: &str) -> String {
+    format!(
+        r#"repo: {repo}
+environments:
+  dev:
+    when: commit
+    pin: digest
+    overlay: {OVERLAY}
+    images:
+      - name: {IMAGE}
+        new_name: {image}
+        tag: v1
+    files:
+      - path: {PLAIN}
+        images:
+          - name: {image}
+            tag: v2
+      - path: {VALUES}
+        image: "{image}:v1"
+        set:
+          image.tag: v1
+          image.digest: "{{digest}}"
+"#
+    )
+}
+
+#[test]
+fn pin_digest_in_the_config_pins_overlays_plain_manifests_and_fills_helm_digests() {
+    let registry = Registry::start();
+    let (index, _) = registry.push_oci_index("v1");
+    let docker = registry.push_docker_v2("v2");
+    let image = registry.image();
+    let devops = Devops::with_files(&pinned_layout(&image));
+    let run = || {
+        Run::new()
+            .verifying()
+            .sha(SHA)
+            .config(&pinned_config(&devops.url(), &image))
+    };
+
+    let (done, _) = bounded::run(run().args(["--output", "json"]), LIMIT);
+    let json = done.ok().json();
+    assert_eq!(json["pushed"], true);
+    assert_eq!(
+        json["images"],
+        serde_json::json!([
+            {"image": image, "tag": "v1", "digest": index},
+            {"image": image, "tag": "v2", "digest": docker},
+        ]),
+        "each image once, with the digest the registry gave"
+    );
+    assert_eq!(devops.commit_count(), 2, "one commit for the three files");
+    assert!(
+        devops
+            .file(DEV)
+            .contains(&pinned_entry(&image, "v1", &index)),
+        "{}",
+        devops.file(DEV)
+    );
+    assert_eq!(
+        devops.file(PLAIN),
+        pinned_layout(&image)
+            .into_iter()
+            .find(|(p, _)| *p == PLAIN)
+            .unwrap()
+            .1
+            .replace(":v0", &format!(":v2@{docker}"))
+    );
+    let values = yaml_rust2::YamlLoader::load_from_str(&devops.file(VALUES)).unwrap();
+    assert_eq!(values[0]["image"]["tag"].as_str(), Some("v1"));
+    assert_eq!(values[0]["image"]["digest"].as_str(), Some(index.as_str()));
+    assert!(devops.file(VALUES).contains("# pinned by CI"));
+    let rendered = kustomize_render(devops.checkout().path(), OVERLAY);
+    assert!(
+        rendered.contains(&format!("image: {image}:v1@{index}\n")),
+        "{rendered}"
+    );
+
+    // The text result and the plan say what was verified, digest and all.
+    let verified = format!("verified {image}:v1 {index}\nverified {image}:v2 {docker}\n");
+    let (done, _) = bounded::run(run(), LIMIT);
+    done.ok()
+        .stdout_has(&verified)
+        .stdout_has("already up to date");
+    let (done, _) = bounded::run(run().args(["--plan"]), LIMIT);
+    done.ok().stdout_has(&verified);
+}
+
+#[test]
+fn an_image_may_opt_out_of_its_environments_pin() {
+    let registry = Registry::start();
+    registry.push_oci_index("v1");
+    registry.push_docker_v2("v2");
+    let image = registry.image();
+    let devops = Devops::with_files(&pinned_layout(&image));
+    let config = pinned_config(&devops.url(), &image).replace(
+        "        tag: v2\n",
+        "        tag: v2\n            pin: tag\n",
+    );
+    let (done, _) = bounded::run(Run::new().verifying().sha(SHA).config(&config), LIMIT);
+    done.ok();
+    assert!(
+        devops
+            .file(PLAIN)
+            .contains(&format!("image: {image}:v2   #"))
+    );
+    assert!(devops.file(DEV).contains("digest: sha256:"));
+}
+
+#[test]
+fn a_helm_digest_of_a_missing_tag_is_refused_and_nothing_is_pushed() {
+    let registry = Registry::start();
+    registry.push_oci_index("v1");
+    registry.push_docker_v2("v2");
+    let image = registry.image();
+    let devops = Devops::with_files(&pinned_layout(&image));
+    let head = devops.head();
+    let config = pinned_config(&devops.url(), &image)
+        .replace(&format!("\"{image}:v1\""), &format!("\"{image}:v404\""));
+    let (done, _) = bounded::run(Run::new().verifying().sha(SHA).config(&config), LIMIT);
+    done.code(2)
+        .stderr_has(&format!("the image {image}:v404 is not in its registry"));
+    assert_eq!(devops.head(), head);
+}
+
+#[test]
+fn the_pin_digest_flag_and_a_helm_digest_go_together() {
+    let registry = Registry::start();
+    let (index, _) = registry.push_oci_index("v1");
+    registry.push_docker_v2("v2");
+    let image = registry.image();
+    let devops = Devops::with_files(&pinned_layout(&image));
+    let config = pinned_config(&devops.url(), &image).replace("    pin: digest\n", "");
+    let (done, _) = bounded::run(
+        Run::new()
+            .verifying()
+            .sha(SHA)
+            .config(&config)
+            .args(["--pin-digest"]),
+        LIMIT,
+    );
+    done.ok();
+    assert!(
+        devops
+            .file(VALUES)
+            .contains(&format!("digest: \"{index}\"")),
+        "{}",
+        devops.file(VALUES)
+    );
+}

@@ -584,3 +584,69 @@ environments:
         );
     }
 }
+
+#[test]
+fn image_flags_take_kustomizes_star_to_keep_a_value() {
+    // prod is renamed and pinned; `name=*:TAG@*` keeps newName and the digest, as
+    // `kustomize edit set image` reads the `*`.
+    let digest = format!("sha256:{}", "d".repeat(64));
+    let prod = format!(
+        "resources:\n  - ../../base\nimages:\n  - name: {IMAGE}\n    newName: {PROD_IMAGE}\n    newTag: v1.4.0   # current release\n    digest: {digest}\n"
+    );
+    let devops = Devops::with_files(&tomoda_files_with(PROD, &prod));
+    Run::new()
+        .args([
+            "--repo",
+            &devops.url(),
+            "--overlay",
+            "k8s/apps/tomoda/overlays/prod",
+        ])
+        .args(["--image", &format!("{IMAGE}=*:v1.5.0@*")])
+        .sha(SHA)
+        .run()
+        .ok();
+    assert_eq!(devops.file(PROD), prod.replace("v1.4.0", "v1.5.0"));
+    let rendered = kustomize_render(devops.checkout().path(), "k8s/apps/tomoda/overlays/prod");
+    assert!(
+        rendered.contains(&format!("image: {PROD_IMAGE}:v1.5.0@{digest}\n")),
+        "{rendered}"
+    );
+    // `name=NEW:*` renames and keeps the tag.
+    Run::new()
+        .args([
+            "--repo",
+            &devops.url(),
+            "--overlay",
+            "k8s/apps/tomoda/overlays/prod",
+        ])
+        .args(["--image", &format!("{IMAGE}=reg.example/tomoda/backend:*")])
+        .sha(SHA)
+        .run()
+        .ok();
+    let rendered = kustomize_render(devops.checkout().path(), "k8s/apps/tomoda/overlays/prod");
+    assert!(
+        rendered.contains(&format!(
+            "image: reg.example/tomoda/backend:v1.5.0@{digest}\n"
+        )),
+        "{rendered}"
+    );
+}
+
+#[test]
+fn help_shows_set_and_the_star_of_image() {
+    let done = Run::new().args(["--help"]).run();
+    let flat = done
+        .ok()
+        .stdout
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    for shown in [
+        "--set <FILE:PATH=VALUE>",
+        "[env: PROMOTE_SET=]",
+        "containers[name=api].image",
+        "`*` keeps the entry's value (name=*:v2, name:v2@*)",
+    ] {
+        assert!(flat.contains(shown), "{shown:?} not in:\n{}", done.stdout);
+    }
+}

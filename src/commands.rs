@@ -1,0 +1,436 @@
+//! After the push and beside it: Argo CD's refresh and wait, and the subcommands that look
+//! back at the devops branch (`history`) and steer it (`rollback`, `hold`, `unhold`), each
+//! a commit through the promotion's own fetch, compare-and-swap and retry.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::path::Path;
+
+use crate::argocd::{self, Deployment};
+use crate::cli::{Action, Args};
+use crate::context::BuildContext;
+use crate::error::{Error, Result};
+use crate::git::{self, HttpTransport, Workspace};
+use crate::history::{self, Record};
+use crate::holds::{self, Hold};
+use crate::inputs;
+use crate::overlay::Entry;
+use crate::plan::{ArgoApp, Place, Plan};
+use crate::promote::{self, Committed, Outcome, Promotion, Purpose};
+use crate::report;
+
+/// The first depth `history` fetches, and the deepest it goes.
+const FIRST_DEPTH: usize = 16;
+const MAX_DEPTH: usize = 4096;
+
+pub fn run(args: &Args) -> Result<()> {
+    let cwd = inputs::current_dir()?;
+    let token = inputs::read_token(&args.token)?;
+    let place = inputs::place(args, &cwd)?;
+    let transport =
+        HttpTransport::for_repo(&place.repo, token, &args.token.username, args.timeout)?;
+    match &args.action {
+        Action::Promote => unreachable!("lib::run promotes"),
+        Action::History { limit } => {
+            let environment = args.flags.environment.as_deref();
+            let records = read_history(&place, transport, environment, *limit, |_| false)?;
+            report::history(&records, args.output);
+            Ok(())
+        }
+        Action::Rollback {
+            to,
+            steps,
+            hold,
+            reason,
+        } => {
+            let environment = required_env(args, "rollback")?;
+            rollback(
+                args,
+                &place,
+                &transport,
+                &Rollback {
+                    environment,
+                    to: to.as_deref(),
+                    steps: steps.unwrap_or(1) as usize,
+                    hold: *hold,
+                    reason: reason.as_deref(),
+                },
+                &cwd,
+            )
+        }
+        Action::Hold { reason } => {
+            let environment = required_env(args, "hold")?;
+            let committed = set_hold(args, &place, transport, environment, Some(reason))?;
+            report::hold_result(&format!("hold {environment}"), &committed, args.output);
+            Ok(())
+        }
+        Action::Unhold => {
+            let environment = required_env(args, "unhold")?;
+            let committed = set_hold(args, &place, transport, environment, None)?;
+            report::hold_result(&format!("unhold {environment}"), &committed, args.output);
+            Ok(())
+        }
+    }
+}
+
+fn required_env<'a>(args: &'a Args, command: &str) -> Result<&'a str> {
+    args.flags.environment.as_deref().ok_or_else(|| {
+        Error::usage(
+            format!("`{command}` needs --env NAME"),
+            format!("name the environment: tomoda-promote {command} --env prod ..."),
+        )
+    })
+}
+
+/// Prints the promotion's result, after asking Argo CD to refresh (and waiting, if asked)
+/// when a commit was pushed to the branch Argo CD follows. A failed wait is reported with
+/// the result, then returned. A pull-request promotion (when one exists) deploys nothing
+/// until it merges: it must not refresh or wait, and should say so.
+pub fn report_and_deploy(plan: &Plan, promotion: &Promotion, args: &Args) -> Result<()> {
+    let (deployment, failure) = match (&plan.argocd, &promotion.outcome) {
+        (Some(app), Outcome::Pushed { commit }) if !promotion.dry_run => {
+            let (d, e) = deploy(plan, app, commit, args)?;
+            (Some(d), e)
+        }
+        // A rerun of a step whose push landed (and whose wait may not have ended well):
+        // what Argo CD should run is the branch's tip, which holds the wanted values.
+        (Some(app), Outcome::AlreadyUpToDate) if !promotion.dry_run => {
+            let transport = transport_for(plan, args)?;
+            let tip = Workspace::new(&plan.repo, transport)?
+                .fetch(&plan.branch)?
+                .to_string();
+            let (d, e) = deploy(plan, app, &tip, args)?;
+            (Some(d), e)
+        }
+        _ => (None, None),
+    };
+    report::result(promotion, deployment.as_ref(), args.output)?;
+    failure.map_or(Ok(()), Err)
+}
+
+/// Refreshes the application and waits when asked; the deployment as far as it got, and
+/// the error that ended it.
+fn deploy(
+    plan: &Plan,
+    app: &ArgoApp,
+    commit: &str,
+    args: &Args,
+) -> Result<(Deployment, Option<Error>)> {
+    if args.argocd.token.is_none() {
+        tracing::warn!("no ARGOCD_AUTH_TOKEN: asking Argo CD anonymously");
+    }
+    let client = argocd::Client::new(
+        app.clone(),
+        argocd::Settings {
+            token: args.argocd.token.clone(),
+            timeout: args.timeout,
+            poll_interval: args.argocd.poll_interval,
+        },
+    )?;
+    let later = LaterCommits::new(plan, args, commit)?;
+    Ok(client.settle(
+        commit,
+        &|revision| later.includes(revision),
+        &mut report::progress,
+        &mut std::thread::sleep,
+    ))
+}
+
+/// Git over http(s) to the plan's repository, as the promotion had it.
+fn transport_for(plan: &Plan, args: &Args) -> Result<HttpTransport> {
+    let token = inputs::read_token(&args.token)?;
+    HttpTransport::for_repo(&plan.repo, token, &args.token.username, args.timeout)
+}
+
+/// Whether a revision Argo CD reports is a later commit of the branch, built on ours
+/// (another pipeline pushed after us, and Argo CD synced that): the branch is fetched
+/// again for each revision not seen before, and the answer kept.
+struct LaterCommits<'a> {
+    plan: &'a Plan,
+    commit: &'a str,
+    transport: HttpTransport,
+    workspace: RefCell<Option<Workspace>>,
+    seen: RefCell<HashMap<String, bool>>,
+}
+
+/// How deep the branch is fetched to find our commit under a later one.
+const LATER_DEPTH: i32 = 64;
+
+impl<'a> LaterCommits<'a> {
+    fn new(plan: &'a Plan, args: &Args, commit: &'a str) -> Result<Self> {
+        Ok(LaterCommits {
+            plan,
+            commit,
+            transport: transport_for(plan, args)?,
+            workspace: RefCell::new(None),
+            seen: RefCell::new(HashMap::new()),
+        })
+    }
+
+    fn includes(&self, revision: &str) -> bool {
+        if revision.len() != 40 || !revision.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return false;
+        }
+        if let Some(known) = self.seen.borrow().get(revision) {
+            return *known;
+        }
+        let answer = self.look(revision).unwrap_or_else(|e| {
+            tracing::warn!(
+                "cannot tell whether {revision} includes {}: {}",
+                self.commit,
+                e.summary()
+            );
+            false
+        });
+        self.seen.borrow_mut().insert(revision.to_string(), answer);
+        answer
+    }
+
+    fn look(&self, revision: &str) -> Result<bool> {
+        let mut workspace = self.workspace.borrow_mut();
+        if workspace.is_none() {
+            *workspace = Some(Workspace::new(&self.plan.repo, self.transport.clone())?);
+        }
+        let workspace = workspace.as_ref().expect("just set");
+        workspace.fetch_deep(&self.plan.branch, LATER_DEPTH)?;
+        Ok(workspace.descends(revision, self.commit))
+    }
+}
+
+/// The environment's (or every) promotion records, newest first, at most `limit`, or
+/// until `enough` says the last one read suffices; the branch is fetched deeper in steps
+/// until they are found or the history ends.
+fn read_history(
+    place: &Place,
+    transport: HttpTransport,
+    environment: Option<&str>,
+    limit: usize,
+    enough: impl Fn(&Record) -> bool,
+) -> Result<Vec<Record>> {
+    let workspace = Workspace::new(&place.repo, transport)?;
+    let mut depth = FIRST_DEPTH;
+    loop {
+        let tip = workspace.fetch_deep(&place.branch, i32::try_from(depth).unwrap_or(i32::MAX))?;
+        let (commits, more) = workspace.log(tip, depth)?;
+        let mut records = Vec::new();
+        let mut done = false;
+        for commit in &commits {
+            let Some(record) = history::parse(&commit.id, commit.time, &commit.message) else {
+                continue;
+            };
+            if environment.is_some_and(|e| e != record.environment) {
+                continue;
+            }
+            done = enough(&record);
+            records.push(record);
+            if done || records.len() == limit {
+                done = true;
+                break;
+            }
+        }
+        if done || !more || depth >= MAX_DEPTH {
+            return Ok(records);
+        }
+        depth *= 4;
+        tracing::info!(
+            "reading the history of branch {} {depth} commits deep",
+            place.branch
+        );
+    }
+}
+
+struct Rollback<'a> {
+    environment: &'a str,
+    to: Option<&'a str>,
+    steps: usize,
+    hold: bool,
+    reason: Option<&'a str>,
+}
+
+fn rollback(
+    args: &Args,
+    place: &Place,
+    transport: &HttpTransport,
+    asked: &Rollback,
+    cwd: &Path,
+) -> Result<()> {
+    let env = asked.environment;
+    let records = match asked.to {
+        Some(value) => read_history(place, transport.clone(), Some(env), MAX_DEPTH, |r| {
+            history::matches(r, value)
+        })?,
+        None => read_history(place, transport.clone(), Some(env), asked.steps + 1, |_| {
+            false
+        })?,
+    };
+    let undo = match asked.to {
+        Some(value) => records
+            .iter()
+            .position(|r| history::matches(r, value))
+            .ok_or_else(|| {
+                Error::usage(
+                    format!(
+                        "no promotion of {env} to `{value}` in branch {} of {}",
+                        place.branch,
+                        place.repo.display()
+                    ),
+                    format!("see `tomoda-promote history --env {env}` for the values it had"),
+                )
+            })?,
+        None => asked.steps,
+    };
+    if records.len() < undo || records.is_empty() {
+        return Err(Error::usage(
+            format!(
+                "{env} has {} promotion(s) in branch {}; cannot go back {undo}",
+                records.len(),
+                place.branch
+            ),
+            format!("see `tomoda-promote history --env {env}`"),
+        ));
+    }
+    if undo == 0 {
+        // `--to` names the current promotion: a rerun of the same rollback, say.
+        report::already_at(env, asked.to.unwrap_or_default(), args.output);
+        return Ok(());
+    }
+    let (targets, _) = history::rollback_targets(&records, undo)?;
+    if targets.is_empty() {
+        return Err(Error::usage(
+            format!("the promotions to roll back in {env} set no value that existed before"),
+            "set the values with --image or --set instead",
+        ));
+    }
+    // The build whose values come back, for the message's trailers.
+    let context = records
+        .get(undo)
+        .map_or_else(BuildContext::default, |r| BuildContext {
+            commit_sha: r.source_commit.clone(),
+            tag_name: r.source_tag.clone(),
+            build_id: r.build_id.clone(),
+            ..Default::default()
+        });
+    let plan = Plan {
+        environment: env.to_string(),
+        repo: place.repo.clone(),
+        branch: place.branch.clone(),
+        targets,
+        context,
+        author: place.author.clone(),
+        digests: Vec::new(),
+        argocd: place.argocd.clone(),
+        holds_file: place.holds_file.clone(),
+    };
+    let promotion = {
+        let history = git::AppHistory::discover(cwd);
+        promote::promote(
+            &plan,
+            &promote::Settings {
+                max_attempts: args.max_attempts,
+                dry_run: args.dry_run,
+                allow_downgrade: true,
+                history: &history,
+                transport: transport.clone(),
+                purpose: Purpose::Rollback {
+                    of: records[..undo].iter().map(|r| r.commit.clone()).collect(),
+                },
+            },
+        )?
+    };
+    if asked.hold {
+        let reason = asked.reason.map_or_else(
+            || {
+                format!(
+                    "rolled back to {}",
+                    records
+                        .get(undo)
+                        .map_or_else(String::new, history::headline)
+                )
+            },
+            str::to_string,
+        );
+        let committed = set_hold(args, place, transport.clone(), env, Some(&reason))?;
+        // stdout carries one JSON object, the rollback's; the hold goes to the log there.
+        match args.output {
+            report::Format::Text => {
+                report::hold_result(&format!("hold {env}"), &committed, args.output);
+            }
+            report::Format::Json => tracing::info!("hold {env}: {committed:?}"),
+        }
+    }
+    report_and_deploy(&plan, &promotion, args)
+}
+
+/// Adds (`reason` given) or lifts the hold on `environment`: one commit of the holds file.
+fn set_hold(
+    args: &Args,
+    place: &Place,
+    transport: HttpTransport,
+    environment: &str,
+    reason: Option<&str>,
+) -> Result<Committed> {
+    let file = place.holds_file.as_str();
+    let who = inputs::who(&place.author.name);
+    let since = holds::utc(inputs::now());
+    let compose = |lookup: &dyn Fn(&str) -> Entry| {
+        let text =
+            match lookup(file) {
+                Entry::File(bytes) => Some(String::from_utf8(bytes).map_err(|_| {
+                    Error::input(file, None, "is not UTF-8 text", "save it as UTF-8")
+                })?),
+                _ => None,
+            };
+        let current = holds::parse(file, text.as_deref())?;
+        let (holds, message) = if let Some(reason) = reason {
+            if holds::find(&current, environment).is_some_and(|h| h.reason == reason) {
+                return Ok(None);
+            }
+            let hold = Hold {
+                environment: environment.to_string(),
+                reason: reason.to_string(),
+                who: who.clone(),
+                since: since.clone(),
+            };
+            (
+                holds::with(&current, hold),
+                format!("hold({environment}): {reason}\n\nHeld-By: {who}\n"),
+            )
+        } else {
+            if holds::find(&current, environment).is_none() {
+                return Ok(None);
+            }
+            (
+                holds::without(&current, environment),
+                format!("unhold({environment})\n\nReleased-By: {who}\n"),
+            )
+        };
+        Ok(Some((
+            vec![(file.to_string(), holds::render(&holds))],
+            message,
+        )))
+    };
+    let settings = promote::Settings {
+        max_attempts: args.max_attempts,
+        dry_run: args.dry_run,
+        allow_downgrade: false,
+        history: &NoHistory,
+        transport,
+        purpose: Purpose::Promote,
+    };
+    promote::commit_files(
+        &place.repo,
+        &place.branch,
+        &place.author,
+        &settings,
+        compose,
+    )
+}
+
+/// A holds commit sets no tag: nothing for the ordering guard to ask.
+struct NoHistory;
+
+impl crate::ordering::History for NoHistory {
+    fn is_ancestor(&self, _: &str, _: &str) -> Option<bool> {
+        None
+    }
+}
