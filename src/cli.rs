@@ -406,8 +406,10 @@ struct Cli {
     )]
     sets: Vec<String>,
 
-    /// Dry run: show each file's diff and the commit message; push nothing
-    #[arg(global = true, long, env = "PROMOTE_PLAN")]
+    /// Dry run: show each file's diff and the commit message; push nothing (also
+    /// --dry-run, as kubectl, helm and Argo CD Image Updater spell it)
+    #[arg(global = true, long, visible_alias = "dry-run", env = "PROMOTE_PLAN",
+          value_parser = BoolishValueParser::new())]
     plan: bool,
 
     /// How to print the result on stdout
@@ -659,6 +661,17 @@ mod tests {
         for bad in ["", "m", "5x", "1.5m", "10m5"] {
             assert!(d(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn dry_run_is_plan_and_o_is_output() {
+        for flag in ["--plan", "--dry-run"] {
+            let args = Args::try_parse_from(["tomoda-promote", flag]).unwrap();
+            assert!(args.dry_run, "{flag}");
+        }
+        assert!(!Args::try_parse_from(["tomoda-promote"]).unwrap().dry_run);
+        let args = Args::try_parse_from(["tomoda-promote", "-o", "json"]).unwrap();
+        assert_eq!(args.output, Format::Json);
     }
 
     #[test]

@@ -19,6 +19,13 @@ pub struct Older {
 /// `None` when that cannot be known (no checkout, a shallow clone, an unknown commit).
 pub trait History {
     fn is_ancestor(&self, ancestor: &str, descendant: &str) -> Option<bool>;
+
+    /// A checkout that lacks the build's own commit is some other repository (the
+    /// README's quick start runs in tomoda-promote's clone): not being able to order
+    /// commits there is no news worth a line.
+    fn is_foreign(&self, _built: &str) -> bool {
+        false
+    }
 }
 
 /// The first tag change that would move an image backwards, if any.
@@ -41,6 +48,10 @@ pub fn find_older(changes: &[Change], history: &dyn History) -> Option<Older> {
         match history.is_ancestor(w, d) {
             Some(true) => Some(older(format!("commit {w} is an ancestor of the deployed {d}"))),
             Some(false) => None,
+            None if history.is_foreign(w) => {
+                tracing::debug!("cannot tell whether {w} is older than the deployed {d}: the checkout here does not hold {w}; promoting");
+                None
+            }
             None => {
                 tracing::info!("cannot tell whether {w} is older than the deployed {d} (no checkout of the app here holds both commits); promoting");
                 None

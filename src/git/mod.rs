@@ -951,6 +951,12 @@ impl crate::ordering::History for AppHistory {
         }
         Some(descends)
     }
+
+    fn is_foreign(&self, built: &str) -> bool {
+        self.repo
+            .as_ref()
+            .is_some_and(|repo| repo.revparse_single(built).is_err())
+    }
 }
 
 /// A unified diff of one file, as `git diff` shows it.

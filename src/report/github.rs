@@ -16,7 +16,8 @@ pub fn active() -> bool {
     std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true")
 }
 
-/// Writes the outputs `commit`, `pushed`, `environment` and `changes` (JSON) to
+/// Writes the outputs `commit`, `pushed`, `environment`, `changes` (JSON), `up_to_date`,
+/// `skipped` (the reason, as in the JSON result, or empty) and `images` (JSON) to
 /// `$GITHUB_OUTPUT`, and a Markdown table of the changes to `$GITHUB_STEP_SUMMARY`; when
 /// Argo CD was asked, also `deployed` and a line of what it said.
 pub fn publish(promotion: &Promotion, deployment: Option<&Deployment>) -> Result<()> {
@@ -69,11 +70,13 @@ fn outputs(promotion: &Promotion, delimiter: &str) -> String {
         _ => "",
     };
     let json = to_json(promotion);
+    let skipped = json["skipped"].as_str().unwrap_or_default();
     let (changes, images) = (json["changes"].to_string(), json["images"].to_string());
     format!(
-        "commit={commit}\npushed={}\nenvironment={}\nchanges<<{delimiter}\n{changes}\n{delimiter}\nimages<<{delimiter}\n{images}\n{delimiter}\n",
+        "commit={commit}\npushed={}\nenvironment={}\nchanges<<{delimiter}\n{changes}\n{delimiter}\nup_to_date={}\nskipped={skipped}\nimages<<{delimiter}\n{images}\n{delimiter}\n",
         !commit.is_empty(),
-        promotion.environment
+        promotion.environment,
+        json["up_to_date"],
     )
 }
 
@@ -148,7 +151,7 @@ mod tests {
         let text = outputs(&outcome(), "EOF_X");
         assert_eq!(
             text,
-            "commit=0123456789abcdef\npushed=true\nenvironment=dev\nchanges<<EOF_X\n[{\"field\":\"newTag\",\"file\":\"ov/kustomization.yaml\",\"image\":\"reg/app\",\"new\":\"v2\",\"old\":\"v1\"}]\nEOF_X\nimages<<EOF_X\n[]\nEOF_X\n"
+            "commit=0123456789abcdef\npushed=true\nenvironment=dev\nchanges<<EOF_X\n[{\"field\":\"newTag\",\"file\":\"ov/kustomization.yaml\",\"image\":\"reg/app\",\"new\":\"v2\",\"old\":\"v1\"}]\nEOF_X\nup_to_date=false\nskipped=\nimages<<EOF_X\n[]\nEOF_X\n"
         );
         let mut verified = outcome();
         verified.images = vec![crate::report::fixtures::verified()];
@@ -157,6 +160,31 @@ mod tests {
             crate::report::fixtures::DIGEST
         )));
         assert_ne!(delimiter(), delimiter(), "random per call");
+    }
+
+    #[test]
+    fn up_to_date_and_skipped_are_outputs_of_their_own() {
+        let mut done = outcome();
+        done.outcome = Outcome::AlreadyUpToDate;
+        let text = outputs(&done, "EOF_X");
+        assert!(
+            text.starts_with("commit=\npushed=false\n")
+                && text.contains("\nup_to_date=true\nskipped=\nimages<<"),
+            "{text}"
+        );
+        done.outcome = Outcome::Skipped {
+            older: crate::ordering::Older {
+                image: "reg/app".into(),
+                deployed: "v2".into(),
+                wanted: "v1".into(),
+                reason: "version v1 is older than v2".into(),
+            },
+        };
+        let text = outputs(&done, "EOF_X");
+        assert!(
+            text.contains("\nup_to_date=false\nskipped=older\nimages<<"),
+            "{text}"
+        );
     }
 
     #[test]

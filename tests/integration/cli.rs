@@ -78,6 +78,48 @@ fn the_readme_example_plans_offline() {
         .stdout_has("promote(dev): tomoda-backend 0a1b2c3 -> 4d5e6f7");
 }
 
+/// The README's quick-start command, as a newcomer pastes it: the arguments after
+/// `cargo run --` on the line under "# 1.".
+fn readme_quick_start_args() -> Vec<String> {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let quick_start = &readme[readme
+        .find("## Quick start")
+        .expect("a Quick start section")..];
+    let line = quick_start
+        .lines()
+        .find_map(|l| l.strip_prefix("cargo run -- "))
+        .expect("a `cargo run -- ` line in the quick start");
+    line.split_whitespace().map(String::from).collect()
+}
+
+#[test]
+fn the_readme_quick_start_prints_the_plan_and_no_line_a_newcomer_cannot_act_on() {
+    let args = readme_quick_start_args();
+    assert!(args.iter().any(|a| a == "--dry-run"), "{args:?}");
+    // Run from the tool's own clone (a git checkout that is not the app's), with no
+    // PROMOTE_* variable and nothing but the README's words.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut command = std::process::Command::new(BIN);
+    command.current_dir(root).env_clear().args(&args);
+    for keep in ["PATH", "HOME", "SSL_CERT_FILE"] {
+        if let Some(v) = std::env::var_os(keep) {
+            command.env(keep, v);
+        }
+    }
+    let done = Done::from(command.output().unwrap());
+    done.ok()
+        .stdout_has("+++ b/k8s/apps/tomoda/overlays/dev/kustomization.yaml")
+        .stdout_has("plan only: nothing was committed or pushed");
+    for line in done.stderr.lines() {
+        assert!(
+            line.trim_start().starts_with("INFO environment dev:"),
+            "a line the quick start should not print: {line}\n{}",
+            done.stderr
+        );
+    }
+}
+
 #[test]
 fn a_plain_directory_cannot_be_pushed_to() {
     run_example(&[])
@@ -178,6 +220,18 @@ fn on_github_actions_outputs_summary_annotations_and_a_folded_diff_are_written()
             "commit={head}\npushed=true\nenvironment=dev\nchanges<<ghadelimiter_"
         )),
         "{written}"
+    );
+    assert!(
+        written.contains("\nup_to_date=false\nskipped=\n"),
+        "{written}"
+    );
+    std::fs::remove_file(&output).unwrap();
+    github(Run::tomoda(&devops)).run().ok();
+    let rerun = std::fs::read_to_string(&output).unwrap();
+    assert!(
+        rerun.starts_with("commit=\npushed=false\n")
+            && rerun.contains("\nup_to_date=true\nskipped=\n"),
+        "{rerun}"
     );
     let json_line = written.lines().nth(4).unwrap();
     let changes: serde_json::Value = serde_json::from_str(json_line).unwrap();

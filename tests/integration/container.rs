@@ -67,7 +67,8 @@ impl Container {
         self
     }
 
-    /// An entry of action.yml's `runs.env`; the token the runner masks goes as a secret.
+    /// An entry of the env action.yml gives its promote step; the token the runner masks goes
+    /// as a secret.
     fn action_env(self, key: &str, value: &str) -> Container {
         if key == "GIT_TOKEN" || key == "ARGOCD_AUTH_TOKEN" {
             self.secret_env(key, value)
@@ -199,7 +200,7 @@ fn the_env_of_action_yml_drives_a_promotion_with_a_config() {
     let ws = workspace(&devops);
     let commands = runner_file_commands();
     let mut container = github_runner(ws.path(), commands.path(), SHA);
-    for (key, value) in action_env(&[("config", "promote.yaml")]) {
+    for (key, value) in action_env(&[("config", "promote.yaml"), ("verify", "false")]) {
         container = container.action_env(&key, &value);
     }
     container.run(&image, &[]).ok().never_shows(TOKEN);
@@ -219,6 +220,7 @@ fn the_env_of_action_yml_drives_a_promotion_without_a_config() {
         ("repo", &devops.url()),
         ("overlay", "k8s/apps/tomoda/overlays/dev"),
         ("images", &images),
+        ("verify", "false"),
     ]) {
         container = container.action_env(&key, &value);
     }
@@ -532,33 +534,7 @@ fn github_runner(workspace: &Path, file_commands: &Path, sha: &str) -> Container
         .env("GITHUB_STEP_SUMMARY", "/github/file_commands/step_summary")
 }
 
-/// The environment a GitHub runner gives the action's container: `runs.env` of action.yml
-/// with each `${{ inputs.NAME }}` replaced by the input, or its default, or ''.
+/// The environment action.yml gives the binary, the token being the test's.
 fn action_env(inputs: &[(&str, &str)]) -> Vec<(String, String)> {
-    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("action.yml"))
-        .expect("action.yml at the repository root");
-    let action = &YamlLoader::load_from_str(&text).expect("action.yml is YAML")[0];
-    let runs_env = action["runs"]["env"].as_hash().expect("runs.env");
-    runs_env
-        .iter()
-        .map(|(key, value)| {
-            let key = key.as_str().unwrap().to_string();
-            let expr = value.as_str().unwrap().trim();
-            let input = expr
-                .strip_prefix("${{ inputs.")
-                .and_then(|rest| rest.strip_suffix(" }}"))
-                .unwrap_or_else(|| panic!("{key}: {expr} is not an input"));
-            let given = inputs.iter().find(|(name, _)| *name == input);
-            let value = match given {
-                Some((_, value)) => value.to_string(),
-                None => match &action["inputs"][input]["default"] {
-                    // `${{ github.token }}`: the workflow's token, here the test's.
-                    Yaml::String(d) if d.contains("github.token") => TOKEN.to_string(),
-                    Yaml::String(d) => d.clone(),
-                    _ => String::new(),
-                },
-            };
-            (key, value)
-        })
-        .collect()
+    crate::action::action_env(inputs, TOKEN)
 }

@@ -131,7 +131,11 @@ fn run(args: &[String]) -> Done {
 fn every_example_plans_its_change_offline_as_its_readme_says() {
     for example in examples() {
         let args = readme_command(&example);
-        assert!(args.contains(&"--plan".to_string()), "{}", example.dir);
+        assert!(
+            args.iter().any(|a| a == "--plan" || a == "--dry-run"),
+            "{}",
+            example.dir
+        );
         let done = run(&args);
         done.ok();
         let diff = done

@@ -8,6 +8,7 @@ mod dsl;
 mod git_server;
 mod proxy;
 
+mod action;
 mod argocd;
 mod bench;
 mod cli;
