@@ -70,7 +70,10 @@ impl DevopsBranch for GitBranch {
     }
 
     fn lookup(&self, head: &str, path: &str) -> Result<Entry> {
-        Ok(self.workspace.lookup(oid(head)?, path))
+        let entry = self.workspace.lookup(oid(head)?, path);
+        // A blob a partial fetch left out is fetched on demand; its failure is an error.
+        self.workspace.check_reads()?;
+        Ok(entry)
     }
 
     fn commit(

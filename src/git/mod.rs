@@ -5,10 +5,11 @@
 //! and index updated when that branch is checked out.
 
 pub mod http;
+mod partial;
 
 pub use http::HttpTransport;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::path::{Path, PathBuf};
 
 use git2::{
@@ -17,6 +18,7 @@ use git2::{
 };
 
 use self::http::Failed;
+use self::partial::Pushed;
 use crate::error::{Error, Result, Retry};
 use crate::overlay::Entry;
 use crate::plan::Identity;
@@ -34,6 +36,13 @@ pub struct Workspace {
     display: String,
     shallow: bool,
     target: Target,
+    /// Whether the server offers partial fetch (see `partial.rs`), asked once, at the
+    /// first fetch over http(s).
+    partial: Cell<Option<bool>>,
+    /// A read that had to fetch an object and failed: see [`Workspace::check_reads`].
+    read_failure: RefCell<Option<Error>>,
+    /// The files the last commit changed, whose new trees and blobs a partial push sends.
+    changed: RefCell<Vec<String>>,
 }
 
 /// Where a commit goes.
@@ -84,7 +93,11 @@ impl Workspace {
             .prefix("tomoda-promote-")
             .tempdir()
             .map_err(|e| Error::local(format!("cannot create a temporary directory: {e}")))?;
-        let repo = Repository::init_bare(dir.path()).map_err(|e| {
+        // No template (hooks, description): libgit2 runs none, and copying them is I/O
+        // at every start.
+        let mut init = git2::RepositoryInitOptions::new();
+        init.bare(true).external_template(false);
+        let repo = Repository::init_opts(dir.path(), &init).map_err(|e| {
             Error::local(format!(
                 "cannot create a scratch repository: {}",
                 e.message()
@@ -111,7 +124,107 @@ impl Workspace {
             display: location.display(),
             shallow,
             target,
+            partial: Cell::new(None),
+            read_failure: RefCell::new(None),
+            changed: RefCell::new(Vec::new()),
         })
+    }
+
+    fn partial_remote(&self) -> partial::Remote<'_> {
+        partial::Remote {
+            transport: &self.transport,
+            url: &self.remote,
+            agent: concat!("tomoda-promote/", env!("CARGO_PKG_VERSION")),
+        }
+    }
+
+    /// Fetches read objects only when the remote is http(s) and its server offers it.
+    fn partial(&self, branch: &str) -> Result<bool> {
+        if !self.shallow {
+            return Ok(false);
+        }
+        if let Some(known) = self.partial.get() {
+            return Ok(known);
+        }
+        let offered = self
+            .partial_remote()
+            .offers_partial_fetch()
+            .map_err(|e| self.remote_error(&format!("fetching branch {branch} failed"), e))?;
+        tracing::debug!(partial_fetch = offered, "server capabilities");
+        self.partial.set(Some(offered));
+        Ok(offered)
+    }
+
+    /// The branch's tip commit with its root tree only; a retry fetches nothing when the
+    /// tip did not move, and otherwise the new commit and root tree.
+    fn fetch_partial(&self, branch: &str) -> Result<Oid> {
+        let remote = self.partial_remote();
+        let what = || format!("fetching branch {branch} failed");
+        let tip = remote
+            .branch_tip(branch)
+            .map_err(|e| self.remote_error(&what(), e))?
+            .ok_or_else(|| self.missing_branch(branch))?;
+        if !self.has(tip) {
+            remote
+                .fetch(&self.repo, &[tip], true)
+                .map_err(|e| self.remote_error(&what(), e))?;
+        }
+        self.repo
+            .reference(&format!("refs/remotes/origin/{branch}"), tip, true, "fetch")
+            .map_err(|e| {
+                Error::local(format!(
+                    "cannot record the fetched tip in the scratch repository: {}",
+                    e.message()
+                ))
+            })?;
+        Ok(tip)
+    }
+
+    fn has(&self, id: Oid) -> bool {
+        self.repo.odb().is_ok_and(|odb| odb.exists(id))
+    }
+
+    /// Fetches, in a partial workspace, what reading `path` of `commit` needs that is not
+    /// here yet: each tree on the way and the file (a tree comes with its files).
+    fn fetch_path(&self, commit: Oid, path: &str) -> Result<()> {
+        let fail = |e: git2::Error| {
+            Error::local(format!(
+                "cannot read the fetched objects in the scratch repository: {}",
+                e.message()
+            ))
+        };
+        let mut tree = self.repo.find_commit(commit).map_err(fail)?.tree_id();
+        for name in path.split('/').filter(|n| !n.is_empty() && *n != ".") {
+            let (id, kind) = {
+                let current = self.repo.find_tree(tree).map_err(fail)?;
+                let Some(entry) = current.get_name(name) else {
+                    return Ok(());
+                };
+                (entry.id(), entry.kind())
+            };
+            if !matches!(kind, Some(ObjectType::Tree | ObjectType::Blob)) {
+                return Ok(());
+            }
+            if !self.has(id) {
+                self.partial_remote()
+                    .fetch(&self.repo, &[id], false)
+                    .map_err(|e| self.remote_error(&format!("fetching {path} failed"), e))?;
+            }
+            if kind != Some(ObjectType::Tree) {
+                return Ok(());
+            }
+            tree = id;
+        }
+        Ok(())
+    }
+
+    /// The failure of a fetch that a [`Workspace::lookup`] needed, which it could only
+    /// report as a missing file: call it after the lookups, before judging what they found.
+    pub fn check_reads(&self) -> Result<()> {
+        match self.read_failure.borrow_mut().take() {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
     }
 
     /// The transport's own hint and retry decision when the failure was an HTTP one;
@@ -147,11 +260,16 @@ impl Workspace {
 
     /// Fetches the branch's tip (depth 1 over HTTP) and returns its commit.
     pub fn fetch(&self, branch: &str) -> Result<Oid> {
+        if self.partial(branch)? {
+            return self.fetch_partial(branch);
+        }
         self.fetch_deep(branch, 1)
     }
 
     /// Fetches the branch `depth` commits deep over HTTP (a local path: all of it); a
-    /// later call with a larger depth deepens what is here.
+    /// later call with a larger depth deepens what is here. Always libgit2's fetch of
+    /// whole trees: history readers use it on a workspace of their own, never mixed with
+    /// [`Workspace::fetch`]'s partial fetch.
     pub fn fetch_deep(&self, branch: &str, depth: i32) -> Result<Oid> {
         let tracking = format!("refs/remotes/origin/{branch}");
         let mut remote = self.anonymous_remote()?;
@@ -253,6 +371,12 @@ impl Workspace {
 
     /// What `path` is in the commit's tree.
     pub fn lookup(&self, commit: Oid, path: &str) -> Entry {
+        if self.partial.get() == Some(true)
+            && let Err(error) = self.fetch_path(commit, path)
+        {
+            self.read_failure.borrow_mut().get_or_insert(error);
+            return Entry::Missing;
+        }
         let Ok(tree) = self.repo.find_commit(commit).and_then(|c| c.tree()) else {
             return Entry::Missing;
         };
@@ -287,6 +411,14 @@ impl Workspace {
                 e.message()
             ))
         };
+        // A read that failed to fetch must not become a commit built on a "missing" file.
+        self.check_reads()?;
+        if self.partial.get() == Some(true) {
+            for (path, _) in files {
+                self.fetch_path(parent, path)?;
+            }
+            *self.changed.borrow_mut() = files.iter().map(|(p, _)| (*p).to_string()).collect();
+        }
         let parent = self
             .repo
             .find_commit(parent)
@@ -331,6 +463,9 @@ impl Workspace {
     pub fn push(&self, branch: &str) -> Result<PushOutcome> {
         if let Target::Checkout(dir) = &self.target {
             return self.commit_into(dir, branch);
+        }
+        if self.partial.get() == Some(true) {
+            return self.push_partial(branch);
         }
         let refused: RefCell<Option<String>> = RefCell::new(None);
         let progress: RefCell<Vec<u8>> = RefCell::new(Vec::new());
@@ -380,6 +515,55 @@ impl Workspace {
 }
 
 impl Workspace {
+    /// Pushes the last commit with only what it adds: itself, the trees on the changed
+    /// paths and the changed files.
+    fn push_partial(&self, branch: &str) -> Result<PushOutcome> {
+        let fail = |e: git2::Error| {
+            Error::local(format!(
+                "cannot read the new commit in the scratch repository: {}",
+                e.message()
+            ))
+        };
+        let commit = self
+            .repo
+            .find_reference(LOCAL_REF)
+            .and_then(|r| r.peel_to_commit())
+            .map_err(fail)?;
+        let parent = commit.parent(0).map_err(fail)?;
+        let mut objects = vec![commit.id()];
+        for path in self.changed.borrow().iter() {
+            let old = path_ids(&self.repo, parent.tree_id(), path);
+            for (depth, id) in path_ids(&self.repo, commit.tree_id(), path)
+                .into_iter()
+                .enumerate()
+            {
+                if old.get(depth) != Some(&id) && !objects.contains(&id) {
+                    objects.push(id);
+                }
+            }
+        }
+        let pushed = self
+            .partial_remote()
+            .push(&self.repo, branch, parent.id(), commit.id(), &objects)
+            .map_err(|e| self.remote_error(&format!("pushing to branch {branch} failed"), e))?;
+        Ok(match pushed {
+            Pushed::Ok => PushOutcome::Pushed,
+            Pushed::Moved => PushOutcome::Rejected(Refusal {
+                reason: "the branch moved (non-fast-forward)".into(),
+                not_fast_forward: true,
+                server_said: Vec::new(),
+            }),
+            Pushed::Refused {
+                reason,
+                server_said,
+            } => PushOutcome::Rejected(Refusal {
+                reason,
+                not_fast_forward: false,
+                server_said: remote_lines(&server_said),
+            }),
+        })
+    }
+
     /// "Pushes" the last commit into a local repository with a work tree, as `git commit`
     /// would have made it there. The branch is locked as git locks it (`<branch>.lock`)
     /// from the first check to its update, so neither git nor another promotion can move
@@ -609,6 +793,28 @@ fn refuse_if_dirty(repo: &Repository, dir: &str, branch: &str) -> Result<()> {
         ),
         hint,
     ))
+}
+
+/// The ids of the trees from `tree` down along `path`, then of the file, as far as they
+/// exist.
+fn path_ids(repo: &Repository, tree: Oid, path: &str) -> Vec<Oid> {
+    let mut ids = vec![tree];
+    let mut current = tree;
+    for name in path.split('/').filter(|n| !n.is_empty()) {
+        let Some((id, kind)) = repo
+            .find_tree(current)
+            .ok()
+            .and_then(|t| t.get_name(name).map(|e| (e.id(), e.kind())))
+        else {
+            break;
+        };
+        ids.push(id);
+        if kind != Some(ObjectType::Tree) {
+            break;
+        }
+        current = id;
+    }
+    ids
 }
 
 /// Copies the commit and what it needs that `to` lacks (its new trees and blobs) from

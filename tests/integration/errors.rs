@@ -297,9 +297,10 @@ fn a_repository_not_found_is_told_in_exactly_these_words() {
 #[test]
 fn a_network_failure_while_listing_branches_is_not_an_empty_repository() {
     let devops = Devops::tomoda();
-    // The fetch of the missing branch passes; listing the branches to explain it fails.
+    // The capabilities request and the fetch of the missing branch pass; listing the
+    // branches to explain it fails.
     let proxy = Proxy::start(devops.server.addr(), |request| {
-        if request.index >= 2 {
+        if request.index >= 3 {
             Fault::status("403 Forbidden")
         } else {
             Fault::Forward

@@ -11,7 +11,10 @@
 //!
 //! Design, kept simple on purpose (repositories in tests are small):
 //! - one thread accepts; one thread per connection; one request per
-//!   connection, answered with `Connection: close`;
+//!   connection, answered with `Connection: close` (or, after
+//!   [`GitServer::keep_alive`], as many as the client sends, as a forge serves);
+//! - TCP_NODELAY, as nginx sets it: the head and the body go out in two writes,
+//!   and with Nagle on the body would wait ~40 ms for the client's delayed ACK;
 //! - request bodies (`Content-Length` or `Transfer-Encoding: chunked`) are
 //!   read whole, de-chunked, and piped to the CGI; a gzip
 //!   `Content-Encoding` is passed on as `HTTP_CONTENT_ENCODING` and inflated
@@ -29,7 +32,7 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -56,6 +59,12 @@ pub struct GitServer {
     hook: Arc<Mutex<Option<Hook>>>,
     stop: Arc<AtomicBool>,
     log: Arc<Mutex<Vec<String>>>,
+    /// Response bytes (heads and bodies) written to clients.
+    sent: Arc<AtomicU64>,
+    /// Connections accepted.
+    connections: Arc<AtomicU64>,
+    keep_alive: Arc<AtomicBool>,
+    allow_filter: Arc<AtomicBool>,
     accept_thread: Option<JoinHandle<()>>,
     /// With [`GitServer::start_tls`]: the HTTPS address and its accept thread.
     tls: Option<(SocketAddr, JoinHandle<()>)>,
@@ -120,6 +129,29 @@ impl GitServer {
         server
     }
 
+    /// Keeps connections open for further requests unless the client asks to close,
+    /// as a forge's server does (for the benchmark; tests keep one request per connection).
+    pub fn keep_alive(&self) {
+        self.keep_alive.store(true, Ordering::SeqCst);
+    }
+
+    /// Lets clients fetch with a filter (partial clone), as GitHub and GitLab do, or not:
+    /// `uploadpack.allowFilter`. Off unless TEST_ALLOW_FILTER is set, which runs every
+    /// test through tomoda-promote's partial fetch.
+    pub fn allow_filter(&self, on: bool) {
+        self.allow_filter.store(on, Ordering::SeqCst);
+    }
+
+    /// Response bytes written to clients so far: what they fetched, counted at the server.
+    pub fn bytes_sent(&self) -> u64 {
+        self.sent.load(Ordering::SeqCst)
+    }
+
+    /// Connections accepted so far.
+    pub fn connection_count(&self) -> u64 {
+        self.connections.load(Ordering::SeqCst)
+    }
+
     /// Installs a hook run before each request reaches `git http-backend`.
     pub fn before_request(&self, hook: impl FnMut(&str) + Send + 'static) {
         *self.hook.lock().unwrap_or_else(PoisonError::into_inner) = Some(Box::new(hook));
@@ -163,7 +195,17 @@ impl GitServer {
         let stop = Arc::new(AtomicBool::new(false));
         let log = Arc::new(Mutex::new(Vec::new()));
         let hook: Arc<Mutex<Option<Hook>>> = Arc::new(Mutex::new(None));
+        let sent = Arc::new(AtomicU64::new(0));
+        let connections = Arc::new(AtomicU64::new(0));
+        let keep_alive = Arc::new(AtomicBool::new(false));
+        let allow_filter = Arc::new(AtomicBool::new(
+            std::env::var_os("TEST_ALLOW_FILTER").is_some(),
+        ));
         let config = Arc::new(Config {
+            allow_filter: Arc::clone(&allow_filter),
+            sent: Arc::clone(&sent),
+            connections: Arc::clone(&connections),
+            keep_alive: Arc::clone(&keep_alive),
             hook: Arc::clone(&hook),
             root,
             auth,
@@ -181,6 +223,10 @@ impl GitServer {
             hook,
             stop,
             log,
+            sent,
+            connections,
+            keep_alive,
+            allow_filter,
             accept_thread: Some(accept_thread),
             tls: None,
         }
@@ -225,6 +271,10 @@ struct Config {
     /// Set when the server is dropped.
     stop: Arc<AtomicBool>,
     hook: Arc<Mutex<Option<Hook>>>,
+    sent: Arc<AtomicU64>,
+    connections: Arc<AtomicU64>,
+    keep_alive: Arc<AtomicBool>,
+    allow_filter: Arc<AtomicBool>,
 }
 
 impl Config {
@@ -383,8 +433,10 @@ struct RequestError {
 }
 
 fn handle_connection(stream: &TcpStream, peer: SocketAddr, config: &Config) {
+    config.connections.fetch_add(1, Ordering::SeqCst);
     let setup = stream
         .set_nonblocking(false)
+        .and_then(|()| stream.set_nodelay(true))
         .and_then(|()| stream.set_read_timeout(Some(READ_POLL)))
         .and_then(|()| stream.set_write_timeout(Some(IO_TIMEOUT)));
     if let Err(e) = setup {
@@ -396,23 +448,41 @@ fn handle_connection(stream: &TcpStream, peer: SocketAddr, config: &Config) {
         stop: &config.stop,
         idle_limit: IO_TIMEOUT,
     });
-    let request = match read_request(&mut reader, stream) {
-        Ok(Some(request)) => request,
-        // The client connected and closed without a request.
-        Ok(None) => return,
-        Err(error) => {
-            let line = error.request_line.as_deref().unwrap_or("<no request line>");
-            let code = error.response.as_ref().map_or("closed", Response::code);
-            config.record(format!("{line} -> {code} ({})", error.reason));
-            if let Some(response) = error.response {
-                finish(stream, &mut reader, &response);
+    loop {
+        let request = match read_request(&mut reader, stream) {
+            Ok(Some(request)) => request,
+            // The client connected (or kept the connection) and closed without a request.
+            Ok(None) => return,
+            Err(error) => {
+                let line = error.request_line.as_deref().unwrap_or("<no request line>");
+                let code = error.response.as_ref().map_or("closed", Response::code);
+                config.record(format!("{line} -> {code} ({})", error.reason));
+                if let Some(response) = error.response {
+                    finish(stream, &mut reader, &response, &config.sent);
+                }
+                return;
             }
+        };
+        let keep = config.keep_alive.load(Ordering::SeqCst)
+            && !request
+                .header("Connection")
+                .is_some_and(|v| v.eq_ignore_ascii_case("close"));
+        let response = answer(&request, peer, config);
+        if !keep {
+            finish(stream, &mut reader, &response, &config.sent);
             return;
         }
-    };
+        if let Err(e) = write_response(stream, &response, false, &config.sent) {
+            eprintln!("git server: cannot send the response: {e}");
+            return;
+        }
+    }
+}
 
+/// The answer to one request, recorded in the log.
+fn answer(request: &Request, peer: SocketAddr, config: &Config) -> Response {
     let response = match &config.auth {
-        Some(auth) if !authorized(&request, auth) => {
+        Some(auth) if !authorized(request, auth) => {
             let mut response = Response::plain("401 Unauthorized", "authentication required");
             response.headers.push((
                 "WWW-Authenticate".to_owned(),
@@ -420,7 +490,7 @@ fn handle_connection(stream: &TcpStream, peer: SocketAddr, config: &Config) {
             ));
             response
         }
-        _ => run_cgi(config, &request, peer),
+        _ => run_cgi(config, request, peer),
     };
     config.record(format!(
         "{} {} -> {}",
@@ -428,7 +498,7 @@ fn handle_connection(stream: &TcpStream, peer: SocketAddr, config: &Config) {
         request.target,
         response.code()
     ));
-    finish(stream, &mut reader, &response);
+    response
 }
 
 fn authorized(request: &Request, auth: &Auth) -> bool {
@@ -443,8 +513,8 @@ fn authorized(request: &Request, auth: &Auth) -> bool {
 /// Sends the response, then closes politely: shut down our side and read
 /// what the client still sends until it closes, so that the kernel does not
 /// answer unread data with a reset that could destroy the response.
-fn finish(stream: &TcpStream, reader: &mut ConnReader<'_>, response: &Response) {
-    if let Err(e) = write_response(stream, response) {
+fn finish(stream: &TcpStream, reader: &mut ConnReader<'_>, response: &Response, sent: &AtomicU64) {
+    if let Err(e) = write_response(stream, response, true, sent) {
         eprintln!("git server: cannot send the response: {e}");
         return;
     }
@@ -463,19 +533,26 @@ fn finish(stream: &TcpStream, reader: &mut ConnReader<'_>, response: &Response) 
     }
 }
 
-fn write_response(mut stream: &TcpStream, response: &Response) -> io::Result<()> {
+fn write_response(
+    mut stream: &TcpStream,
+    response: &Response,
+    close: bool,
+    sent: &AtomicU64,
+) -> io::Result<()> {
     let headers: String = response
         .headers
         .iter()
         .map(|(name, value)| format!("{name}: {value}\r\n"))
         .collect();
+    let connection = if close { "Connection: close\r\n" } else { "" };
     let head = format!(
-        "HTTP/1.1 {}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n",
+        "HTTP/1.1 {}\r\n{headers}Content-Length: {}\r\n{connection}\r\n",
         response.status,
         response.body.len()
     );
     stream.write_all(head.as_bytes())?;
     stream.write_all(&response.body)?;
+    sent.fetch_add((head.len() + response.body.len()) as u64, Ordering::SeqCst);
     stream.flush()
 }
 
@@ -724,11 +801,20 @@ fn run_cgi_inner(config: &Config, request: &Request, peer: SocketAddr) -> Result
         // Same as `git -c k=v`: no background `gc --auto` after a push (it
         // could outlive the test and race with its temporary folder), and no
         // "dubious ownership" refusal whoever owns the temporary folders.
-        .env("GIT_CONFIG_COUNT", "2")
+        .env("GIT_CONFIG_COUNT", "3")
         .env("GIT_CONFIG_KEY_0", "receive.autogc")
         .env("GIT_CONFIG_VALUE_0", "false")
         .env("GIT_CONFIG_KEY_1", "safe.directory")
         .env("GIT_CONFIG_VALUE_1", "*")
+        .env("GIT_CONFIG_KEY_2", "uploadpack.allowFilter")
+        .env(
+            "GIT_CONFIG_VALUE_2",
+            if config.allow_filter.load(Ordering::SeqCst) {
+                "true"
+            } else {
+                "false"
+            },
+        )
         .env("GIT_PROJECT_ROOT", &config.root)
         .env("GIT_HTTP_EXPORT_ALL", "1")
         .env("GATEWAY_INTERFACE", "CGI/1.1")

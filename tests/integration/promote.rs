@@ -217,7 +217,12 @@ fn four_promoters_racing_on_one_branch_all_land() {
 /// Another pipeline pushes at an exact moment of our push; ours must be re-applied on
 /// its tip, in a second attempt, and both changes must be on the branch.
 fn race_at(moment: &'static str) {
+    race_at_with(moment, false);
+}
+
+fn race_at_with(moment: &'static str, partial_clone: bool) {
     let devops = std::sync::Arc::new(Devops::tomoda());
+    devops.server.allow_filter(partial_clone);
     let other = std::sync::Arc::clone(&devops);
     let mut fired = false;
     devops.server.before_request(move |request| {
@@ -450,4 +455,60 @@ fn assert_renders(devops: &Devops, overlay: &str, image: &str) {
         &format!("k8s/apps/tomoda/overlays/{overlay}"),
     );
     assert!(rendered.contains(image), "{rendered}");
+}
+
+/// A server that offers partial clone (GitHub, GitLab) is asked only for what the promotion
+/// reads: the tip's commit and root tree, the trees down to the overlay and its file; the
+/// push sends only the new commit, trees and file, and the repository stays whole.
+#[test]
+fn with_partial_clone_only_what_is_read_is_fetched_and_the_repo_stays_whole() {
+    let mut files = tomoda_files();
+    // Other apps' manifests: what a fetch of the whole tree would bring.
+    // Each with a digest-like line that does not compress, as image digests do not.
+    let mut seed = 1u64;
+    let filler: Vec<(String, String)> = (0..200)
+        .map(|n| {
+            let digest: String = (0..4)
+                .map(|_| {
+                    seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                    format!("{seed:016x}")
+                })
+                .collect();
+            (
+                format!("k8s/apps/app{n}/base/deployment.yaml"),
+                format!("kind: Deployment\nmetadata:\n  name: app{n}\n# sha256:{digest}\n"),
+            )
+        })
+        .collect();
+    files.extend(filler.iter().map(|(p, c)| (p.as_str(), c.clone())));
+    let fetched = |partial_clone: bool| {
+        let devops = Devops::with_files(&files);
+        devops.server.allow_filter(partial_clone);
+        let before = devops.server.bytes_sent();
+        Run::tomoda(&devops).sha(SHA).run().ok();
+        assert!(devops.file(DEV).contains(SHA));
+        assert_eq!(devops.commit_count(), 2);
+        git(&devops.bare(), &["fsck", "--strict", "--no-dangling"]);
+        assert_eq!(
+            devops.file("k8s/apps/app7/base/deployment.yaml"),
+            filler[7].1,
+            "the files not read are untouched"
+        );
+        devops.server.bytes_sent() - before
+    };
+    let (partial, whole) = (fetched(true), fetched(false));
+    assert!(
+        partial * 4 < whole,
+        "partial fetch served {partial} bytes, the whole tree {whole}"
+    );
+}
+
+#[test]
+fn with_partial_clone_a_branch_moved_before_our_push_is_refetched_and_retried() {
+    race_at_with("GET /devops.git/info/refs?service=git-receive-pack", true);
+}
+
+#[test]
+fn with_partial_clone_a_branch_moved_mid_push_is_refetched_and_retried() {
+    race_at_with("POST /devops.git/git-receive-pack", true);
 }

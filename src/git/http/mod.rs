@@ -22,7 +22,7 @@ use std::cell::RefCell;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use git2::transport::Transport;
+use git2::transport::{Service, SmartSubtransport, SmartSubtransportStream, Transport};
 use git2::{ErrorClass, ErrorCode};
 use reqwest::blocking::Client;
 
@@ -181,8 +181,30 @@ fn transport_factory(remote: &git2::Remote<'_>) -> Result<Transport, git2::Error
         shared,
         failure,
         redirect: Arc::new(Mutex::new(None)),
+        protocol_v2: false,
     };
     Transport::smart(remote, true, sub)
+}
+
+/// One smart-HTTP request of our own (not libgit2's), with git's protocol version 2 when
+/// `protocol_v2`: the same client, credentials, redirects, messages and retry decisions
+/// as libgit2's requests. Call it inside [`HttpTransport::run`]; write the POST body, then
+/// read the answer.
+pub(crate) fn exchange(
+    url: &str,
+    service: Service,
+    protocol_v2: bool,
+) -> Result<Box<dyn SmartSubtransportStream>, git2::Error> {
+    let (shared, failure) = ACTIVE.with_borrow(Clone::clone).ok_or_else(|| {
+        net_error("internal error: a git HTTP request was made outside HttpTransport::run")
+    })?;
+    HttpSubtransport {
+        shared,
+        failure,
+        redirect: Arc::new(Mutex::new(None)),
+        protocol_v2,
+    }
+    .action(url, service)
 }
 
 fn net_error(message: impl AsRef<str>) -> git2::Error {
@@ -223,7 +245,6 @@ fn git_user_agent(given: &str) -> String {
 mod tests {
     use super::*;
     use crate::error::Retry;
-    use git2::transport::{Service, SmartSubtransport};
     use std::io::{self, BufRead, Read, Write};
     use std::net::TcpListener;
     use std::thread;
@@ -301,6 +322,7 @@ mod tests {
             shared: Arc::new(Shared { client, settings }),
             failure: FailureSlot::default(),
             redirect: Arc::new(Mutex::new(None)),
+            protocol_v2: false,
         }
     }
 

@@ -32,6 +32,9 @@ pub(super) struct HttpSubtransport {
     pub(super) shared: Arc<Shared>,
     pub(super) failure: FailureSlot,
     pub(super) redirect: Arc<Mutex<Option<Redirect>>>,
+    /// Ask for git's protocol version 2 (the `Git-Protocol` header): set for the requests
+    /// of [`super::exchange`], never for libgit2, which speaks version 0.
+    pub(super) protocol_v2: bool,
 }
 
 /// The `info/refs` request for `from` ended at base `to`.
@@ -96,6 +99,7 @@ impl SmartSubtransport for HttpSubtransport {
             base,
             auth,
             auth_state,
+            protocol_v2: self.protocol_v2,
             body: Vec::new(),
             sent: false,
             response: None,
@@ -124,6 +128,7 @@ struct HttpStream {
     base: Url,
     auth: Option<Credentials>,
     auth_state: AuthState,
+    protocol_v2: bool,
     body: Vec<u8>,
     sent: bool,
     response: Option<Response>,
@@ -247,6 +252,11 @@ impl HttpStream {
     ) -> io::Result<Response> {
         let settings = &self.shared.settings;
         let request = request.timeout(settings.timeout);
+        let request = if self.protocol_v2 {
+            request.header("Git-Protocol", "version=2")
+        } else {
+            request
+        };
         let request = match auth {
             Some(a) => request.basic_auth(&a.username, Some(&a.password)),
             None => request,
