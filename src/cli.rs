@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::builder::BoolishValueParser;
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 
+use crate::config::CommitVia;
 use crate::config::parse_duration;
 use crate::error::{Error, Result};
 use crate::plan::Flags;
@@ -113,6 +114,15 @@ pub struct TokenSource {
     pub value: Option<String>,
     pub file: Option<PathBuf>,
     pub username: String,
+    /// `--github-app-id`: mint an installation token instead of reading one.
+    pub github_app_id: Option<String>,
+    /// `--github-app-key-file`: the App's private key (PEM).
+    pub github_app_key_file: Option<PathBuf>,
+    /// `GITHUB_APP_PRIVATE_KEY`: the App's private key itself (PEM); a secret.
+    pub github_app_key: Option<String>,
+    /// `--cloudbuild-repository`: a Cloud Build 2nd-gen repository resource, whose
+    /// connection hands out a read-write token.
+    pub cloudbuild_repository: Option<String>,
 }
 
 impl std::fmt::Debug for TokenSource {
@@ -121,6 +131,13 @@ impl std::fmt::Debug for TokenSource {
             .field("value", &self.value.as_ref().map(|_| "***"))
             .field("file", &self.file)
             .field("username", &self.username)
+            .field("github_app_id", &self.github_app_id)
+            .field("github_app_key_file", &self.github_app_key_file)
+            .field(
+                "github_app_key",
+                &self.github_app_key.as_ref().map(|_| "***"),
+            )
+            .field("cloudbuild_repository", &self.cloudbuild_repository)
             .finish()
     }
 }
@@ -188,6 +205,10 @@ impl From<Cli> for Args {
                 images: cli.images,
                 sets: cli.sets,
                 author: cli.author,
+                commit_via: cli.commit_via.map(|c| match c {
+                    CommitViaArg::Git => CommitVia::Git,
+                    CommitViaArg::Api => CommitVia::Api,
+                }),
                 argocd_server: cli.argocd_server,
                 argocd_app: cli.argocd_app,
                 wait: cli.wait_timeout.or(cli.wait),
@@ -199,6 +220,10 @@ impl From<Cli> for Args {
                 value: cli.git_token,
                 file: cli.git_token_file,
                 username: cli.git_username,
+                github_app_id: cli.github_app_id,
+                github_app_key_file: cli.github_app_key_file,
+                github_app_key: cli.github_app_private_key,
+                cloudbuild_repository: cli.cloudbuild_repository,
             },
             allow_downgrade: cli.allow_downgrade,
             source_repo: cli.source_repo,
@@ -234,6 +259,14 @@ pub fn print_generated(what: Generate) -> Result<()> {
 enum OutputFormat {
     Text,
     Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum CommitViaArg {
+    /// Push over git (HTTPS)
+    Git,
+    /// The forge's API: GitHub signs the commit (Verified); nothing is cloned
+    Api,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -343,7 +376,11 @@ EXIT CODES:\n  0  promoted, already up to date, skipped, or plan printed\n  \
 2  usage, config or input error (nothing was pushed)\n  \
 1  anything else: network, authentication, push still refused after the last attempt\n\n\
 AUTHENTICATION:\n  GIT_TOKEN (or --git-token-file) is sent as HTTP basic auth with user GIT_USERNAME \
-(default x-access-token, as GitHub App tokens use). It never appears in any output."
+(default x-access-token, as GitHub App tokens use). It never appears in any output.\n  \
+Without a stored token: --github-app-id with --github-app-key-file (or GITHUB_APP_PRIVATE_KEY) \
+mints a one-hour GitHub App token for the devops repository; --cloudbuild-repository takes \
+the read-write token of a Cloud Build 2nd-gen repository connection.\n  \
+--commit-via api commits through the forge's API (GitHub signs the commit) instead of git."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -452,6 +489,36 @@ struct Cli {
         value_name = "NAME"
     )]
     git_username: String,
+
+    /// How the commit reaches the branch: a git push, or the forge's API (overrides
+    /// promote.yaml's `commit_via:`) [default: git]
+    #[arg(long, env = "PROMOTE_COMMIT_VIA", value_enum, value_name = "HOW")]
+    commit_via: Option<CommitViaArg>,
+
+    /// Mint a one-hour GitHub App installation token for the devops repository instead of
+    /// reading GIT_TOKEN (with --github-app-key-file or GITHUB_APP_PRIVATE_KEY)
+    #[arg(long, env = "GITHUB_APP_ID", value_name = "ID")]
+    github_app_id: Option<String>,
+
+    /// The GitHub App's private key (PEM, PKCS#1 or PKCS#8)
+    #[arg(long, env = "GITHUB_APP_KEY_FILE", value_name = "FILE")]
+    github_app_key_file: Option<PathBuf>,
+
+    /// The GitHub App's private key itself (PEM); prefer the environment variable
+    #[arg(
+        long,
+        env = "GITHUB_APP_PRIVATE_KEY",
+        hide_env_values = true,
+        // A PEM begins with `-----BEGIN`.
+        allow_hyphen_values = true,
+        value_name = "PEM"
+    )]
+    github_app_private_key: Option<String>,
+
+    /// Take the token from a Cloud Build 2nd-gen repository connection:
+    /// projects/P/locations/L/connections/C/repositories/R (no stored secret)
+    #[arg(long, env = "PROMOTE_CLOUDBUILD_REPOSITORY", value_name = "NAME")]
+    cloudbuild_repository: Option<String>,
 
     /// Promote even when the new tag is older than the deployed one (a deliberate rollback)
     #[arg(long, env = "PROMOTE_ALLOW_DOWNGRADE")]
@@ -609,6 +676,27 @@ mod tests {
         assert!(!format!("{args:?}").contains("s3cret"));
         let off = Args::try_parse_from(["tomoda-promote", "--no-verify"]).unwrap();
         assert!(!off.registry.verify);
+    }
+
+    #[test]
+    fn forge_and_token_flags() {
+        let args = Args::try_parse_from([
+            "tomoda-promote",
+            "--commit-via",
+            "api",
+            "--github-app-id",
+            "42",
+            "--github-app-private-key",
+            "-----BEGIN RSA PRIVATE KEY-----secret",
+            "--cloudbuild-repository",
+            "projects/p/locations/l/connections/c/repositories/r",
+        ])
+        .unwrap();
+        assert_eq!(args.flags.commit_via, Some(CommitVia::Api));
+        assert_eq!(args.token.github_app_id.as_deref(), Some("42"));
+        assert!(!format!("{args:?}").contains("secret"));
+        let default = Args::try_parse_from(["tomoda-promote"]).unwrap();
+        assert_eq!(default.flags.commit_via, None);
     }
 
     #[test]

@@ -25,8 +25,14 @@ const MAX_DEPTH: usize = 4096;
 
 pub fn run(args: &Args) -> Result<()> {
     let cwd = inputs::current_dir()?;
-    let token = inputs::read_token(&args.token)?;
+    inputs::read_token(&args.token)?;
     let place = inputs::place(args, &cwd)?;
+    let token = crate::token::for_run(
+        &args.token,
+        place.forge.as_ref(),
+        &place.repo.display(),
+        args.timeout,
+    )?;
     let transport =
         HttpTransport::for_repo(&place.repo, token, &args.token.username, args.timeout)?;
     match &args.action {
@@ -60,13 +66,13 @@ pub fn run(args: &Args) -> Result<()> {
         }
         Action::Hold { reason } => {
             let environment = required_env(args, "hold")?;
-            let committed = set_hold(args, &place, transport, environment, Some(reason))?;
+            let committed = set_hold(args, &place, &transport, environment, Some(reason))?;
             report::hold_result(&format!("hold {environment}"), &committed, args.output);
             Ok(())
         }
         Action::Unhold => {
             let environment = required_env(args, "unhold")?;
-            let committed = set_hold(args, &place, transport, environment, None)?;
+            let committed = set_hold(args, &place, &transport, environment, None)?;
             report::hold_result(&format!("unhold {environment}"), &committed, args.output);
             Ok(())
         }
@@ -138,7 +144,12 @@ fn deploy(
 
 /// Git over http(s) to the plan's repository, as the promotion had it.
 fn transport_for(plan: &Plan, args: &Args) -> Result<HttpTransport> {
-    let token = inputs::read_token(&args.token)?;
+    let token = crate::token::for_run(
+        &args.token,
+        plan.forge.as_ref(),
+        &plan.repo.display(),
+        args.timeout,
+    )?;
     HttpTransport::for_repo(&plan.repo, token, &args.token.username, args.timeout)
 }
 
@@ -317,6 +328,8 @@ fn rollback(
         targets,
         context,
         author: place.author.clone(),
+        commit_via: place.commit_via,
+        forge: place.forge.clone(),
         digests: Vec::new(),
         argocd: place.argocd.clone(),
         holds_file: place.holds_file.clone(),
@@ -330,7 +343,7 @@ fn rollback(
                 dry_run: args.dry_run,
                 allow_downgrade: true,
                 history: &history,
-                transport: transport.clone(),
+                access: commit_access(place, args, transport)?,
                 purpose: Purpose::Rollback {
                     of: records[..undo].iter().map(|r| r.commit.clone()).collect(),
                 },
@@ -349,7 +362,7 @@ fn rollback(
             },
             str::to_string,
         );
-        let committed = set_hold(args, place, transport.clone(), env, Some(&reason))?;
+        let committed = set_hold(args, place, transport, env, Some(&reason))?;
         // stdout carries one JSON object, the rollback's; the hold goes to the log there.
         match args.output {
             report::Format::Text => {
@@ -365,7 +378,7 @@ fn rollback(
 fn set_hold(
     args: &Args,
     place: &Place,
-    transport: HttpTransport,
+    transport: &HttpTransport,
     environment: &str,
     reason: Option<&str>,
 ) -> Result<Committed> {
@@ -414,7 +427,7 @@ fn set_hold(
         dry_run: args.dry_run,
         allow_downgrade: false,
         history: &NoHistory,
-        transport,
+        access: commit_access(place, args, transport)?,
         purpose: Purpose::Promote,
     };
     promote::commit_files(
@@ -423,6 +436,28 @@ fn set_hold(
         &place.author,
         &settings,
         compose,
+    )
+}
+
+/// How a rollback or hold commit reaches the branch: as `commit_via` says (history itself
+/// is always read through git).
+fn commit_access(place: &Place, args: &Args, transport: &HttpTransport) -> Result<promote::Access> {
+    if place.commit_via == crate::config::CommitVia::Git {
+        return Ok(promote::Access::Git(transport.clone()));
+    }
+    let token = crate::token::for_run(
+        &args.token,
+        place.forge.as_ref(),
+        &place.repo.display(),
+        args.timeout,
+    )?;
+    promote::Access::open(
+        &place.repo,
+        place.commit_via,
+        place.forge.as_ref(),
+        token,
+        &args.token.username,
+        args.timeout,
     )
 }
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 use regex_lite::Regex;
 
 use crate::error::{Error, Result};
+use crate::repo::Forge;
 use crate::values::KeyPath;
 use crate::yaml::tree::{self, Map, Node};
 
@@ -17,6 +18,7 @@ pub struct Config {
     pub repo: Option<String>,
     pub branch: Option<String>,
     pub author: Option<String>,
+    pub delivery: Delivery,
     /// Where holds are kept in the devops repo (`.promote/holds.yaml` unless moved).
     pub holds_file: Option<String>,
     pub environments: Vec<Environment>,
@@ -32,6 +34,33 @@ pub struct ArgoCd {
     pub wait: Option<Duration>,
 }
 
+/// How a commit reaches the branch, and through which forge: given at the top level or
+/// per environment (which wins).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Delivery {
+    pub commit_via: Option<CommitVia>,
+    pub forge: Option<Forge>,
+    /// The forge's API base URL (GitHub Enterprise Server, self-managed GitLab).
+    pub api_url: Option<String>,
+}
+
+/// `commit_via:`: a git push, or the forge's API (signed commits, no clone).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum CommitVia {
+    #[default]
+    Git,
+    Api,
+}
+
+impl CommitVia {
+    pub fn name(self) -> &'static str {
+        match self {
+            CommitVia::Git => "git",
+            CommitVia::Api => "api",
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Environment {
     pub name: String,
@@ -40,6 +69,7 @@ pub struct Environment {
     /// Another repository or branch than the top level's (prod kept apart from dev).
     pub repo: Option<String>,
     pub branch: Option<String>,
+    pub delivery: Delivery,
     /// A Kustomize overlay and the images set in it; `None` when only `files:` are given.
     pub overlay: Option<String>,
     pub images: Vec<ImageRule>,
@@ -259,9 +289,28 @@ fn placeholder_hint() -> String {
     format!("placeholders are {}", names.join(", "))
 }
 
-const TOP_KEYS: [&str; 5] = ["repo", "branch", "author", "holds_file", "environments"];
-const ENV_KEYS: [&str; 8] = [
-    "when", "overlay", "images", "files", "repo", "branch", "pin", "argocd",
+const TOP_KEYS: [&str; 8] = [
+    "repo",
+    "branch",
+    "author",
+    "holds_file",
+    "commit_via",
+    "forge",
+    "api_url",
+    "environments",
+];
+const ENV_KEYS: [&str; 11] = [
+    "when",
+    "overlay",
+    "images",
+    "files",
+    "repo",
+    "branch",
+    "pin",
+    "argocd",
+    "commit_via",
+    "forge",
+    "api_url",
 ];
 const ARGOCD_KEYS: [&str; 3] = ["server", "app", "wait"];
 const FILE_KEYS: [&str; 4] = ["path", "set", "images", "image"];
@@ -333,6 +382,7 @@ impl Config {
             repo: reader.opt_string(top, "repo")?,
             branch: reader.opt_string(top, "branch")?,
             author: reader.opt_string(top, "author")?,
+            delivery: reader.delivery(top)?,
             holds_file: reader.opt_string(top, "holds_file")?,
             environments,
         })
@@ -396,6 +446,46 @@ impl Reader<'_> {
 
     fn opt_string(&self, map: &Map, key: &str) -> Result<Option<String>> {
         map.get(key).map(|(_, v)| self.string(v)).transpose()
+    }
+
+    /// `commit_via:`, `forge:` and `api_url:` of one mapping.
+    fn delivery(&self, map: &Map) -> Result<Delivery> {
+        let choice = |key: &str, allowed: &[&str]| -> Result<Option<(String, usize)>> {
+            let Some((_, node)) = map.get(key) else {
+                return Ok(None);
+            };
+            let value = self.string(node)?;
+            if !allowed.contains(&value.as_str()) {
+                return Err(Error::input(
+                    self.file,
+                    Some(node.line()),
+                    format!("`{key}: {value}` is not one of {}", allowed.join(", ")),
+                    format!("write `{key}:` as one of {}", allowed.join(", ")),
+                ));
+            }
+            Ok(Some((value, node.line())))
+        };
+        let commit_via = choice("commit_via", &["git", "api"])?.map(|(v, _)| match v.as_str() {
+            "api" => CommitVia::Api,
+            _ => CommitVia::Git,
+        });
+        let forge = choice("forge", &Forge::NAMES)?.and_then(|(v, _)| Forge::from_name(&v));
+        let api_url = self.opt_string(map, "api_url")?;
+        if let (Some(url), Some((_, node))) = (&api_url, map.get("api_url"))
+            && !(url.starts_with("https://") || url.starts_with("http://"))
+        {
+            return Err(Error::input(
+                self.file,
+                Some(node.line()),
+                format!("`api_url: {url}` is not an http(s) URL"),
+                "write the forge's API base, e.g. https://github.example.com/api/v3 or https://gitlab.example.com/api/v4",
+            ));
+        }
+        Ok(Delivery {
+            commit_via,
+            forge,
+            api_url,
+        })
     }
 
     /// A template that may not name `{digest}` (only `set:` values can).
@@ -507,6 +597,7 @@ impl Reader<'_> {
             when,
             repo: self.opt_string(map, "repo")?,
             branch: self.opt_string(map, "branch")?,
+            delivery: self.delivery(map)?,
             overlay,
             images,
             files,
@@ -796,6 +887,36 @@ environments:
 
     fn error(text: &str) -> String {
         Config::parse("promote.yaml", text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn commit_via_forge_and_api_url_at_the_top_and_per_environment() {
+        let text = EXAMPLE
+            .replace(
+                "branch: main\n",
+                "branch: main\ncommit_via: api\nforge: github\napi_url: https://ghe.corp/api/v3\n",
+            )
+            .replace("  prod:\n", "  prod:\n    commit_via: git\n");
+        let c = Config::parse("promote.yaml", &text).unwrap();
+        assert_eq!(
+            c.delivery,
+            Delivery {
+                commit_via: Some(CommitVia::Api),
+                forge: Some(Forge::GitHub),
+                api_url: Some("https://ghe.corp/api/v3".into()),
+            }
+        );
+        assert_eq!(c.environments[0].delivery, Delivery::default());
+        assert_eq!(c.environments[1].delivery.commit_via, Some(CommitVia::Git));
+        let e = error(&EXAMPLE.replace("branch: main\n", "branch: main\ncommit_via: push\n"));
+        assert!(
+            e.starts_with("promote.yaml:3: `commit_via: push` is not one of git, api"),
+            "{e}"
+        );
+        let e = error(&EXAMPLE.replace("branch: main\n", "branch: main\nforge: gitea\n"));
+        assert!(e.contains("is not one of github, gitlab, bitbucket"), "{e}");
+        let e = error(&EXAMPLE.replace("branch: main\n", "branch: main\napi_url: ghe.corp\n"));
+        assert!(e.contains("is not an http(s) URL"), "{e}");
     }
 
     #[test]

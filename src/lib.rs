@@ -9,11 +9,13 @@
 //! middle.
 
 pub mod argocd;
+pub mod branch;
 pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod context;
 pub mod error;
+pub mod forge;
 pub mod git;
 pub mod history;
 pub mod holds;
@@ -32,6 +34,7 @@ pub mod repo;
 pub mod report;
 pub mod secrets;
 pub mod targets;
+pub mod token;
 pub mod values;
 pub mod yaml;
 
@@ -48,7 +51,8 @@ pub fn run(args: &Args) -> Result<()> {
     if args.action != cli::Action::Promote {
         return commands::run(args);
     }
-    let token = inputs::read_token(&args.token)?;
+    // Read (and registered as a secret) first, so that a bad token file fails at once.
+    inputs::read_token(&args.token)?;
     let registry_settings = inputs::registry_settings(args)?;
     let cwd = inputs::current_dir()?;
     let mut plan = inputs::plan(args, &cwd)?;
@@ -60,8 +64,14 @@ pub fn run(args: &Args) -> Result<()> {
         plan.without_registry()?;
         Vec::new()
     };
-    let transport =
-        git::HttpTransport::for_repo(&plan.repo, token, &args.token.username, args.timeout)?;
+    // A token minted for this run (GitHub App, Cloud Build connection) replaces GIT_TOKEN.
+    let token = token::for_run(
+        &args.token,
+        plan.forge.as_ref(),
+        &plan.repo.display(),
+        args.timeout,
+    )?;
+    let access = promote::Access::for_plan(&plan, token, &args.token.username, args.timeout)?;
     let source_repo = cwd.join(args.source_repo.as_deref().unwrap_or(Path::new(".")));
     let history = git::AppHistory::discover(&source_repo);
     let mut promotion = promote::promote(
@@ -71,7 +81,7 @@ pub fn run(args: &Args) -> Result<()> {
             dry_run: args.dry_run,
             allow_downgrade: args.allow_downgrade,
             history: &history,
-            transport,
+            access,
             purpose: promote::Purpose::Promote,
         },
     )?;

@@ -6,13 +6,14 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::config::{
-    Config, Environment, FileRule, FileRuleEdit, ImageRule, Pin, Placeholder, Template, When,
+    CommitVia, Config, Environment, FileRule, FileRuleEdit, ImageRule, Pin, Placeholder, Template,
+    When,
 };
 use crate::context::BuildContext;
 use crate::error::{Error, Result};
 use crate::image;
 use crate::kustomize::ImageSpec;
-use crate::repo::{RepoLocation, parse_repo};
+use crate::repo::{ForgeRepo, RepoLocation, forge_repo, parse_repo};
 use crate::values::KeyPath;
 
 pub const DEFAULT_BRANCH: &str = "main";
@@ -35,6 +36,10 @@ pub struct Plan {
     pub targets: Vec<Target>,
     pub context: BuildContext,
     pub author: Identity,
+    /// A git push, or the forge's API.
+    pub commit_via: CommitVia,
+    /// The repository's forge, when `forge:` or its host tells (always with `api`).
+    pub forge: Option<ForgeRepo>,
     /// `set:` values that wait for a registry digest (`{digest}`).
     pub digests: Vec<DigestFill>,
     /// The Argo CD application to refresh after the push, if any.
@@ -167,6 +172,8 @@ pub struct Flags {
     /// `FILE:PATH=VALUE`: values set at key paths; replaces the environment's `files:`.
     pub sets: Vec<String>,
     pub author: Option<String>,
+    /// `--commit-via`: overrides promote.yaml's `commit_via:`.
+    pub commit_via: Option<CommitVia>,
     pub argocd_server: Option<String>,
     pub argocd_app: Option<String>,
     /// `--wait[=DURATION]`: wait for Argo CD this long.
@@ -271,6 +278,8 @@ pub fn resolve(
         targets,
         context,
         author: place.author,
+        commit_via: place.commit_via,
+        forge: place.forge,
         digests,
         argocd: place.argocd,
         holds_file: place.holds_file,
@@ -285,6 +294,8 @@ pub struct Place {
     pub repo: RepoLocation,
     pub branch: String,
     pub author: Identity,
+    pub commit_via: CommitVia,
+    pub forge: Option<ForgeRepo>,
     pub argocd: Option<ArgoApp>,
     pub holds_file: String,
 }
@@ -325,6 +336,7 @@ fn place_of(
         .as_deref()
         .or(config.and_then(|c| c.author.as_deref()))
         .unwrap_or(DEFAULT_AUTHOR);
+    let (commit_via, forge) = delivery(flags, config, environment, &repo)?;
     Ok(Place {
         environment: environment.map_or_else(
             || {
@@ -338,6 +350,8 @@ fn place_of(
         repo,
         branch,
         author: parse_identity(author_text)?,
+        commit_via,
+        forge,
         argocd: argo_app(flags, environment.and_then(|e| e.argocd.as_ref()), file)?,
         holds_file: clean_path(
             config
@@ -346,6 +360,50 @@ fn place_of(
             "holds_file",
         )?,
     })
+}
+
+/// How the commit reaches `repo` (the flag, the environment's `commit_via:`, the top
+/// level's, else git), and the forge that hosts it.
+fn delivery(
+    flags: &Flags,
+    config: Option<&Config>,
+    environment: Option<&Environment>,
+    repo: &RepoLocation,
+) -> Result<(CommitVia, Option<ForgeRepo>)> {
+    let env_delivery = environment.map(|e| &e.delivery);
+    let top_delivery = config.map(|c| &c.delivery);
+    let commit_via = flags
+        .commit_via
+        .or(env_delivery.and_then(|d| d.commit_via))
+        .or(top_delivery.and_then(|d| d.commit_via))
+        .unwrap_or_default();
+    let forge_kind = env_delivery
+        .and_then(|d| d.forge)
+        .or(top_delivery.and_then(|d| d.forge));
+    let api_url = env_delivery
+        .and_then(|d| d.api_url.as_deref())
+        .or(top_delivery.and_then(|d| d.api_url.as_deref()));
+    // Only the API needs the forge to make sense of the URL; a git push does not.
+    let forge = match forge_repo(repo, forge_kind, api_url) {
+        Err(_) if commit_via == CommitVia::Git => None,
+        other => other?,
+    };
+    if commit_via == CommitVia::Api && forge.is_none() {
+        return Err(match repo {
+            RepoLocation::Local(path) => Error::usage(
+                format!(
+                    "commit_via: api needs a repository on a forge; {} is a local path",
+                    path.display()
+                ),
+                "use commit_via: git for a local repository, or set `repo:` to its https URL",
+            ),
+            RepoLocation::Remote { url, .. } => Error::usage(
+                format!("cannot tell which forge hosts {url}, to commit through its API"),
+                "add `forge: github`, `gitlab` or `bitbucket` (and `api_url:` for a self-hosted one) to promote.yaml, or use commit_via: git",
+            ),
+        });
+    }
+    Ok((commit_via, forge))
 }
 
 /// The flags' Argo CD application over the environment's `argocd:`; a server without an

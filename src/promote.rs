@@ -1,20 +1,23 @@
-//! The promotion: fetch the branch, edit the overlay, commit, push. A push that loses a
-//! race is a compare-and-swap failure: fetch the new tip, re-apply the same edit, retry,
-//! so that concurrent pipelines all land and none overwrites another.
+//! The promotion: read the branch, edit the overlay, commit as a compare-and-swap. A
+//! commit that loses a race is retried: read the new head, re-apply the same edit, commit
+//! again, so that concurrent pipelines all land and none overwrites another. The branch is
+//! a [`DevopsBranch`]: git (fetch and push) or a forge's API, the loop is the same.
 
+use std::cell::RefCell;
 use std::path::Path;
 use std::time::Duration;
 
+use crate::branch::{DevopsBranch, GitBranch, Landed};
+use crate::config::CommitVia;
 use crate::error::{Error, Result, Retry};
-use crate::git::{self, HttpTransport, PushOutcome, Refusal, Workspace};
+use crate::git::{self, HttpTransport, Refusal, Workspace};
 use crate::holds::Hold;
 use crate::message::commit_message;
-use crate::message::short_sha;
 use crate::ordering::{self, History, Older};
 use crate::overlay::Entry;
 use crate::plan::Plan;
 use crate::registry::Verified;
-use crate::repo::RepoLocation;
+use crate::repo::{ForgeRepo, RepoLocation};
 use crate::targets::{self, Change, Edit};
 
 pub struct Settings<'a> {
@@ -23,8 +26,8 @@ pub struct Settings<'a> {
     /// Promote even when the new tag is older than the deployed one.
     pub allow_downgrade: bool,
     pub history: &'a dyn History,
-    /// Git over http(s) for the devops repository.
-    pub transport: HttpTransport,
+    /// How the devops branch is read and committed to.
+    pub access: Access,
     /// A promotion, or a rollback (which passes holds and the ordering guard on purpose).
     pub purpose: Purpose,
 }
@@ -37,6 +40,14 @@ pub enum Purpose {
     Rollback {
         of: Vec<String>,
     },
+}
+
+/// The two ways to the devops branch; everything else about a promotion is the same.
+pub enum Access {
+    /// Fetch and push over git (http(s)), or a local repository or directory.
+    Git(HttpTransport),
+    /// A forge's API: one file read and one commit request, whatever the repository's size.
+    Api(Box<dyn DevopsBranch>),
 }
 
 /// What a run did, for everything that reports it: where, which values, how it ended.
@@ -76,6 +87,60 @@ pub enum Outcome {
     Held { hold: Hold },
 }
 
+impl Access {
+    /// The way `plan.commit_via` asks for, speaking with `token` (sent as `username`).
+    pub fn for_plan(
+        plan: &Plan,
+        token: Option<String>,
+        username: &str,
+        timeout: Duration,
+    ) -> Result<Access> {
+        Access::open(
+            &plan.repo,
+            plan.commit_via,
+            plan.forge.as_ref(),
+            token,
+            username,
+            timeout,
+        )
+    }
+
+    /// The way `commit_via` asks for to `repo` (on `forge`, which the API needs).
+    pub fn open(
+        repo: &RepoLocation,
+        commit_via: CommitVia,
+        forge: Option<&ForgeRepo>,
+        token: Option<String>,
+        username: &str,
+        timeout: Duration,
+    ) -> Result<Access> {
+        match (commit_via, forge) {
+            (CommitVia::Api, Some(forge)) => {
+                let token = token.or_else(|| match repo {
+                    RepoLocation::Remote {
+                        credentials: Some(c),
+                        ..
+                    } => {
+                        crate::secrets::register(&c.password);
+                        Some(c.password.clone())
+                    }
+                    _ => None,
+                });
+                let api = crate::forge::open(forge, &repo.display(), token, username, timeout)?;
+                tracing::info!(
+                    "committing through the {} API at {}",
+                    forge.forge.name(),
+                    forge.api_url
+                );
+                Ok(Access::Api(Box::new(crate::forge::ApiBranch::new(api))))
+            }
+            _ => Ok(Access::Git(HttpTransport::for_repo(
+                repo, token, username, timeout,
+            )?)),
+        }
+    }
+}
+
 /// Transient network failures (timeouts, resets, HTTP 429 and 5xx) tolerated in one run.
 pub const MAX_TRANSIENT_FAILURES: u32 = 3;
 /// The longest wait a server's Retry-After may ask for before we give up instead.
@@ -90,7 +155,7 @@ enum Round<T> {
 
 /// A refused push and the tip it was built on, kept to tell a race from a refusal.
 struct Rejected {
-    tip: git2::Oid,
+    tip: String,
     refusal: Refusal,
 }
 
@@ -100,25 +165,15 @@ pub fn promote(plan: &Plan, settings: &Settings) -> Result<Promotion> {
     {
         return promote_directory(plan, path, settings);
     }
-    let workspace = Workspace::new(&plan.repo, settings.transport.clone())?;
-    let place = format!("branch {} of {}", plan.branch, plan.repo.display());
-    let mut in_transit: Option<git2::Oid> = None;
+    let opened = Opened::open(&settings.access, &plan.repo)?;
+    let branch = opened.branch();
+    let place = opened.place(&plan.branch, &plan.repo.display());
     let promotion = retry_rounds(
         &plan.repo.display(),
         &plan.branch,
         settings.max_attempts,
         &mut std::thread::sleep,
-        |attempt, rejected| {
-            Round::run(
-                &workspace,
-                plan,
-                settings,
-                &place,
-                attempt,
-                rejected,
-                &mut in_transit,
-            )
-        },
+        |attempt, rejected| Round::run(branch, plan, settings, &place, attempt, rejected),
     )?;
     Ok(*promotion)
 }
@@ -203,14 +258,14 @@ fn refusal_stands(
     repo: &str,
     branch: &str,
     rejected: Option<&Rejected>,
-    tip: git2::Oid,
+    tip: &str,
     attempt: u32,
 ) -> Result<()> {
     match rejected {
         Some(Rejected {
             tip: old_tip,
             refusal,
-        }) if *old_tip == tip && !refusal.not_fast_forward => Err(Error::PushRefused {
+        }) if old_tip == tip && !refusal.not_fast_forward => Err(Error::PushRefused {
             url: repo.to_string(),
             branch: branch.to_string(),
             attempts: attempt - 1,
@@ -223,20 +278,18 @@ fn refusal_stands(
 
 impl Round<Box<Promotion>> {
     fn run(
-        workspace: &Workspace,
+        branch: &dyn DevopsBranch,
         plan: &Plan,
         settings: &Settings,
         place: &str,
         attempt: u32,
         rejected: Option<&Rejected>,
-        in_transit: &mut Option<git2::Oid>,
     ) -> Result<Self> {
-        tracing::info!("fetching {place} (attempt {attempt})");
-        let tip = workspace.fetch(&plan.branch)?;
-        refusal_stands(&plan.repo.display(), &plan.branch, rejected, tip, attempt)?;
-        let edits = targets::apply(|p| workspace.lookup(tip, p), &plan.targets, place);
-        workspace.check_reads()?;
-        let edits = edits?;
+        tracing::info!("reading {place} (attempt {attempt})");
+        let tip = branch.read_head(&plan.branch)?;
+        refusal_stands(&plan.repo.display(), &plan.branch, rejected, &tip, attempt)?;
+        let snapshot = Snapshot::new(branch, &tip);
+        let edits = snapshot.read(targets::apply(|p| snapshot.lookup(p), &plan.targets, place))?;
         let done = |outcome| {
             Ok(Round::Done(Box::new(promotion(
                 plan,
@@ -247,14 +300,10 @@ impl Round<Box<Promotion>> {
             ))))
         };
         // A push whose answer was lost may have landed all the same.
-        if *in_transit == Some(tip) {
-            return done(Outcome::Pushed {
-                commit: tip.to_string(),
-            });
+        if branch.landed_unanswered(&tip)? {
+            return done(Outcome::Pushed { commit: tip });
         }
-        let hold = held(|p| workspace.lookup(tip, p), plan, settings);
-        workspace.check_reads()?;
-        if let Some(hold) = hold? {
+        if let Some(hold) = snapshot.read(held(|p| snapshot.lookup(p), plan, settings))? {
             return done(Outcome::Held { hold });
         }
         let message = match decide(&edits, plan, settings)? {
@@ -266,17 +315,9 @@ impl Round<Box<Promotion>> {
             .filter(|e| e.changed())
             .map(|e| (e.path.as_str(), e.new.as_bytes()))
             .collect();
-        let commit = workspace.commit(tip, &files, &message, &plan.author)?;
-        tracing::info!("pushing {} to {place}", short_sha(&commit.to_string()));
-        *in_transit = Some(commit);
-        match workspace.push(&plan.branch)? {
-            PushOutcome::Pushed => done(Outcome::Pushed {
-                commit: commit.to_string(),
-            }),
-            PushOutcome::Rejected(refusal) => {
-                *in_transit = None;
-                Ok(Round::Rejected(Rejected { tip, refusal }))
-            }
+        match branch.commit(&plan.branch, &tip, &files, &message, &plan.author)? {
+            Landed::Commit(commit) => done(Outcome::Pushed { commit }),
+            Landed::Refused(refusal) => Ok(Round::Rejected(Rejected { tip, refusal })),
         }
     }
 }
@@ -460,25 +501,22 @@ pub fn commit_files(
     settings: &Settings,
     compose: impl Fn(&dyn Fn(&str) -> Entry) -> Result<Option<(Vec<(String, String)>, String)>>,
 ) -> Result<Committed> {
-    let workspace = Workspace::new(repo, settings.transport.clone())?;
-    let mut in_transit: Option<git2::Oid> = None;
+    let opened = Opened::open(&settings.access, repo)?;
+    let devops = opened.branch();
     retry_rounds(
         &repo.display(),
         branch,
         settings.max_attempts,
         &mut std::thread::sleep,
         |attempt, rejected| {
-            let tip = workspace.fetch(branch)?;
-            refusal_stands(&repo.display(), branch, rejected, tip, attempt)?;
-            if in_transit == Some(tip) {
-                return Ok(Round::Done(Committed::Pushed {
-                    commit: tip.to_string(),
-                }));
+            let tip = devops.read_head(branch)?;
+            refusal_stands(&repo.display(), branch, rejected, &tip, attempt)?;
+            if devops.landed_unanswered(&tip)? {
+                return Ok(Round::Done(Committed::Pushed { commit: tip }));
             }
-            let lookup = |p: &str| workspace.lookup(tip, p);
-            let composed = compose(&lookup);
-            workspace.check_reads()?;
-            let Some((files, message)) = composed? else {
+            let snapshot = Snapshot::new(devops, &tip);
+            let lookup = |p: &str| snapshot.lookup(p);
+            let Some((files, message)) = snapshot.read(compose(&lookup))? else {
                 return Ok(Round::Done(Committed::Unchanged));
             };
             if settings.dry_run {
@@ -490,25 +528,86 @@ pub fn commit_files(
                     };
                     diff.push_str(&git::unified_diff(path, &old, new)?);
                 }
+                snapshot.read(Ok(()))?;
                 return Ok(Round::Done(Committed::Planned { diff, message }));
             }
             let bytes: Vec<(&str, &[u8])> = files
                 .iter()
                 .map(|(p, t)| (p.as_str(), t.as_bytes()))
                 .collect();
-            let commit = workspace.commit(tip, &bytes, &message, author)?;
-            in_transit = Some(commit);
-            match workspace.push(branch)? {
-                PushOutcome::Pushed => Ok(Round::Done(Committed::Pushed {
-                    commit: commit.to_string(),
-                })),
-                PushOutcome::Rejected(refusal) => {
-                    in_transit = None;
-                    Ok(Round::Rejected(Rejected { tip, refusal }))
-                }
+            match devops.commit(branch, &tip, &bytes, &message, author)? {
+                Landed::Commit(commit) => Ok(Round::Done(Committed::Pushed { commit })),
+                Landed::Refused(refusal) => Ok(Round::Rejected(Rejected { tip, refusal })),
             }
         },
     )
+}
+
+/// The branch [`Access`] reaches: a git workspace made for this run, or the forge's API.
+enum Opened<'a> {
+    Git(Box<GitBranch>),
+    Api(&'a dyn DevopsBranch),
+}
+
+impl<'a> Opened<'a> {
+    fn open(access: &'a Access, repo: &RepoLocation) -> Result<Opened<'a>> {
+        Ok(match access {
+            Access::Git(transport) => Opened::Git(Box::new(GitBranch::new(Workspace::new(
+                repo,
+                transport.clone(),
+            )?))),
+            Access::Api(api) => Opened::Api(api.as_ref()),
+        })
+    }
+
+    fn branch(&self) -> &dyn DevopsBranch {
+        match self {
+            Opened::Git(git) => git.as_ref(),
+            Opened::Api(api) => *api,
+        }
+    }
+
+    /// The branch as messages name it.
+    fn place(&self, branch: &str, repo: &str) -> String {
+        match self {
+            Opened::Git(_) => format!("branch {branch} of {repo}"),
+            Opened::Api(_) => format!("branch {branch} of {repo} (through the API)"),
+        }
+    }
+}
+
+/// The files at one head, as the pure edit reads them (a lookup cannot fail): the first
+/// failed read is kept, and ends the round with its own error rather than with what the
+/// edit made of a file it could not read.
+struct Snapshot<'a> {
+    branch: &'a dyn DevopsBranch,
+    head: &'a str,
+    failed: RefCell<Option<Error>>,
+}
+
+impl<'a> Snapshot<'a> {
+    fn new(branch: &'a dyn DevopsBranch, head: &'a str) -> Snapshot<'a> {
+        Snapshot {
+            branch,
+            head,
+            failed: RefCell::new(None),
+        }
+    }
+
+    fn lookup(&self, path: &str) -> Entry {
+        self.branch.lookup(self.head, path).unwrap_or_else(|e| {
+            self.failed.borrow_mut().get_or_insert(e);
+            Entry::Missing
+        })
+    }
+
+    /// `result`, unless a read failed on the way to it.
+    fn read<T>(&self, result: Result<T>) -> Result<T> {
+        match self.failed.borrow_mut().take() {
+            Some(error) => Err(error),
+            None => result,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -552,7 +651,7 @@ mod tests {
 
     fn race(tip: u8) -> Rejected {
         Rejected {
-            tip: git2::Oid::from_bytes(&[tip; 20]).unwrap(),
+            tip: tip.to_string(),
             refusal: Refusal {
                 reason: "the branch moved (non-fast-forward)".into(),
                 not_fast_forward: true,
@@ -668,7 +767,7 @@ mod tests {
 
     fn refused(reason: &str, tip: u8) -> Rejected {
         Rejected {
-            tip: git2::Oid::from_bytes(&[tip; 20]).unwrap(),
+            tip: tip.to_string(),
             refusal: Refusal {
                 reason: reason.into(),
                 not_fast_forward: false,
@@ -680,7 +779,7 @@ mod tests {
     #[test]
     fn a_refusal_on_an_unmoved_branch_stands_whatever_its_words() {
         // "blocked" and "lock" once read as a race and were retried to the last attempt.
-        let tip = git2::Oid::from_bytes(&[1; 20]).unwrap();
+        let tip = "1";
         for reason in [
             "blocked by policy",
             "cannot lock ref",
@@ -697,7 +796,7 @@ mod tests {
 
     #[test]
     fn a_moved_branch_or_a_non_fast_forward_is_a_race() {
-        let tip = git2::Oid::from_bytes(&[1; 20]).unwrap();
+        let tip = "1";
         assert!(refusal_stands(REPO, "main", Some(&refused("failed to lock", 2)), tip, 2).is_ok());
         assert!(refusal_stands(REPO, "main", Some(&race(1)), tip, 2).is_ok());
         assert!(refusal_stands(REPO, "main", None, tip, 1).is_ok());

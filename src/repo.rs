@@ -41,6 +41,120 @@ impl RepoLocation {
     }
 }
 
+/// The forge hosting a devops repository: its API reads files and makes commits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forge {
+    GitHub,
+    GitLab,
+    Bitbucket,
+}
+
+impl Forge {
+    pub const NAMES: [&str; 3] = ["github", "gitlab", "bitbucket"];
+
+    /// As written in promote.yaml: `github`, `gitlab`, `bitbucket`.
+    pub fn from_name(name: &str) -> Option<Forge> {
+        match name {
+            "github" => Some(Forge::GitHub),
+            "gitlab" => Some(Forge::GitLab),
+            "bitbucket" => Some(Forge::Bitbucket),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Forge::GitHub => "github",
+            Forge::GitLab => "gitlab",
+            Forge::Bitbucket => "bitbucket",
+        }
+    }
+
+    /// Only the public hosts are known by name; GitHub Enterprise Server and self-managed
+    /// GitLab say so with `forge:`.
+    pub fn from_host(host: &str) -> Option<Forge> {
+        match host.trim_start_matches("www.") {
+            "github.com" => Some(Forge::GitHub),
+            "gitlab.com" => Some(Forge::GitLab),
+            "bitbucket.org" => Some(Forge::Bitbucket),
+            _ => None,
+        }
+    }
+
+    /// Where the API of the forge at `origin` (`https://host[:port]`) answers.
+    fn default_api_url(self, origin: &str, host: &str) -> String {
+        match (self, host) {
+            (Forge::GitHub, "github.com") => "https://api.github.com".into(),
+            (Forge::GitHub, _) => format!("{origin}/api/v3"),
+            (Forge::GitLab, _) => format!("{origin}/api/v4"),
+            (Forge::Bitbucket, _) => "https://api.bitbucket.org/2.0".into(),
+        }
+    }
+}
+
+/// A devops repository as its forge's API names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForgeRepo {
+    pub forge: Forge,
+    /// The API's base URL, without a trailing `/`: `https://api.github.com`,
+    /// `https://gitlab.example/api/v4`.
+    pub api_url: String,
+    /// `owner/repo` (GitHub), `group/subgroup/project` (GitLab), `workspace/repo`
+    /// (Bitbucket): the URL's path without `.git`.
+    pub path: String,
+}
+
+/// The forge of `location`: as `forge:` says, else by its host; `None` when neither tells
+/// (a local path, an unknown host).
+pub fn forge_repo(
+    location: &RepoLocation,
+    forge: Option<Forge>,
+    api_url: Option<&str>,
+) -> Result<Option<ForgeRepo>> {
+    let RepoLocation::Remote { url, .. } = location else {
+        return match forge {
+            Some(f) => Err(Error::usage(
+                format!(
+                    "`forge: {}` needs the devops repository's https URL, not a local path",
+                    f.name()
+                ),
+                "set `repo:` to the repository's URL on the forge, or drop `forge:`",
+            )),
+            None => Ok(None),
+        };
+    };
+    let Ok(parsed) = Url::parse(url) else {
+        return Ok(None);
+    };
+    let host = parsed.host_str().unwrap_or_default().to_ascii_lowercase();
+    let Some(forge) = forge.or_else(|| Forge::from_host(&host)) else {
+        return Ok(None);
+    };
+    let path = parsed.path().trim_matches('/');
+    let path = path.strip_suffix(".git").unwrap_or(path).to_string();
+    let parts = path.split('/').filter(|p| !p.is_empty()).count();
+    let fits = match forge {
+        Forge::GitHub | Forge::Bitbucket => parts == 2,
+        Forge::GitLab => parts >= 2,
+    };
+    if !fits {
+        return Err(Error::usage(
+            format!("{url} does not name a {} repository", forge.name()),
+            "write the repo as https://host/owner/repo.git (GitLab: https://host/group/project.git)",
+        ));
+    }
+    let origin = parsed.origin().ascii_serialization();
+    let api_url = api_url.map_or_else(
+        || forge.default_api_url(&origin, &host),
+        |u| u.trim_end_matches('/').to_string(),
+    );
+    Ok(Some(ForgeRepo {
+        forge,
+        api_url,
+        path,
+    }))
+}
+
 /// `https://user:token@host/path` gives the URL without credentials, and the credentials.
 pub fn parse_repo(text: &str, base: &Path) -> Result<RepoLocation> {
     let text = text.trim();
@@ -161,5 +275,46 @@ mod tests {
         assert_eq!(redact_str("https://h/r"), "https://h/r");
         assert_eq!(redact_str("http://u:p@[::1"), "http://[::1");
         assert_eq!(redact_str("not a url\0"), "not a url ");
+    }
+
+    #[test]
+    fn the_forge_is_told_by_the_host_or_by_forge() {
+        let remote = |u: &str| parse_repo(u, Path::new("/")).unwrap();
+        let github = forge_repo(&remote("https://github.com/acme/devops.git"), None, None)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (github.forge, github.api_url.as_str(), github.path.as_str()),
+            (Forge::GitHub, "https://api.github.com", "acme/devops")
+        );
+        let ghes = forge_repo(
+            &remote("https://git.corp/acme/devops"),
+            Some(Forge::GitHub),
+            None,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(ghes.api_url, "https://git.corp/api/v3");
+        let gitlab = forge_repo(&remote("https://gitlab.com/a/b/c.git"), None, None)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (gitlab.api_url.as_str(), gitlab.path.as_str()),
+            ("https://gitlab.com/api/v4", "a/b/c")
+        );
+        let bitbucket = forge_repo(
+            &remote("https://bitbucket.org/ws/devops.git"),
+            None,
+            Some("http://127.0.0.1:9/2.0/"),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(bitbucket.api_url, "http://127.0.0.1:9/2.0");
+        assert_eq!(
+            forge_repo(&remote("https://git.corp/a/b.git"), None, None).unwrap(),
+            None
+        );
+        assert!(forge_repo(&remote("https://github.com/a/b/c"), None, None).is_err());
+        assert!(forge_repo(&remote("/srv/devops"), Some(Forge::GitLab), None).is_err());
     }
 }

@@ -259,7 +259,7 @@ fn config_key_host(key: &str) -> String {
 }
 
 /// An access token of the VM's (or Cloud Build worker's) service account.
-fn metadata_token(client: &reqwest::blocking::Client, base: &str) -> Result<String, String> {
+pub fn metadata_token(client: &reqwest::blocking::Client, base: &str) -> Result<String, String> {
     let url = format!("{}{METADATA_TOKEN_PATH}", base.trim_end_matches('/'));
     let answer = client
         .get(&url)

@@ -293,7 +293,15 @@ fn every_input_of_the_action_is_a_real_flag_and_every_flag_has_an_input() {
     assert!(unused.is_empty(), "inputs that reach no flag: {unused:?}");
     // The build's SHA and tag come from GITHUB_SHA / GITHUB_REF_NAME, which the binary
     // reads itself; the token comes as an input, not as a file on the runner.
-    let not_inputs = ["COMMIT_SHA", "TAG_NAME", "GIT_TOKEN_FILE"];
+    // The App's key comes as an input's text, not as a file on the runner; a Cloud Build
+    // connection has no place on a GitHub runner.
+    let not_inputs = [
+        "COMMIT_SHA",
+        "TAG_NAME",
+        "GIT_TOKEN_FILE",
+        "GITHUB_APP_KEY_FILE",
+        "PROMOTE_CLOUDBUILD_REPOSITORY",
+    ];
     let missing: Vec<_> = known
         .iter()
         .filter(|v| !mapped.contains(*v) && !not_inputs.contains(&v.as_str()))

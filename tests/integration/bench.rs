@@ -915,3 +915,75 @@ fn chart(report: &Value) -> String {
     svg.push_str("</svg>\n");
     svg
 }
+
+/// One promotion through git and one through the (GitHub) API at 100 and at 10,000 apps:
+/// wall time and requests, printed next to each other. Run by `scripts/bench` (its
+/// `bench_promotion` filter takes this one too).
+#[test]
+#[ignore = "benchmark: run by scripts/bench"]
+fn bench_promotion_git_and_api_by_repo_size() {
+    use crate::dsl::Devops;
+    use crate::forge_server::{ForgeServer, Style};
+    let bin = std::env::var("TOMODA_PROMOTE_BENCH_BIN").unwrap_or_else(|_| BIN.to_string());
+    let token = "bench-token-0123456789";
+    let runs = 5;
+    let median = |mut times: Vec<Duration>| {
+        times.sort();
+        times[times.len() / 2].as_secs_f64() * 1e3
+    };
+    for apps in [100, 10_000] {
+        let devops = Devops::apps(apps);
+        let forge = ForgeServer::start(Style::GitHub, &devops.bare(), token);
+        let config = format!(
+            "forge: github\napi_url: {}\nrepo: {}\nenvironments:\n  dev:\n    when: commit\n    overlay: apps/app7/overlays/dev\n    images:\n      - name: reg/app7\n        tag: v0\n",
+            forge.api_url(),
+            forge.repo_url()
+        );
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("promote.yaml"), config).unwrap();
+        let mut git_times = Vec::new();
+        let mut api_times = Vec::new();
+        let (mut git_requests, mut api_requests) = (0, 0);
+        for n in 1..=runs {
+            for via in ["git", "api"] {
+                let before = (devops.server.request_count(), forge.requests().len());
+                let start = Instant::now();
+                let mut command = std::process::Command::new(&bin);
+                command
+                    .current_dir(dir.path())
+                    .env_clear()
+                    .env("PATH", std::env::var("PATH").unwrap_or_default())
+                    .env("PROMOTE_NO_VERIFY", "1")
+                    .env("GIT_TOKEN", token)
+                    .args([
+                        "--commit-via",
+                        via,
+                        "--image",
+                        &format!("reg/app7:{via}{n}"),
+                    ]);
+                if via == "git" {
+                    command.args(["--repo", &devops.url()]);
+                }
+                let out = command.output().expect("the binary runs");
+                let took = start.elapsed();
+                assert!(
+                    out.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                if via == "git" {
+                    git_times.push(took);
+                    git_requests = devops.server.request_count() - before.0;
+                } else {
+                    api_times.push(took);
+                    api_requests = forge.requests().len() - before.1;
+                }
+            }
+        }
+        eprintln!(
+            "bench: one promotion at {apps} apps: git {:.0} ms ({git_requests} requests), api {:.0} ms ({api_requests} requests); medians over {runs} runs, loopback",
+            median(git_times),
+            median(api_times)
+        );
+    }
+}

@@ -127,6 +127,23 @@ impl Devops {
         Devops::build(files, None)
     }
 
+    /// A repository of `apps` apps, each with a dev overlay setting `reg/app{n}`.
+    pub fn apps(apps: usize) -> Devops {
+        let files: Vec<(String, String)> = (0..apps)
+            .map(|n| {
+                (
+                    format!("apps/app{n}/overlays/dev/kustomization.yaml"),
+                    format!("resources: [../../base]\nimages:\n- name: reg/app{n}\n  newTag: v0\n"),
+                )
+            })
+            .collect();
+        let refs: Vec<(&str, &str)> = files
+            .iter()
+            .map(|(p, c)| (p.as_str(), c.as_str()))
+            .collect();
+        Devops::with_files(&refs)
+    }
+
     pub fn with_auth<S: AsRef<str>>(files: &[(&str, S)], user: &str, password: &str) -> Devops {
         Devops::build(files, Some((user, password)))
     }

@@ -5,6 +5,7 @@
 mod argocd_server;
 mod bounded;
 mod dsl;
+mod forge_server;
 mod git_server;
 mod proxy;
 
@@ -12,6 +13,7 @@ mod action;
 mod argocd;
 mod bench;
 mod cli;
+mod commit_via_api;
 mod concurrency;
 mod container;
 mod errors;

@@ -1,0 +1,105 @@
+//! The devops branch as the promotion loop sees it, whichever way it is reached: read the
+//! head, read files at that head, and put one commit on top of it only if the branch is
+//! still there (a compare-and-swap). A git [`Workspace`] and a forge's API both do this,
+//! so the loop in `promote.rs` does not know which it drives.
+
+use std::cell::RefCell;
+
+use crate::error::{Error, Result};
+use crate::git::{PushOutcome, Refusal, Workspace};
+use crate::message::short_sha;
+use crate::overlay::Entry;
+use crate::plan::Identity;
+
+/// How a compare-and-swap commit ended when the other side answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Landed {
+    /// The branch now points at this commit.
+    Commit(String),
+    /// Refused: another commit landed first (`not_fast_forward`), or a hook or protection
+    /// rule said no. Anything else is an `Err`.
+    Refused(Refusal),
+}
+
+pub trait DevopsBranch {
+    /// The branch's head commit now (a git workspace fetches it).
+    fn read_head(&self, branch: &str) -> Result<String>;
+
+    /// What `path` is at `head`, one of the commits `read_head` returned.
+    fn lookup(&self, head: &str, path: &str) -> Result<Entry>;
+
+    /// One commit holding `files` on top of `head`, moved onto `branch` only if the branch
+    /// is still at `head`.
+    fn commit(
+        &self,
+        branch: &str,
+        head: &str,
+        files: &[(&str, &[u8])],
+        message: &str,
+        author: &Identity,
+    ) -> Result<Landed>;
+
+    /// Whether `head` is the commit of the last `commit` whose answer never came (a
+    /// request that timed out may have landed all the same): then it is reported as
+    /// pushed, not made twice.
+    fn landed_unanswered(&self, head: &str) -> Result<bool>;
+}
+
+/// The branch reached by git: fetched into a scratch [`Workspace`], pushed back.
+pub struct GitBranch {
+    workspace: Workspace,
+    sent: RefCell<Option<String>>,
+}
+
+impl GitBranch {
+    pub fn new(workspace: Workspace) -> GitBranch {
+        GitBranch {
+            workspace,
+            sent: RefCell::new(None),
+        }
+    }
+}
+
+fn oid(commit: &str) -> Result<git2::Oid> {
+    git2::Oid::from_str(commit).map_err(|e| Error::local(format!("bad commit id {commit}: {e}")))
+}
+
+impl DevopsBranch for GitBranch {
+    fn read_head(&self, branch: &str) -> Result<String> {
+        self.workspace.fetch(branch).map(|oid| oid.to_string())
+    }
+
+    fn lookup(&self, head: &str, path: &str) -> Result<Entry> {
+        let entry = self.workspace.lookup(oid(head)?, path);
+        // A blob a partial fetch left out is fetched on demand; its failure is an error.
+        self.workspace.check_reads()?;
+        Ok(entry)
+    }
+
+    fn commit(
+        &self,
+        branch: &str,
+        head: &str,
+        files: &[(&str, &[u8])],
+        message: &str,
+        author: &Identity,
+    ) -> Result<Landed> {
+        let commit = self
+            .workspace
+            .commit(oid(head)?, files, message, author)?
+            .to_string();
+        tracing::info!("pushing {} to branch {branch}", short_sha(&commit));
+        *self.sent.borrow_mut() = Some(commit.clone());
+        match self.workspace.push(branch)? {
+            PushOutcome::Pushed => Ok(Landed::Commit(commit)),
+            PushOutcome::Rejected(refusal) => {
+                *self.sent.borrow_mut() = None;
+                Ok(Landed::Refused(refusal))
+            }
+        }
+    }
+
+    fn landed_unanswered(&self, head: &str) -> Result<bool> {
+        Ok(self.sent.borrow().as_deref() == Some(head))
+    }
+}

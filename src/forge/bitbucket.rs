@@ -1,0 +1,204 @@
+//! Bitbucket Cloud: the head from `GET /2.0/repositories/{workspace}/{repo}/refs/branches/
+//! {branch}`, directories (paged, `next`) and files from `GET …/src/{commit}/{path}`, and
+//! the commit from `POST …/src` (a form: one field per file path) with `parents` = the
+//! head read: Bitbucket answers 409 when the branch moved, a lost race.
+
+use reqwest::StatusCode;
+
+use super::{Api, Dir, ForgeApi, Kind, Listing, escape_path, lost_race};
+use crate::branch::Landed;
+use crate::error::{Error, Result, Retry};
+use crate::plan::Identity;
+use crate::repo::{Forge, ForgeRepo};
+
+/// Pages of a directory listing read at most.
+const MAX_PAGES: u32 = 50;
+
+pub struct Bitbucket {
+    api: Api,
+    /// `https://api.bitbucket.org/2.0/repositories/{workspace}/{repo}`
+    repo_url: String,
+    /// Only `next` links under the API's own base are followed: the token goes nowhere else.
+    api_url: String,
+    name: String,
+}
+
+impl Bitbucket {
+    pub fn new(api: Api, repo: &ForgeRepo) -> Bitbucket {
+        Bitbucket {
+            api,
+            repo_url: format!("{}/repositories/{}", repo.api_url, escape_path(&repo.path)),
+            api_url: repo.api_url.clone(),
+            name: repo.path.clone(),
+        }
+    }
+
+    fn get(&self, url: &str) -> Result<reqwest::blocking::Response> {
+        self.api.send(self.api.get(url), url)
+    }
+
+    fn src_url(&self, head: &str, path: &str) -> String {
+        format!("{}/src/{head}/{}", self.repo_url, escape_path(path))
+    }
+}
+
+impl ForgeApi for Bitbucket {
+    fn head(&self, branch: &str) -> Result<String> {
+        let url = format!("{}/refs/branches/{}", self.repo_url, escape_path(branch));
+        let answer = self.get(&url)?;
+        if answer.status() == StatusCode::NOT_FOUND {
+            return Err(Error::input(
+                self.name.clone(),
+                None,
+                format!("there is no branch {branch} (or the token cannot see the repository)"),
+                "set `branch:` in promote.yaml or --branch; the token needs repository:write",
+            ));
+        }
+        if !answer.status().is_success() {
+            return Err(Api::status_error(answer, &url, Forge::Bitbucket));
+        }
+        let body = Api::json(answer, &url)?;
+        body["target"]["hash"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| bad_answer(&url, "no target.hash"))
+    }
+
+    fn list(&self, head: &str, dir: &str) -> Result<Listing> {
+        let prefix = if dir.is_empty() {
+            String::new()
+        } else {
+            format!("{dir}/")
+        };
+        let mut url = format!("{}?pagelen=100", self.src_url(head, &prefix));
+        let mut entries = Vec::new();
+        for _ in 0..MAX_PAGES {
+            let answer = self.get(&url)?;
+            if answer.status() == StatusCode::NOT_FOUND {
+                return Ok(None);
+            }
+            if !answer.status().is_success() {
+                return Err(Api::status_error(answer, &url, Forge::Bitbucket));
+            }
+            // A file answers its bytes, a directory a JSON page.
+            let listing = answer
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.starts_with("application/json"));
+            if !listing {
+                return Ok(None);
+            }
+            let page = Api::json(answer, &url)?;
+            for item in page["values"].as_array().into_iter().flatten() {
+                let Some(path) = item["path"].as_str() else {
+                    continue;
+                };
+                let name = path.rsplit('/').next().unwrap_or(path).to_string();
+                let link = item["attributes"]
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|v| v == "link"));
+                let kind = match item["type"].as_str() {
+                    _ if link => Kind::Symlink,
+                    Some("commit_file") => Kind::File,
+                    Some("commit_directory") => Kind::Dir,
+                    _ => Kind::Other,
+                };
+                entries.push((name, kind));
+            }
+            match page["next"].as_str() {
+                Some(next) if next.starts_with(&format!("{}/", self.api_url)) => {
+                    url = next.to_string();
+                }
+                next => {
+                    return Ok(Some(Dir {
+                        entries,
+                        complete: next.is_none(),
+                    }));
+                }
+            }
+        }
+        Ok(Some(Dir {
+            entries,
+            complete: false,
+        }))
+    }
+
+    fn read(&self, head: &str, path: &str) -> Result<Option<Vec<u8>>> {
+        let url = self.src_url(head, path);
+        let answer = self.get(&url)?;
+        if answer.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !answer.status().is_success() {
+            return Err(Api::status_error(answer, &url, Forge::Bitbucket));
+        }
+        Api::bytes(answer, &url).map(Some)
+    }
+
+    fn parents(&self, commit: &str) -> Result<Vec<String>> {
+        let url = format!("{}/commit/{commit}", self.repo_url);
+        let answer = self.get(&url)?;
+        if !answer.status().is_success() {
+            return Err(Api::status_error(answer, &url, Forge::Bitbucket));
+        }
+        Ok(Api::json(answer, &url)?["parents"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p["hash"].as_str().map(str::to_string))
+            .collect())
+    }
+
+    fn commit(
+        &self,
+        branch: &str,
+        head: &str,
+        files: &[(&str, &[u8])],
+        message: &str,
+        author: &Identity,
+    ) -> Result<Landed> {
+        let mut form = url::form_urlencoded::Serializer::new(String::new());
+        form.append_pair("message", message)
+            .append_pair("author", &format!("{} <{}>", author.name, author.email))
+            .append_pair("branch", branch)
+            .append_pair("parents", head);
+        for (path, content) in files {
+            form.append_pair(&format!("/{path}"), &String::from_utf8_lossy(content));
+        }
+        let url = format!("{}/src", self.repo_url);
+        let answer = self.api.send(
+            self.api
+                .post(&url)
+                .header("Content-Type", "application/x-www-form-urlencoded")
+                .body(form.finish()),
+            &url,
+        )?;
+        match answer.status() {
+            StatusCode::CONFLICT => Ok(lost_race("the branch moved (Bitbucket 409)")),
+            status if status.is_success() => {
+                // The new commit is named by the Location header: …/commit/{hash}.
+                let location = answer
+                    .headers()
+                    .get("location")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default();
+                let hash = location.trim_end_matches('/').rsplit('/').next();
+                match hash.filter(|h| h.len() >= 7 && h.bytes().all(|b| b.is_ascii_hexdigit())) {
+                    Some(hash) => Ok(Landed::Commit(hash.to_string())),
+                    None => Err(bad_answer(&url, "no commit in Location")),
+                }
+            }
+            _ => Err(Api::status_error(answer, &url, Forge::Bitbucket)),
+        }
+    }
+}
+
+fn bad_answer(url: &str, what: &str) -> Error {
+    Error::Remote {
+        url: url.split('?').next().unwrap_or(url).to_string(),
+        message: format!("unexpected answer: {what}"),
+        hint: "check api_url: in promote.yaml: it must be the Bitbucket Cloud API (https://api.bitbucket.org/2.0)".into(),
+        retry: Retry::Never,
+    }
+}

@@ -1,0 +1,320 @@
+//! GitHub (and GitHub Enterprise Server): the head from `GET /repos/{o}/{r}/git/ref/heads/
+//! {branch}`, directories and files from `GET /repos/{o}/{r}/contents/{path}?ref={head}`
+//! (files in the raw media type), and the commit through the GraphQL mutation
+//! `createCommitOnBranch` with `expectedHeadOid`: a strict compare-and-swap whose
+//! `STALE_DATA` error is a lost race. GitHub signs these commits (Verified); their author
+//! is the token's identity.
+
+use base64::Engine;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use super::{Api, Dir, ForgeApi, Kind, Listing, escape_path, lost_race, split_message};
+use crate::branch::Landed;
+use crate::error::{Error, Result, Retry};
+use crate::git::Refusal;
+use crate::plan::Identity;
+use crate::repo::{Forge, ForgeRepo, sanitize};
+
+const JSON: &str = "application/vnd.github+json";
+const RAW: &str = "application/vnd.github.raw+json";
+const API_VERSION: (&str, &str) = ("X-GitHub-Api-Version", "2022-11-28");
+
+/// GitHub lists at most this many entries of a directory, and says nothing of the rest.
+const MAX_LISTED: usize = 1000;
+
+const MUTATION: &str = "mutation($input: CreateCommitOnBranchInput!) { createCommitOnBranch(input: $input) { commit { oid url } } }";
+
+pub struct GitHub {
+    api: Api,
+    /// `https://api.github.com/repos/{owner}/{repo}`
+    repo_url: String,
+    graphql_url: String,
+    /// `owner/repo`
+    name: String,
+}
+
+impl GitHub {
+    pub fn new(api: Api, repo: &ForgeRepo) -> GitHub {
+        GitHub {
+            api,
+            repo_url: format!("{}/repos/{}", repo.api_url, escape_path(&repo.path)),
+            graphql_url: graphql_url(&repo.api_url),
+            name: repo.path.clone(),
+        }
+    }
+
+    fn get(&self, url: &str, accept: &str) -> Result<reqwest::blocking::Response> {
+        self.api.send(
+            self.api
+                .get(url)
+                .header("Accept", accept)
+                .header(API_VERSION.0, API_VERSION.1),
+            url,
+        )
+    }
+
+    fn contents_url(&self, path: &str, head: &str) -> String {
+        if path.is_empty() {
+            format!("{}/contents?ref={head}", self.repo_url)
+        } else {
+            format!(
+                "{}/contents/{}?ref={head}",
+                self.repo_url,
+                escape_path(path)
+            )
+        }
+    }
+}
+
+/// GraphQL answers at `/graphql` of api.github.com, and at `/api/graphql` of a GitHub
+/// Enterprise Server whose REST API is `/api/v3`.
+pub fn graphql_url(api_url: &str) -> String {
+    match api_url.strip_suffix("/api/v3") {
+        Some(host) => format!("{host}/api/graphql"),
+        None => format!("{api_url}/graphql"),
+    }
+}
+
+impl ForgeApi for GitHub {
+    fn head(&self, branch: &str) -> Result<String> {
+        let url = format!("{}/git/ref/heads/{}", self.repo_url, escape_path(branch));
+        let answer = self.get(&url, JSON)?;
+        if answer.status() == StatusCode::NOT_FOUND {
+            return Err(Error::input(
+                self.name.clone(),
+                None,
+                format!("there is no branch {branch} (or the token cannot see the repository)"),
+                "set `branch:` in promote.yaml or --branch; a token needs Contents: read and write",
+            ));
+        }
+        if !answer.status().is_success() {
+            return Err(Api::status_error(answer, &url, Forge::GitHub));
+        }
+        let body = Api::json(answer, &url)?;
+        body["object"]["sha"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| bad_answer(&url, "no object.sha"))
+    }
+
+    fn list(&self, head: &str, dir: &str) -> Result<Listing> {
+        let url = self.contents_url(dir, head);
+        let answer = self.get(&url, JSON)?;
+        if answer.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !answer.status().is_success() {
+            return Err(Api::status_error(answer, &url, Forge::GitHub));
+        }
+        // A directory answers a list; a file an object.
+        let Value::Array(items) = Api::json(answer, &url)? else {
+            return Ok(None);
+        };
+        Ok(Some(Dir {
+            complete: items.len() < MAX_LISTED,
+            entries: items
+                .iter()
+                .filter_map(|item| Some((item["name"].as_str()?.to_string(), kind(item))))
+                .collect(),
+        }))
+    }
+
+    fn stat(&self, head: &str, path: &str) -> Result<Option<Kind>> {
+        let url = self.contents_url(path, head);
+        let answer = self.get(&url, JSON)?;
+        if answer.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !answer.status().is_success() {
+            return Err(Api::status_error(answer, &url, Forge::GitHub));
+        }
+        Ok(Some(match Api::json(answer, &url)? {
+            Value::Array(_) => Kind::Dir,
+            item => kind(&item),
+        }))
+    }
+
+    fn read(&self, head: &str, path: &str) -> Result<Option<Vec<u8>>> {
+        let url = self.contents_url(path, head);
+        let answer = self.get(&url, RAW)?;
+        if answer.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !answer.status().is_success() {
+            return Err(Api::status_error(answer, &url, Forge::GitHub));
+        }
+        Api::bytes(answer, &url).map(Some)
+    }
+
+    fn parents(&self, commit: &str) -> Result<Vec<String>> {
+        let url = format!("{}/git/commits/{commit}", self.repo_url);
+        let answer = self.get(&url, JSON)?;
+        if !answer.status().is_success() {
+            return Err(Api::status_error(answer, &url, Forge::GitHub));
+        }
+        Ok(Api::json(answer, &url)?["parents"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p["sha"].as_str().map(str::to_string))
+            .collect())
+    }
+
+    fn commit(
+        &self,
+        branch: &str,
+        head: &str,
+        files: &[(&str, &[u8])],
+        message: &str,
+        _author: &Identity,
+    ) -> Result<Landed> {
+        let (headline, body) = split_message(message);
+        let additions: Vec<Value> = files
+            .iter()
+            .map(|(path, content)| {
+                json!({
+                    "path": path,
+                    "contents": base64::engine::general_purpose::STANDARD.encode(content),
+                })
+            })
+            .collect();
+        let request = json!({
+            "query": MUTATION,
+            "variables": {"input": {
+                "branch": {"repositoryNameWithOwner": self.name, "branchName": branch},
+                "expectedHeadOid": head,
+                "message": {"headline": headline, "body": body},
+                "fileChanges": {"additions": additions},
+            }},
+        });
+        let url = &self.graphql_url;
+        let answer = self.api.send(
+            self.api
+                .post(url)
+                .header("Accept", "application/json")
+                .header("Content-Type", "application/json")
+                .body(request.to_string()),
+            url,
+        )?;
+        if !answer.status().is_success() {
+            return Err(Api::status_error(answer, url, Forge::GitHub));
+        }
+        let answer = Api::json(answer, url)?;
+        if let Some(oid) = answer["data"]["createCommitOnBranch"]["commit"]["oid"].as_str() {
+            return Ok(Landed::Commit(oid.to_string()));
+        }
+        graphql_refusal(&answer, url)
+    }
+}
+
+/// An entry of a listing, or a path asked alone. In listings GitHub calls a submodule a
+/// "file" (for backwards compatibility), one without a download URL.
+fn kind(item: &Value) -> Kind {
+    match item["type"].as_str() {
+        Some("file") if item["download_url"].is_string() => Kind::File,
+        Some("dir") => Kind::Dir,
+        Some("symlink") => Kind::Symlink,
+        _ => Kind::Other,
+    }
+}
+
+/// GraphQL reports failures with HTTP 200 and `errors`: `STALE_DATA` is a lost race;
+/// missing access is an error; anything else (a ruleset, a protected branch) is a refusal
+/// in GitHub's words, which the loop tells from a race by reading the head again.
+fn graphql_refusal(answer: &Value, url: &str) -> Result<Landed> {
+    let errors = answer["errors"].as_array().cloned().unwrap_or_default();
+    let said: Vec<String> = errors
+        .iter()
+        .filter_map(|e| e["message"].as_str())
+        .map(|m| crate::secrets::redact(&sanitize(m)))
+        .collect();
+    let kinds: Vec<&str> = errors.iter().filter_map(|e| e["type"].as_str()).collect();
+    if kinds.contains(&"STALE_DATA") {
+        return Ok(lost_race("another commit landed first (STALE_DATA)"));
+    }
+    if kinds.contains(&"RATE_LIMITED") {
+        return Err(Error::Remote {
+            url: url.to_string(),
+            message: format!("rate limited: {}", said.join("; ")),
+            hint: super::RATE_LIMIT_HINT.into(),
+            retry: Retry::Transient { after: None },
+        });
+    }
+    if kinds
+        .iter()
+        .any(|k| ["FORBIDDEN", "NOT_FOUND", "INSUFFICIENT_SCOPES"].contains(k))
+    {
+        return Err(Error::Remote {
+            url: url.to_string(),
+            message: format!("createCommitOnBranch refused: {}", said.join("; ")),
+            hint: super::permission_hint(Forge::GitHub),
+            retry: Retry::Never,
+        });
+    }
+    if said.is_empty() {
+        return Err(bad_answer(url, "neither a commit nor errors"));
+    }
+    Ok(Landed::Refused(Refusal {
+        reason: format!("createCommitOnBranch refused ({})", kinds.join(", ")),
+        not_fast_forward: false,
+        server_said: said,
+    }))
+}
+
+fn bad_answer(url: &str, what: &str) -> Error {
+    Error::Remote {
+        url: url.to_string(),
+        message: format!("unexpected answer: {what}"),
+        hint: "check api_url: in promote.yaml: it must be the GitHub API (https://HOST/api/v3 on GitHub Enterprise Server)".into(),
+        retry: Retry::Never,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn graphql_lives_beside_the_rest_api() {
+        assert_eq!(
+            graphql_url("https://api.github.com"),
+            "https://api.github.com/graphql"
+        );
+        assert_eq!(
+            graphql_url("https://ghe.corp/api/v3"),
+            "https://ghe.corp/api/graphql"
+        );
+    }
+
+    #[test]
+    fn stale_data_is_a_race_and_other_errors_are_not() {
+        let stale = json!({"data": {"createCommitOnBranch": null}, "errors": [{"type": "STALE_DATA", "message": "Expected branch to point to \"abc\" but it did not. Pull and try again."}]});
+        assert!(matches!(
+            graphql_refusal(&stale, "u").unwrap(),
+            Landed::Refused(Refusal {
+                not_fast_forward: true,
+                ..
+            })
+        ));
+        let rule = json!({"errors": [{"type": "UNPROCESSABLE", "message": "Repository rule violations found"}]});
+        match graphql_refusal(&rule, "u").unwrap() {
+            Landed::Refused(r) => {
+                assert!(!r.not_fast_forward);
+                assert_eq!(r.server_said, ["Repository rule violations found"]);
+            }
+            other @ Landed::Commit(_) => panic!("{other:?}"),
+        }
+        let denied = json!({"errors": [{"type": "FORBIDDEN", "message": "Resource not accessible by integration"}]});
+        assert_eq!(
+            graphql_refusal(&denied, "u").unwrap_err().retry(),
+            Retry::Never
+        );
+        let limited =
+            json!({"errors": [{"type": "RATE_LIMITED", "message": "API rate limit exceeded"}]});
+        assert_eq!(
+            graphql_refusal(&limited, "u").unwrap_err().retry(),
+            Retry::Transient { after: None }
+        );
+    }
+}

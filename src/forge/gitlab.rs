@@ -1,0 +1,240 @@
+//! GitLab (gitlab.com and self-managed): the head from `GET /projects/:id/repository/
+//! branches/:branch`, directories from `GET /projects/:id/repository/tree` (paged),
+//! files from `GET /projects/:id/repository/files/:path?ref=` (content and
+//! `last_commit_id`), and the commit from `POST /projects/:id/repository/commits` with
+//! each file's `last_commit_id`: GitLab's check is per file, and its 400 "file has
+//! changed" is a lost race.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use base64::Engine;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use super::{Api, Dir, ForgeApi, Kind, Listing, escape_segment, lost_race};
+use crate::branch::Landed;
+use crate::error::{Error, Result, Retry};
+use crate::plan::Identity;
+use crate::repo::{Forge, ForgeRepo};
+
+/// Pages of a directory listing read at most (100 entries each).
+const MAX_PAGES: u32 = 50;
+
+pub struct GitLab {
+    api: Api,
+    /// `…/api/v4/projects/group%2Fproject`
+    project_url: String,
+    name: String,
+    /// The `last_commit_id` of each file read, by (head, path), for the commit's check.
+    last_commits: RefCell<HashMap<(String, String), String>>,
+}
+
+impl GitLab {
+    pub fn new(api: Api, repo: &ForgeRepo) -> GitLab {
+        GitLab {
+            api,
+            project_url: format!("{}/projects/{}", repo.api_url, escape_segment(&repo.path)),
+            name: repo.path.clone(),
+            last_commits: RefCell::new(HashMap::new()),
+        }
+    }
+
+    fn get(&self, url: &str) -> Result<reqwest::blocking::Response> {
+        self.api.send(self.api.get(url), url)
+    }
+}
+
+impl ForgeApi for GitLab {
+    fn head(&self, branch: &str) -> Result<String> {
+        let url = format!(
+            "{}/repository/branches/{}",
+            self.project_url,
+            escape_segment(branch)
+        );
+        let answer = self.get(&url)?;
+        if answer.status() == StatusCode::NOT_FOUND {
+            return Err(Error::input(
+                self.name.clone(),
+                None,
+                format!("there is no branch {branch} (or the token cannot see the project)"),
+                "set `branch:` in promote.yaml or --branch; the token needs the api scope",
+            ));
+        }
+        if !answer.status().is_success() {
+            return Err(Api::status_error(answer, &url, Forge::GitLab));
+        }
+        let body = Api::json(answer, &url)?;
+        body["commit"]["id"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| bad_answer(&url, "no commit.id"))
+    }
+
+    fn list(&self, head: &str, dir: &str) -> Result<Listing> {
+        let mut entries = Vec::new();
+        let mut page = 1;
+        loop {
+            let mut url = format!(
+                "{}/repository/tree?ref={head}&per_page=100&page={page}",
+                self.project_url
+            );
+            if !dir.is_empty() {
+                url.push_str(&format!("&path={}", escape_segment(dir)));
+            }
+            let answer = self.get(&url)?;
+            if answer.status() == StatusCode::NOT_FOUND {
+                return Ok(None);
+            }
+            if !answer.status().is_success() {
+                return Err(Api::status_error(answer, &url, Forge::GitLab));
+            }
+            let next = answer
+                .headers()
+                .get("x-next-page")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u32>().ok());
+            let Value::Array(items) = Api::json(answer, &url)? else {
+                return Err(bad_answer(&url, "not a list"));
+            };
+            for item in &items {
+                let (Some(name), Some(kind)) = (item["name"].as_str(), item["type"].as_str())
+                else {
+                    continue;
+                };
+                let kind = match (kind, item["mode"].as_str()) {
+                    (_, Some("120000")) => Kind::Symlink,
+                    ("blob", _) => Kind::File,
+                    ("tree", _) => Kind::Dir,
+                    _ => Kind::Other,
+                };
+                entries.push((name.to_string(), kind));
+            }
+            // A path that is no directory answers an empty first page.
+            if page == 1 && items.is_empty() && !dir.is_empty() {
+                return Ok(None);
+            }
+            match next {
+                Some(n) if n > page && page < MAX_PAGES => page = n,
+                next => {
+                    return Ok(Some(Dir {
+                        entries,
+                        complete: next.is_none(),
+                    }));
+                }
+            }
+        }
+    }
+
+    fn read(&self, head: &str, path: &str) -> Result<Option<Vec<u8>>> {
+        let url = format!(
+            "{}/repository/files/{}?ref={head}",
+            self.project_url,
+            escape_segment(path)
+        );
+        let answer = self.get(&url)?;
+        if answer.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !answer.status().is_success() {
+            return Err(Api::status_error(answer, &url, Forge::GitLab));
+        }
+        let body = Api::json(answer, &url)?;
+        let content = body["content"].as_str().unwrap_or_default();
+        let bytes = match body["encoding"].as_str() {
+            Some("base64") => base64::engine::general_purpose::STANDARD
+                .decode(content.replace(['\n', '\r'], ""))
+                .map_err(|e| bad_answer(&url, &format!("content is not base64: {e}")))?,
+            _ => content.as_bytes().to_vec(),
+        };
+        if let Some(last) = body["last_commit_id"].as_str() {
+            self.last_commits
+                .borrow_mut()
+                .insert((head.to_string(), path.to_string()), last.to_string());
+        }
+        Ok(Some(bytes))
+    }
+
+    fn parents(&self, commit: &str) -> Result<Vec<String>> {
+        let url = format!("{}/repository/commits/{commit}", self.project_url);
+        let answer = self.get(&url)?;
+        if !answer.status().is_success() {
+            return Err(Api::status_error(answer, &url, Forge::GitLab));
+        }
+        Ok(Api::json(answer, &url)?["parent_ids"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p.as_str().map(str::to_string))
+            .collect())
+    }
+
+    fn commit(
+        &self,
+        branch: &str,
+        head: &str,
+        files: &[(&str, &[u8])],
+        message: &str,
+        author: &Identity,
+    ) -> Result<Landed> {
+        let last_commits = self.last_commits.borrow();
+        let actions: Vec<Value> = files
+            .iter()
+            .map(|(path, content)| {
+                // A file read at this head is updated, with the check; any other is new.
+                let last = last_commits.get(&(head.to_string(), (*path).to_string()));
+                let mut action = json!({
+                    "action": if last.is_some() { "update" } else { "create" },
+                    "file_path": path,
+                    "content": base64::engine::general_purpose::STANDARD.encode(content),
+                    "encoding": "base64",
+                });
+                if let Some(last) = last {
+                    action["last_commit_id"] = json!(last);
+                }
+                action
+            })
+            .collect();
+        let request = json!({
+            "branch": branch,
+            "commit_message": message,
+            "actions": actions,
+            "author_name": author.name,
+            "author_email": author.email,
+        });
+        let url = format!("{}/repository/commits", self.project_url);
+        let answer = self.api.send(
+            self.api
+                .post(&url)
+                .header("Content-Type", "application/json")
+                .body(request.to_string()),
+            &url,
+        )?;
+        let status = answer.status();
+        if status.is_success() {
+            let body = Api::json(answer, &url)?;
+            return body["id"]
+                .as_str()
+                .map(|id| Landed::Commit(id.to_string()))
+                .ok_or_else(|| bad_answer(&url, "no id"));
+        }
+        if status == StatusCode::BAD_REQUEST {
+            let error = Api::status_error(answer, &url, Forge::GitLab);
+            if error.to_string().contains("has changed") {
+                return Ok(lost_race("a file changed since it was read (GitLab 400)"));
+            }
+            return Err(error);
+        }
+        Err(Api::status_error(answer, &url, Forge::GitLab))
+    }
+}
+
+fn bad_answer(url: &str, what: &str) -> Error {
+    Error::Remote {
+        url: url.split('?').next().unwrap_or(url).to_string(),
+        message: format!("unexpected answer: {what}"),
+        hint: "check api_url: in promote.yaml: it must be the GitLab API (https://HOST/api/v4)"
+            .into(),
+        retry: Retry::Never,
+    }
+}

@@ -1,0 +1,1165 @@
+//! Forge APIs on 127.0.0.1, for the `commit_via: api` tests: GitHub (REST contents and
+//! refs, GraphQL `createCommitOnBranch`, the App token exchange), GitLab (branches, paged
+//! tree, files, commits) and Bitbucket Cloud (branches, paged src, POST src), each
+//! answering as its documentation says, plus the GCE metadata server's token and Cloud
+//! Build's `accessReadWriteToken`.
+//!
+//! The repository is a real bare git repository: a commit made through the API is written
+//! with git plumbing (`hash-object`, `ls-tree` and `mktree` along the changed paths,
+//! `commit-tree`) and the branch moved with `update-ref NEW OLD`, git's own
+//! compare-and-swap, so the tests read what landed with `git`. Every request is recorded
+//! (method, target, headers, body) for the tests to assert what was sent; faults (rate
+//! limits, anything) can be queued for the next requests.
+
+#![allow(dead_code)]
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use serde_json::{Value, json};
+
+use crate::git_server::serve;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Style {
+    GitHub,
+    GitLab,
+    Bitbucket,
+}
+
+/// The owner (workspace, group) and name the servers give the devops repository.
+pub const OWNER: &str = "tomoda";
+pub const NAME: &str = "devops";
+/// The identity GitHub gives commits made through its API with an App token.
+pub const BOT: &str = "tomoda-promote-app[bot]";
+pub const APP_ID: u64 = 424_242;
+pub const INSTALLATION: u64 = 77;
+pub const METADATA_TOKEN: &str = "ya29.metadata-access-token-for-tests";
+
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    pub target: String,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Recorded {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// An answer queued for the next request whose target contains `matching`.
+pub struct Fault {
+    pub matching: String,
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+struct State {
+    style: Style,
+    bare: PathBuf,
+    tokens: Mutex<Vec<String>>,
+    requests: Mutex<Vec<Recorded>>,
+    faults: Mutex<VecDeque<Fault>>,
+    /// Run once, just before the first commit request is handled (another pipeline's push).
+    before_commit: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+    /// Commits are made one at a time, as a forge serialises updates of one branch.
+    commit_lock: Mutex<()>,
+    /// Entries per page of directory listings (GitLab: at most per_page; Bitbucket: pagelen).
+    page_size: usize,
+    /// The App's public key (PEM) that JWTs must verify against, when the App is set up.
+    app_public_key: Mutex<Option<PathBuf>>,
+    /// The token the App exchange and Cloud Build hand out.
+    minted: String,
+    /// Cloud Build refuses the exchange (the permission is missing).
+    cloudbuild_denied: AtomicBool,
+    /// The next commit request lands, and its answer is never sent (the connection closes).
+    lose_commit_answer: AtomicBool,
+    scratch: tempfile::TempDir,
+}
+
+pub struct ForgeServer {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+    state: Arc<State>,
+}
+
+impl ForgeServer {
+    /// A forge of `style` over the bare repository `bare`, accepting `token`.
+    pub fn start(style: Style, bare: &Path, token: &str) -> ForgeServer {
+        ForgeServer::start_paged(style, bare, token, 100)
+    }
+
+    /// As `start`, with directory listings paged at most `page_size` entries at a time.
+    pub fn start_paged(style: Style, bare: &Path, token: &str, page_size: usize) -> ForgeServer {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1");
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(State {
+            style,
+            bare: bare.to_path_buf(),
+            tokens: Mutex::new(vec![token.to_string()]),
+            requests: Mutex::new(Vec::new()),
+            faults: Mutex::new(VecDeque::new()),
+            before_commit: Mutex::new(None),
+            commit_lock: Mutex::new(()),
+            page_size,
+            app_public_key: Mutex::new(None),
+            minted: format!("ghs_minted{}", fastrand::u64(..)),
+            cloudbuild_denied: AtomicBool::new(false),
+            lose_commit_answer: AtomicBool::new(false),
+            scratch: tempfile::tempdir().unwrap(),
+        });
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let stop = Arc::clone(&stop);
+            let state = Arc::clone(&state);
+            std::thread::spawn(move || {
+                serve(&listener, &stop, "forge", move |stream, _| {
+                    handle(&stream, &state);
+                });
+            })
+        };
+        ForgeServer {
+            addr,
+            stop,
+            thread: Some(thread),
+            state,
+        }
+    }
+
+    pub fn base(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The API base URL as promote.yaml's `api_url:` names it.
+    pub fn api_url(&self) -> String {
+        match self.state.style {
+            Style::GitHub => format!("{}/api/v3", self.base()),
+            Style::GitLab => format!("{}/api/v4", self.base()),
+            Style::Bitbucket => format!("{}/2.0", self.base()),
+        }
+    }
+
+    /// The repository's URL on this forge (as `repo:`; nothing is cloned from it).
+    pub fn repo_url(&self) -> String {
+        format!("{}/{OWNER}/{NAME}.git", self.base())
+    }
+
+    pub fn forge_name(&self) -> &'static str {
+        match self.state.style {
+            Style::GitHub => "github",
+            Style::GitLab => "gitlab",
+            Style::Bitbucket => "bitbucket",
+        }
+    }
+
+    pub fn requests(&self) -> Vec<Recorded> {
+        lock(&self.state.requests).clone()
+    }
+
+    pub fn clear_requests(&self) {
+        lock(&self.state.requests).clear();
+    }
+
+    pub fn fail_next(&self, fault: Fault) {
+        lock(&self.state.faults).push_back(fault);
+    }
+
+    pub fn before_first_commit(&self, hook: impl FnOnce() + Send + 'static) {
+        *lock(&self.state.before_commit) = Some(Box::new(hook));
+    }
+
+    /// Sets up the GitHub App whose JWTs must verify against `public_key_pem`.
+    pub fn app(&self, public_key_pem: &Path) {
+        *lock(&self.state.app_public_key) = Some(public_key_pem.to_path_buf());
+    }
+
+    /// The token the App exchange and Cloud Build hand out (accepted once handed out).
+    pub fn minted(&self) -> &str {
+        &self.state.minted
+    }
+
+    /// The next commit lands but its answer is lost.
+    pub fn lose_next_commit_answer(&self) {
+        self.state.lose_commit_answer.store(true, Ordering::SeqCst);
+    }
+
+    pub fn deny_cloudbuild(&self) {
+        self.state.cloudbuild_denied.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Drop for ForgeServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+struct Answer {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+fn answer(status: u16, body: &Value) -> Answer {
+    Answer {
+        status,
+        headers: vec![(
+            "Content-Type".into(),
+            "application/json; charset=utf-8".into(),
+        )],
+        body: body.to_string().into_bytes(),
+    }
+}
+
+fn raw(status: u16, content_type: &str, body: Vec<u8>) -> Answer {
+    Answer {
+        status,
+        headers: vec![("Content-Type".into(), content_type.into())],
+        body,
+    }
+}
+
+fn handle(stream: &TcpStream, state: &State) {
+    stream.set_nodelay(true).ok();
+    stream.set_nonblocking(false).ok();
+    stream.set_read_timeout(Some(Duration::from_secs(30))).ok();
+    let Some(request) = read_request(stream) else {
+        return;
+    };
+    lock(&state.requests).push(request.clone());
+    let queued = {
+        let mut faults = lock(&state.faults);
+        let at = faults
+            .iter()
+            .position(|f| request.target.contains(&f.matching));
+        at.and_then(|i| faults.remove(i))
+    };
+    let reply = match queued {
+        Some(f) => Answer {
+            status: f.status,
+            headers: f.headers,
+            body: f.body.into_bytes(),
+        },
+        None => route(&request, state),
+    };
+    let path = request.target.split('?').next().unwrap_or_default();
+    let commit = request.method == "POST"
+        && (path == "/api/graphql"
+            || path.ends_with("/repository/commits")
+            || path.ends_with("/src"));
+    if commit && state.lose_commit_answer.swap(false, Ordering::SeqCst) {
+        return;
+    }
+    let mut out = format!(
+        "HTTP/1.1 {} X\r\nContent-Length: {}\r\nConnection: close\r\n",
+        reply.status,
+        reply.body.len()
+    );
+    for (k, v) in &reply.headers {
+        out.push_str(&format!("{k}: {v}\r\n"));
+    }
+    out.push_str("\r\n");
+    let mut bytes = out.into_bytes();
+    bytes.extend_from_slice(&reply.body);
+    let mut stream = stream;
+    let _ = stream.write_all(&bytes);
+    let _ = stream.flush();
+}
+
+fn read_request(stream: &TcpStream) -> Option<Recorded> {
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    reader.read_line(&mut line).ok()?;
+    let mut parts = line.split_whitespace();
+    let method = parts.next()?.to_string();
+    let target = parts.next()?.to_string();
+    let mut headers = Vec::new();
+    loop {
+        let mut h = String::new();
+        reader.read_line(&mut h).ok()?;
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        let (k, v) = h.split_once(':')?;
+        headers.push((k.trim().to_string(), v.trim().to_string()));
+    }
+    let length: usize = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).ok()?;
+    Some(Recorded {
+        method,
+        target,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    })
+}
+
+fn decode(s: &str) -> String {
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+/// The query's `key`, decoded.
+fn query(target: &str, key: &str) -> Option<String> {
+    let q = target.split_once('?')?.1;
+    url::form_urlencoded::parse(q.as_bytes())
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.into_owned())
+}
+
+fn bearer(request: &Recorded) -> Option<String> {
+    let value = request.header("authorization")?;
+    if let Some(t) = value.strip_prefix("Bearer ") {
+        return Some(t.to_string());
+    }
+    if let Some(t) = value.strip_prefix("token ") {
+        return Some(t.to_string());
+    }
+    if let Some(b) = value.strip_prefix("Basic ") {
+        let text = String::from_utf8(STANDARD.decode(b).ok()?).ok()?;
+        return text.split_once(':').map(|(_, p)| p.to_string());
+    }
+    request.header("private-token").map(str::to_string)
+}
+
+fn route(request: &Recorded, state: &State) -> Answer {
+    let path = request
+        .target
+        .split('?')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    if path == "/computeMetadata/v1/instance/service-accounts/default/token" {
+        if request.header("metadata-flavor") != Some("Google") {
+            return raw(
+                403,
+                "text/html",
+                b"Missing Metadata-Flavor:Google header".to_vec(),
+            );
+        }
+        return answer(
+            200,
+            &json!({"access_token": METADATA_TOKEN, "expires_in": 3599, "token_type": "Bearer"}),
+        );
+    }
+    if path.starts_with("/v2/projects/") && path.ends_with(":accessReadWriteToken") {
+        return cloudbuild(request, state, &path);
+    }
+    if state.style == Style::GitHub
+        && (path.ends_with("/installation") || path.contains("/app/installations/"))
+    {
+        return github_app(request, state, &path);
+    }
+    let authorized = bearer(request).is_some_and(|t| lock(&state.tokens).contains(&t));
+    if !authorized {
+        return match state.style {
+            Style::GitHub => answer(
+                401,
+                &json!({"message": "Bad credentials", "documentation_url": "https://docs.github.com/rest", "status": "401"}),
+            ),
+            Style::GitLab => answer(401, &json!({"message": "401 Unauthorized"})),
+            Style::Bitbucket => answer(
+                401,
+                &json!({"type": "error", "error": {"message": "Access token expired or invalid"}}),
+            ),
+        };
+    }
+    match state.style {
+        Style::GitHub => github(request, state, &path),
+        Style::GitLab => gitlab(request, state, &path),
+        Style::Bitbucket => bitbucket(request, state, &path),
+    }
+}
+
+// ---- the repository, through git plumbing ----
+
+fn git(state: &State, args: &[&str], env: &[(&str, &str)], input: Option<&[u8]>) -> Option<String> {
+    let mut command = Command::new("git");
+    command
+        .args(args)
+        .current_dir(&state.bare)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let mut child = command.spawn().ok()?;
+    if let Some(input) = input {
+        child.stdin.take()?.write_all(input).ok()?;
+    }
+    let out = child.wait_with_output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn head(state: &State, branch: &str) -> Option<String> {
+    git(
+        state,
+        &[
+            "rev-parse",
+            "--verify",
+            "-q",
+            &format!("refs/heads/{branch}^{{commit}}"),
+        ],
+        &[],
+        None,
+    )
+    .map(|s| s.trim().to_string())
+}
+
+/// `(mode, type, name)` of each entry of `dir` at `commit`; `None` when it is no tree.
+fn ls_tree(state: &State, commit: &str, dir: &str) -> Option<Vec<(String, String, String)>> {
+    let spec = if dir.is_empty() {
+        format!("{commit}^{{tree}}")
+    } else {
+        format!("{commit}:{dir}")
+    };
+    let kind = git(state, &["cat-file", "-t", &spec], &[], None)?;
+    if kind.trim() != "tree" {
+        return None;
+    }
+    let out = git(state, &["ls-tree", &spec], &[], None)?;
+    Some(
+        out.lines()
+            .filter_map(|l| {
+                let (meta, name) = l.split_once('\t')?;
+                let mut m = meta.split_whitespace();
+                Some((m.next()?.into(), m.next()?.into(), name.to_string()))
+            })
+            .collect(),
+    )
+}
+
+fn blob(state: &State, commit: &str, path: &str) -> Option<Vec<u8>> {
+    let spec = format!("{commit}:{path}");
+    let kind = git(state, &["cat-file", "-t", &spec], &[], None)?;
+    if kind.trim() != "blob" {
+        return None;
+    }
+    let out = Command::new("git")
+        .args(["cat-file", "blob", &spec])
+        .current_dir(&state.bare)
+        .output()
+        .ok()?;
+    Some(out.stdout)
+}
+
+/// The parents of `commit`; `None` when it is no commit.
+fn parents(state: &State, commit: &str) -> Option<Vec<String>> {
+    let out = git(state, &["rev-parse", &format!("{commit}^@")], &[], None)?;
+    Some(out.lines().map(str::to_string).collect())
+}
+
+fn last_commit(state: &State, commit: &str, path: &str) -> Option<String> {
+    git(
+        state,
+        &["log", "-1", "--format=%H", commit, "--", path],
+        &[],
+        None,
+    )
+    .map(|s| s.trim().to_string())
+    .filter(|s| !s.is_empty())
+}
+
+/// A commit of `files` on top of `parent`, written with plumbing; the branch is moved only
+/// if it is still `parent` (`update-ref NEW OLD`). `None` when it moved.
+fn commit_files(
+    state: &State,
+    branch: &str,
+    parent: &str,
+    files: &[(String, Vec<u8>)],
+    message: &str,
+    author: (&str, &str),
+) -> Option<String> {
+    let env = [
+        ("GIT_AUTHOR_NAME", author.0),
+        ("GIT_AUTHOR_EMAIL", author.1),
+        ("GIT_COMMITTER_NAME", "Forge"),
+        ("GIT_COMMITTER_EMAIL", "noreply@forge.example"),
+    ];
+    let mut tree = git(
+        state,
+        &["rev-parse", &format!("{parent}^{{tree}}")],
+        &[],
+        None,
+    )?
+    .trim()
+    .to_string();
+    for (path, content) in files {
+        let blob = git(state, &["hash-object", "-w", "--stdin"], &[], Some(content))?;
+        let parts: Vec<&str> = path.split('/').collect();
+        tree = with_blob(state, Some(&tree), &parts, blob.trim())?;
+    }
+    let commit = git(
+        state,
+        &["commit-tree", &tree, "-p", parent],
+        &env,
+        Some(message.as_bytes()),
+    )?;
+    let commit = commit.trim().to_string();
+    git(
+        state,
+        &[
+            "update-ref",
+            &format!("refs/heads/{branch}"),
+            &commit,
+            parent,
+        ],
+        &[],
+        None,
+    )?;
+    Some(commit)
+}
+
+/// `tree` with the blob at `parts` (a path), as a new tree: only the trees along the path
+/// are rewritten (`ls-tree`, then `mktree`), as a forge does, so a commit costs the same
+/// at any size of repository. A file keeps its mode.
+fn with_blob(state: &State, tree: Option<&str>, parts: &[&str], blob: &str) -> Option<String> {
+    let listing = match tree {
+        Some(tree) => git(state, &["ls-tree", tree], &[], None)?,
+        None => String::new(),
+    };
+    let (name, rest) = parts.split_first()?;
+    let mut entries: Vec<String> = Vec::new();
+    let mut existing: Option<(String, String)> = None;
+    for line in listing.lines() {
+        let (meta, entry_name) = line.split_once('\t')?;
+        if entry_name == *name {
+            let mut m = meta.split_whitespace();
+            let mode = m.next()?.to_string();
+            m.next();
+            existing = Some((mode, m.next()?.to_string()));
+        } else {
+            entries.push(line.to_string());
+        }
+    }
+    let entry = if rest.is_empty() {
+        let mode = existing.map_or("100644".to_string(), |(mode, _)| mode);
+        format!("{mode} blob {blob}\t{name}")
+    } else {
+        let subtree = existing.map(|(_, oid)| oid);
+        let child = with_blob(state, subtree.as_deref(), rest, blob)?;
+        format!("040000 tree {child}\t{name}")
+    };
+    entries.push(entry);
+    let input = entries.join("\n") + "\n";
+    git(state, &["mktree"], &[], Some(input.as_bytes())).map(|t| t.trim().to_string())
+}
+
+fn run_before_commit(state: &State) {
+    let hook = lock(&state.before_commit).take();
+    if let Some(hook) = hook {
+        hook();
+    }
+}
+
+// ---- GitHub ----
+
+fn not_found_github() -> Answer {
+    answer(
+        404,
+        &json!({"message": "Not Found", "documentation_url": "https://docs.github.com/rest", "status": "404"}),
+    )
+}
+
+fn github(request: &Recorded, state: &State, path: &str) -> Answer {
+    if request.method == "POST" && path == "/api/graphql" {
+        return github_graphql(request, state);
+    }
+    let prefix = format!("/api/v3/repos/{OWNER}/{NAME}");
+    let Some(rest) = path.strip_prefix(&prefix) else {
+        return not_found_github();
+    };
+    if let Some(sha) = rest.strip_prefix("/git/commits/") {
+        return match parents(state, sha) {
+            Some(list) => answer(
+                200,
+                &json!({"sha": sha, "parents": list.iter().map(|p| json!({"sha": p})).collect::<Vec<_>>()}),
+            ),
+            None => not_found_github(),
+        };
+    }
+    if let Some(branch) = rest.strip_prefix("/git/ref/heads/") {
+        let branch = decode(branch);
+        return match head(state, &branch) {
+            Some(sha) => answer(
+                200,
+                &json!({"ref": format!("refs/heads/{branch}"), "node_id": "REF_x", "object": {"sha": sha, "type": "commit"}}),
+            ),
+            None => not_found_github(),
+        };
+    }
+    let Some(content_path) = rest
+        .strip_prefix("/contents")
+        .map(|p| decode(p.trim_start_matches('/')))
+    else {
+        return not_found_github();
+    };
+    let Some(reference) = query(&request.target, "ref") else {
+        return not_found_github();
+    };
+    let download =
+        |path: &str| format!("https://raw.github.example/{OWNER}/{NAME}/{reference}/{path}");
+    if let Some(entries) = ls_tree(state, &reference, &content_path) {
+        // At most 1,000 entries, the rest left out without a word, as documented.
+        let items: Vec<Value> = entries
+            .iter()
+            .take(1000)
+            .map(|(mode, kind, name)| {
+                let full = if content_path.is_empty() {
+                    name.clone()
+                } else {
+                    format!("{content_path}/{name}")
+                };
+                // A submodule is listed as a "file" without a download URL.
+                let (kind, url) = match (mode.as_str(), kind.as_str()) {
+                    ("120000", _) => ("symlink", json!(download(&full))),
+                    (_, "tree") => ("dir", Value::Null),
+                    (_, "commit") => ("file", Value::Null),
+                    _ => ("file", json!(download(&full))),
+                };
+                json!({"name": name, "path": full, "type": kind, "download_url": url})
+            })
+            .collect();
+        return answer(200, &Value::Array(items));
+    }
+    match blob(state, &reference, &content_path) {
+        Some(bytes) if request.header("accept") == Some("application/vnd.github.raw+json") => {
+            raw(200, "application/vnd.github.raw+json", bytes)
+        }
+        Some(bytes) => answer(
+            200,
+            &json!({"type": "file", "encoding": "base64", "size": bytes.len(), "path": content_path, "content": STANDARD.encode(&bytes), "download_url": download(&content_path)}),
+        ),
+        None => not_found_github(),
+    }
+}
+
+fn github_graphql(request: &Recorded, state: &State) -> Answer {
+    let Ok(body) = serde_json::from_str::<Value>(&request.body) else {
+        return answer(400, &json!({"message": "Problems parsing JSON"}));
+    };
+    let query = body["query"].as_str().unwrap_or_default();
+    if !query.contains("createCommitOnBranch") {
+        return answer(
+            200,
+            &json!({"errors": [{"message": "unsupported in this test server"}]}),
+        );
+    }
+    let input = &body["variables"]["input"];
+    let branch = input["branch"]["branchName"].as_str().unwrap_or_default();
+    let expected = input["expectedHeadOid"].as_str().unwrap_or_default();
+    let name = input["branch"]["repositoryNameWithOwner"]
+        .as_str()
+        .unwrap_or_default();
+    if name != format!("{OWNER}/{NAME}") {
+        return answer(
+            200,
+            &json!({"data": {"createCommitOnBranch": null}, "errors": [{"type": "NOT_FOUND", "message": format!("Could not resolve to a Repository with the name '{name}'.")}]}),
+        );
+    }
+    let headline = input["message"]["headline"].as_str().unwrap_or_default();
+    let text = input["message"]["body"].as_str().unwrap_or_default();
+    let message = if text.is_empty() {
+        headline.to_string()
+    } else {
+        format!("{headline}\n\n{text}")
+    };
+    let files: Vec<(String, Vec<u8>)> = input["fileChanges"]["additions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| {
+            Some((
+                a["path"].as_str()?.to_string(),
+                STANDARD.decode(a["contents"].as_str()?).ok()?,
+            ))
+        })
+        .collect();
+    run_before_commit(state);
+    let _one_at_a_time = lock(&state.commit_lock);
+    let stale = || {
+        answer(
+            200,
+            &json!({"data": {"createCommitOnBranch": null}, "errors": [{"type": "STALE_DATA", "path": ["createCommitOnBranch"], "locations": [{"line": 1, "column": 58}], "message": format!("Expected branch to point to \"{expected}\" but it did not. Pull and try again.")}]}),
+        )
+    };
+    if head(state, branch).as_deref() != Some(expected) {
+        return stale();
+    }
+    match commit_files(
+        state,
+        branch,
+        expected,
+        &files,
+        &message,
+        (
+            BOT,
+            "424242+tomoda-promote-app[bot]@users.noreply.github.com",
+        ),
+    ) {
+        Some(oid) => answer(
+            200,
+            &json!({"data": {"createCommitOnBranch": {"commit": {"oid": oid, "url": format!("https://github.example/{OWNER}/{NAME}/commit/{oid}")}}}}),
+        ),
+        None => stale(),
+    }
+}
+
+/// The App's two requests: the JWT (RS256 over the test key) is checked with `openssl`.
+fn github_app(request: &Recorded, state: &State, path: &str) -> Answer {
+    let Some(public) = lock(&state.app_public_key).clone() else {
+        return not_found_github();
+    };
+    let jwt = bearer(request).unwrap_or_default();
+    if let Err(why) = verify_jwt(&jwt, &public, &state.scratch) {
+        return answer(
+            401,
+            &json!({"message": format!("A JSON web token could not be decoded ({why})"), "documentation_url": "https://docs.github.com/rest"}),
+        );
+    }
+    if request.method == "GET" && path == format!("/api/v3/repos/{OWNER}/{NAME}/installation") {
+        return answer(
+            200,
+            &json!({"id": INSTALLATION, "app_id": APP_ID, "account": {"login": OWNER}}),
+        );
+    }
+    if request.method == "POST"
+        && path == format!("/api/v3/app/installations/{INSTALLATION}/access_tokens")
+    {
+        lock(&state.tokens).push(state.minted.clone());
+        return answer(
+            201,
+            &json!({"token": state.minted, "expires_at": "2026-12-01T13:00:00Z", "permissions": {"contents": "write"}, "repository_selection": "selected"}),
+        );
+    }
+    not_found_github()
+}
+
+fn verify_jwt(jwt: &str, public_pem: &Path, scratch: &tempfile::TempDir) -> Result<(), String> {
+    let parts: Vec<&str> = jwt.split('.').collect();
+    if parts.len() != 3 {
+        return Err("not three parts".into());
+    }
+    let header: Value = serde_json::from_slice(
+        &URL_SAFE_NO_PAD
+            .decode(parts[0])
+            .map_err(|e| e.to_string())?,
+    )
+    .map_err(|e| e.to_string())?;
+    if header["alg"] != "RS256" {
+        return Err("alg is not RS256".into());
+    }
+    let claims: Value = serde_json::from_slice(
+        &URL_SAFE_NO_PAD
+            .decode(parts[1])
+            .map_err(|e| e.to_string())?,
+    )
+    .map_err(|e| e.to_string())?;
+    if claims["iss"] != json!(APP_ID) {
+        return Err(format!("iss is {}", claims["iss"]));
+    }
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let (iat, exp) = (
+        claims["iat"].as_u64().unwrap_or(0),
+        claims["exp"].as_u64().unwrap_or(0),
+    );
+    if iat > now + 60 || exp <= now || exp - iat > 600 {
+        return Err("'Expiration time' claim ('exp') is too far in the future or past".into());
+    }
+    let signature = URL_SAFE_NO_PAD
+        .decode(parts[2])
+        .map_err(|e| e.to_string())?;
+    let id = fastrand::u64(..);
+    let data_file = scratch.path().join(format!("jwt-{id}.data"));
+    let sig_file = scratch.path().join(format!("jwt-{id}.sig"));
+    std::fs::write(&data_file, format!("{}.{}", parts[0], parts[1])).unwrap();
+    std::fs::write(&sig_file, signature).unwrap();
+    let out = Command::new("openssl")
+        .args(["dgst", "-sha256", "-verify"])
+        .arg(public_pem)
+        .arg("-signature")
+        .arg(&sig_file)
+        .arg(&data_file)
+        .output()
+        .map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err("signature does not verify".into())
+    }
+}
+
+fn cloudbuild(request: &Recorded, state: &State, path: &str) -> Answer {
+    if request.method != "POST" || bearer(request).as_deref() != Some(METADATA_TOKEN) {
+        return answer(
+            401,
+            &json!({"error": {"code": 401, "message": "Request had invalid authentication credentials.", "status": "UNAUTHENTICATED"}}),
+        );
+    }
+    let name = path
+        .trim_start_matches("/v2/")
+        .trim_end_matches(":accessReadWriteToken");
+    if state.cloudbuild_denied.load(Ordering::SeqCst) {
+        return answer(
+            403,
+            &json!({"error": {"code": 403, "message": format!("Permission 'cloudbuild.repositories.accessReadWriteToken' denied on resource '{name}' (or it may not exist)."), "status": "PERMISSION_DENIED"}}),
+        );
+    }
+    lock(&state.tokens).push(state.minted.clone());
+    answer(
+        200,
+        &json!({"token": state.minted, "expirationTime": "2026-12-01T13:00:00Z"}),
+    )
+}
+
+// ---- GitLab ----
+
+fn gitlab(request: &Recorded, state: &State, path: &str) -> Answer {
+    let not_found = |what: &str| answer(404, &json!({"message": format!("404 {what} Not Found")}));
+    // The project id is the path, URL-encoded: split before decoding.
+    let Some(rest) = path.strip_prefix(&format!("/api/v4/projects/{OWNER}%2F{NAME}/repository/"))
+    else {
+        return not_found("Project");
+    };
+    if let Some(branch) = rest.strip_prefix("branches/") {
+        return match head(state, &decode(branch)) {
+            Some(sha) => answer(
+                200,
+                &json!({"name": decode(branch), "protected": false, "commit": {"id": sha, "short_id": &sha[..8]}}),
+            ),
+            None => not_found("Branch"),
+        };
+    }
+    if rest == "tree" {
+        let reference = query(&request.target, "ref").unwrap_or_default();
+        let dir = query(&request.target, "path").unwrap_or_default();
+        let per_page: usize = query(&request.target, "per_page")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(20)
+            .clamp(1, 100)
+            .min(state.page_size);
+        let page: usize = query(&request.target, "page")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1)
+            .max(1);
+        // GitLab answers an empty list for a path that is no directory.
+        let entries = ls_tree(state, &reference, &dir).unwrap_or_default();
+        let items: Vec<Value> = entries
+            .iter()
+            .skip((page - 1) * per_page)
+            .take(per_page)
+            .map(|(mode, kind, name)| {
+                let full = if dir.is_empty() {
+                    name.clone()
+                } else {
+                    format!("{dir}/{name}")
+                };
+                json!({"id": "0", "name": name, "type": if kind == "tree" { "tree" } else { "blob" }, "path": full, "mode": mode})
+            })
+            .collect();
+        let pages = entries.len().div_ceil(per_page).max(1);
+        let mut reply = answer(200, &Value::Array(items));
+        let next = if page < pages {
+            (page + 1).to_string()
+        } else {
+            String::new()
+        };
+        reply.headers.extend([
+            ("x-next-page".to_string(), next),
+            ("x-page".to_string(), page.to_string()),
+            ("x-per-page".to_string(), per_page.to_string()),
+            ("x-total".to_string(), entries.len().to_string()),
+            ("x-total-pages".to_string(), pages.to_string()),
+        ]);
+        return reply;
+    }
+    if let Some(file) = rest.strip_prefix("files/") {
+        let file = decode(file);
+        let reference = query(&request.target, "ref").unwrap_or_default();
+        let Some(bytes) = blob(state, &reference, &file) else {
+            return not_found("File");
+        };
+        let commit = git(state, &["rev-parse", &reference], &[], None).unwrap_or_default();
+        return answer(
+            200,
+            &json!({
+                "file_name": file.rsplit('/').next(), "file_path": file, "size": bytes.len(),
+                "encoding": "base64", "content": STANDARD.encode(&bytes), "ref": reference,
+                "commit_id": commit.trim(), "last_commit_id": last_commit(state, &reference, &file),
+            }),
+        );
+    }
+    if rest == "commits" && request.method == "POST" {
+        return gitlab_commit(request, state);
+    }
+    if let Some(sha) = rest.strip_prefix("commits/") {
+        return match parents(state, sha) {
+            Some(list) => answer(200, &json!({"id": sha, "parent_ids": list})),
+            None => not_found("Commit"),
+        };
+    }
+    not_found("Path")
+}
+
+fn gitlab_commit(request: &Recorded, state: &State) -> Answer {
+    let Ok(body) = serde_json::from_str::<Value>(&request.body) else {
+        return answer(400, &json!({"message": "invalid JSON"}));
+    };
+    let branch = body["branch"].as_str().unwrap_or_default().to_string();
+    run_before_commit(state);
+    let _one_at_a_time = lock(&state.commit_lock);
+    let Some(tip) = head(state, &branch) else {
+        return answer(
+            400,
+            &json!({"message": "You can only create or edit files when you are on a branch"}),
+        );
+    };
+    let mut files = Vec::new();
+    for action in body["actions"].as_array().into_iter().flatten() {
+        let path = action["file_path"].as_str().unwrap_or_default().to_string();
+        let exists = blob(state, &tip, &path).is_some();
+        match action["action"].as_str() {
+            Some("update") if !exists => {
+                return answer(
+                    400,
+                    &json!({"message": "A file with this name doesn't exist"}),
+                );
+            }
+            Some("create") if exists => {
+                return answer(
+                    400,
+                    &json!({"message": "A file with this name already exists"}),
+                );
+            }
+            Some("update" | "create") => {}
+            _ => {
+                return answer(
+                    400,
+                    &json!({"message": "only create and update in this test server"}),
+                );
+            }
+        }
+        if let Some(last) = action["last_commit_id"].as_str()
+            && last_commit(state, &tip, &path).as_deref() != Some(last)
+        {
+            return answer(
+                400,
+                &json!({"message": format!("The file has changed since you started editing it: {path}")}),
+            );
+        }
+        let content = action["content"].as_str().unwrap_or_default();
+        let bytes = if action["encoding"] == "base64" {
+            STANDARD.decode(content).unwrap_or_default()
+        } else {
+            content.as_bytes().to_vec()
+        };
+        files.push((path, bytes));
+    }
+    let message = body["commit_message"].as_str().unwrap_or_default();
+    let author = (
+        body["author_name"].as_str().unwrap_or("GitLab User"),
+        body["author_email"]
+            .as_str()
+            .unwrap_or("user@gitlab.example"),
+    );
+    match commit_files(state, &branch, &tip, &files, message, author) {
+        Some(id) => answer(
+            201,
+            &json!({"id": id, "short_id": &id[..8], "title": message.lines().next(), "message": message}),
+        ),
+        None => answer(
+            400,
+            &json!({"message": "9:Could not update refs/heads/main."}),
+        ),
+    }
+}
+
+// ---- Bitbucket Cloud ----
+
+fn bitbucket(request: &Recorded, state: &State, path: &str) -> Answer {
+    let not_found = || {
+        answer(
+            404,
+            &json!({"type": "error", "error": {"message": "No such file or directory"}}),
+        )
+    };
+    let Some(rest) = path.strip_prefix(&format!("/2.0/repositories/{OWNER}/{NAME}/")) else {
+        return not_found();
+    };
+    if let Some(branch) = rest.strip_prefix("refs/branches/") {
+        let branch = decode(branch);
+        return match head(state, &branch) {
+            Some(sha) => answer(
+                200,
+                &json!({"type": "branch", "name": branch, "target": {"type": "commit", "hash": sha}}),
+            ),
+            None => answer(
+                404,
+                &json!({"type": "error", "error": {"message": format!("Branch \"{branch}\" not found")}}),
+            ),
+        };
+    }
+    if rest == "src" && request.method == "POST" {
+        return bitbucket_commit(request, state);
+    }
+    if let Some(sha) = rest.strip_prefix("commit/") {
+        return match parents(state, sha) {
+            Some(list) => answer(
+                200,
+                &json!({"type": "commit", "hash": sha, "parents": list.iter().map(|p| json!({"hash": p, "type": "commit"})).collect::<Vec<_>>()}),
+            ),
+            None => not_found(),
+        };
+    }
+    let Some(rest) = rest.strip_prefix("src/") else {
+        return not_found();
+    };
+    let (commit, file) = rest.split_once('/').unwrap_or((rest, ""));
+    let file = decode(file);
+    let dir = file.trim_end_matches('/');
+    if let Some(entries) = ls_tree(state, commit, dir) {
+        let page: usize = query(&request.target, "page")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1);
+        let size = query(&request.target, "pagelen")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(10usize)
+            .clamp(1, 100)
+            .min(state.page_size);
+        let values: Vec<Value> = entries
+            .iter()
+            .skip((page - 1) * size)
+            .take(size)
+            .map(|(mode, kind, name)| {
+                let full = if dir.is_empty() {
+                    name.clone()
+                } else {
+                    format!("{dir}/{name}")
+                };
+                let attributes: Vec<&str> = if mode == "120000" { vec!["link"] } else { vec![] };
+                let kind = if kind == "tree" {
+                    "commit_directory"
+                } else {
+                    "commit_file"
+                };
+                json!({"path": full, "type": kind, "attributes": attributes, "commit": {"hash": commit}})
+            })
+            .collect();
+        let mut page_json = json!({"pagelen": size, "page": page, "values": values});
+        if page * size < entries.len() {
+            let host = request.header("host").unwrap_or("127.0.0.1");
+            page_json["next"] = json!(format!(
+                "http://{host}/2.0/repositories/{OWNER}/{NAME}/src/{commit}/{}?pagelen={size}&page={}",
+                if dir.is_empty() {
+                    String::new()
+                } else {
+                    format!("{dir}/")
+                },
+                page + 1
+            ));
+        }
+        return answer(200, &page_json);
+    }
+    match blob(state, commit, dir) {
+        Some(bytes) => raw(200, "text/plain", bytes),
+        None => not_found(),
+    }
+}
+
+fn bitbucket_commit(request: &Recorded, state: &State) -> Answer {
+    if request.header("content-type") != Some("application/x-www-form-urlencoded") {
+        return answer(
+            400,
+            &json!({"type": "error", "error": {"message": "a form is expected"}}),
+        );
+    }
+    let mut message = String::new();
+    let mut branch = String::new();
+    let mut parents = String::new();
+    let mut author = String::new();
+    let mut files = Vec::new();
+    for (k, v) in url::form_urlencoded::parse(request.body.as_bytes()) {
+        match k.as_ref() {
+            "message" => message = v.into_owned(),
+            "branch" => branch = v.into_owned(),
+            "parents" => parents = v.into_owned(),
+            "author" => author = v.into_owned(),
+            path => files.push((
+                path.trim_start_matches('/').to_string(),
+                v.as_bytes().to_vec(),
+            )),
+        }
+    }
+    run_before_commit(state);
+    let _one_at_a_time = lock(&state.commit_lock);
+    let tip = head(state, &branch).unwrap_or_default();
+    if !parents.is_empty() && parents != tip {
+        return answer(
+            409,
+            &json!({"type": "error", "error": {"message": "The commit's parents don't match the branch's head; the branch was modified."}}),
+        );
+    }
+    let (name, email) = author
+        .split_once(" <")
+        .map_or(("Bitbucket", "bb@example.com"), |(n, e)| {
+            (n, e.trim_end_matches('>'))
+        });
+    match commit_files(state, &branch, &tip, &files, &message, (name, email)) {
+        Some(hash) => {
+            let host = request.header("host").unwrap_or("127.0.0.1");
+            let mut reply = raw(201, "text/plain", Vec::new());
+            reply.headers.push((
+                "Location".into(),
+                format!("http://{host}/2.0/repositories/{OWNER}/{NAME}/commit/{hash}"),
+            ));
+            reply
+        }
+        None => answer(
+            409,
+            &json!({"type": "error", "error": {"message": "the branch was modified"}}),
+        ),
+    }
+}
