@@ -465,7 +465,14 @@ fn commit_access(place: &Place, args: &Args, transport: &HttpTransport) -> Resul
 struct NoHistory;
 
 impl crate::ordering::History for NoHistory {
-    fn is_ancestor(&self, _: &str, _: &str) -> Option<bool> {
-        None
+    fn order(&self, _: &str, _: &str) -> Result<crate::ordering::Order, crate::ordering::Unknown> {
+        Err(crate::ordering::Unknown {
+            why: "a holds commit orders nothing".into(),
+            foreign: true,
+        })
+    }
+
+    fn name(&self) -> String {
+        "nothing".into()
     }
 }

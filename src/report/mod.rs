@@ -165,6 +165,7 @@ pub(crate) mod fixtures {
                 commit: "0123456789abcdef".into(),
             },
             images: Vec::new(),
+            notes: Vec::new(),
         }
     }
 
