@@ -333,6 +333,8 @@ fn rollback(
         digests: Vec::new(),
         argocd: place.argocd.clone(),
         holds_file: place.holds_file.clone(),
+        // A rollback passes the ordering guard: nothing to ask.
+        app_repo: crate::plan::AppRepo::Unknown("a rollback is not ordered".into()),
     };
     let promotion = {
         let history = git::AppHistory::discover(cwd);

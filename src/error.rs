@@ -28,6 +28,9 @@ impl Retry {
 
 /// Exit code for everything else (network, auth, a push still refused).
 pub const EXIT_FAILURE: u8 = 1;
+/// Exit code of a promotion skipped (older, or held) under `--fail-if-skipped`: nothing
+/// failed, but the build asked to go red.
+pub const EXIT_SKIPPED: u8 = 3;
 
 #[derive(Debug)]
 pub enum Error {
@@ -66,6 +69,9 @@ pub enum Error {
     },
     /// Local I/O or libgit2 failed on this machine.
     Local { message: String },
+    /// Nothing was changed because the promotion was skipped, and `--fail-if-skipped` asks
+    /// for a failure.
+    Skipped { environment: String, reason: String },
 }
 
 impl Error {
@@ -103,6 +109,7 @@ impl Error {
             | Error::PushRejected { .. }
             | Error::PushRefused { .. }
             | Error::Local { .. } => EXIT_FAILURE,
+            Error::Skipped { .. } => EXIT_SKIPPED,
         }
     }
 
@@ -195,6 +202,13 @@ impl fmt::Display for Error {
                 write!(f, "\n  hint: nothing was changed on the remote; {why}")
             }
             Error::Local { message } => write!(f, "{message}"),
+            Error::Skipped {
+                environment,
+                reason,
+            } => write!(
+                f,
+                "{environment}: skipped: {reason} (--fail-if-skipped)\n  hint: nothing was pushed; pass --allow-downgrade to promote an older build on purpose, or drop --fail-if-skipped (PROMOTE_FAIL_IF_SKIPPED) to let a skip pass"
+            ),
         }
     }
 }

@@ -71,9 +71,17 @@ pub fn run(args: &Args) -> Result<()> {
         &plan.repo.display(),
         args.timeout,
     )?;
-    let access = promote::Access::for_plan(&plan, token, &args.token.username, args.timeout)?;
+    // The app's history: a checkout here first, then the app repository's forge.
     let source_repo = cwd.join(args.source_repo.as_deref().unwrap_or(Path::new(".")));
-    let history = git::AppHistory::discover(&source_repo);
+    let local = git::AppHistory::discover(&source_repo);
+    let forge = forge::for_app(
+        &plan.app_repo,
+        args.token.source_token.clone().or_else(|| token.clone()),
+        &args.token.username,
+        args.timeout,
+    )?;
+    let history = ordering::Sources(vec![&local, forge.as_ref()]);
+    let access = promote::Access::for_plan(&plan, token, &args.token.username, args.timeout)?;
     let mut promotion = promote::promote(
         &plan,
         &promote::Settings {
@@ -86,5 +94,19 @@ pub fn run(args: &Args) -> Result<()> {
         },
     )?;
     promotion.images = verified;
-    commands::report_and_deploy(&plan, &promotion, args)
+    commands::report_and_deploy(&plan, &promotion, args)?;
+    match &promotion.outcome {
+        promote::Outcome::Skipped { older } if args.fail_if_skipped => Err(error::Error::Skipped {
+            environment: promotion.environment.clone(),
+            reason: format!(
+                "{} stays at {}: {}",
+                older.image, older.deployed, older.reason
+            ),
+        }),
+        promote::Outcome::Held { hold } if args.fail_if_skipped => Err(error::Error::Skipped {
+            environment: promotion.environment.clone(),
+            reason: format!("held since {} by {}: {}", hold.since, hold.who, hold.reason),
+        }),
+        _ => Ok(()),
+    }
 }

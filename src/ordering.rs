@@ -33,10 +33,27 @@ pub enum Order {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unknown {
     pub why: String,
-    /// A checkout that lacks the build's own commit is some other repository (the
-    /// README's quick start runs in tomoda-promote's clone): not being able to order
-    /// commits there is no news worth a line, unless another source was asked too.
+    /// No news by itself: a checkout that lacks the build's own commit is some other
+    /// repository (the README's quick start runs in tomoda-promote's clone), and no app
+    /// repository named is nothing to warn of when no checkout was expected either. The
+    /// reasons become a warning when any source that was asked is not foreign.
     pub foreign: bool,
+}
+
+/// No app repository is named on a forge: the reason, for the warning.
+pub struct Unnamed(pub String);
+
+impl History for Unnamed {
+    fn order(&self, _: &str, _: &str) -> Result<Order, Unknown> {
+        Err(Unknown {
+            why: self.0.clone(),
+            foreign: true,
+        })
+    }
+
+    fn name(&self) -> String {
+        "no forge".into()
+    }
 }
 
 impl Unknown {
