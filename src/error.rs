@@ -207,7 +207,7 @@ impl fmt::Display for Error {
                 reason,
             } => write!(
                 f,
-                "{environment}: skipped: {reason} (--fail-if-skipped)\n  hint: nothing was pushed; pass --allow-downgrade to promote an older build on purpose, or drop --fail-if-skipped (PROMOTE_FAIL_IF_SKIPPED) to let a skip pass"
+                "{environment}: skipped: {reason} (--fail-if-skipped)\n  hint: nothing was pushed; the result above says how to promote anyway (--allow-downgrade, unhold), or drop --fail-if-skipped (PROMOTE_FAIL_IF_SKIPPED) to let a skip pass"
             ),
         }
     }
@@ -235,6 +235,19 @@ mod tests {
         );
         assert_eq!(e.exit_code(), 2);
         assert_eq!(e.summary(), "promote.yaml:7: unknown key `overlays`");
+    }
+
+    #[test]
+    fn a_skip_under_fail_if_skipped_exits_3() {
+        let e = Error::Skipped {
+            environment: "dev".into(),
+            reason: "app stays at v2: version v1 is older than v2".into(),
+        };
+        assert_eq!(e.exit_code(), 3);
+        assert_eq!(
+            e.summary(),
+            "dev: skipped: app stays at v2: version v1 is older than v2 (--fail-if-skipped)"
+        );
     }
 
     #[test]

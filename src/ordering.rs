@@ -142,7 +142,7 @@ impl Note {
                 wanted,
                 why,
             } => format!(
-                "{image}: cannot tell whether commit {wanted} is older than the deployed {deployed} ({why}); promoted without the ordering guard"
+                "{image}: cannot tell whether commit {wanted} is older than the deployed {deployed}: {why}; promoted without the ordering guard"
             ),
         }
     }
@@ -479,7 +479,7 @@ mod tests {
         assert_eq!(unknown.older, None);
         assert_eq!(
             unknown.notes[0].text(),
-            "app: cannot tell whether commit ddddddd is older than the deployed ccccccc (the forge did not answer); promoted without the ordering guard"
+            "app: cannot tell whether commit ddddddd is older than the deployed ccccccc: the forge did not answer; promoted without the ordering guard"
         );
         let quiet = judge(
             &tag("ccccccc", "ddddddd"),

@@ -1452,4 +1452,101 @@ environments:
             "{typo}"
         );
     }
+
+    /// `app_repo` for a promote.yaml with `top` above a devops repo on GitLab, in `env`.
+    fn app(top: &str, env: &[(&str, &str)]) -> Result<AppRepo> {
+        let text = format!(
+            "{top}repo: https://gitlab.example/ops/devops.git\n{}",
+            &CONFIG[CONFIG.find("environments").unwrap()..]
+        );
+        let config = Config::parse("promote.yaml", &text).unwrap();
+        let get = |k: &str| {
+            env.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| (*v).to_string())
+        };
+        let context = BuildContext {
+            github_repository: get("GITHUB_REPOSITORY"),
+            repo_full_name: get("REPO_FULL_NAME"),
+            github_server_url: get("GITHUB_SERVER_URL"),
+            github_api_url: get("GITHUB_API_URL"),
+            ..Default::default()
+        };
+        let location = parse_repo("https://gitlab.example/ops/devops.git", Path::new("/")).unwrap();
+        let devops = forge_repo(&location, Some(Forge::GitLab), None).unwrap();
+        app_repo(Some(&config), &context, devops.as_ref(), &location)
+    }
+
+    fn named(app: Result<AppRepo>) -> (Forge, String, String, &'static str) {
+        match app.unwrap() {
+            AppRepo::Forge { repo, named_by } => (repo.forge, repo.api_url, repo.path, named_by),
+            AppRepo::Unknown(why) => panic!("unknown: {why}"),
+        }
+    }
+
+    #[test]
+    fn the_app_repository_comes_from_source_repo_then_the_ci() {
+        let gitlab = (Forge::GitLab, "https://gitlab.example/api/v4".to_string());
+        assert_eq!(
+            named(app(
+                "source_repo: apps/api\n",
+                &[("GITHUB_REPOSITORY", "x/y")]
+            )),
+            (
+                gitlab.0,
+                gitlab.1.clone(),
+                "apps/api".into(),
+                "source_repo: in promote.yaml"
+            )
+        );
+        assert_eq!(
+            named(app(
+                "source_repo: https://gitlab.example/apps/api.git\n",
+                &[]
+            ))
+            .2,
+            "apps/api",
+            "a URL on the devops repository's host is on its forge"
+        );
+        assert_eq!(
+            named(app("source_repo: https://github.com/tomoda/api\n", &[])),
+            (
+                Forge::GitHub,
+                "https://api.github.com".into(),
+                "tomoda/api".into(),
+                "source_repo: in promote.yaml"
+            )
+        );
+        assert_eq!(
+            named(app(
+                "",
+                &[
+                    ("GITHUB_REPOSITORY", "tomoda/api"),
+                    ("GITHUB_SERVER_URL", "https://ghe.corp")
+                ]
+            )),
+            (
+                Forge::GitHub,
+                "https://ghe.corp/api/v3".into(),
+                "tomoda/api".into(),
+                "GITHUB_REPOSITORY"
+            )
+        );
+        assert_eq!(
+            named(app("", &[("REPO_FULL_NAME", "apps/api")])),
+            (gitlab.0, gitlab.1, "apps/api".into(), "REPO_FULL_NAME")
+        );
+        let AppRepo::Unknown(why) = app("", &[]).unwrap() else {
+            panic!("nothing named");
+        };
+        assert!(why.contains("set source_repo:"), "{why}");
+        let error = app("source_repo: https://git.corp/apps/api.git\n", &[]).unwrap_err();
+        assert!(
+            error.to_string().starts_with("promote.yaml:1: cannot tell which forge hosts source_repo: https://git.corp/apps/api.git"),
+            "{error}"
+        );
+        assert_eq!(error.exit_code(), 2);
+        let error = app("source_repo: api\n", &[]).unwrap_err();
+        assert!(error.to_string().contains("is not owner/repo"), "{error}");
+    }
 }
