@@ -76,10 +76,11 @@ pub fn run(args: &Args) -> Result<()> {
     let local = git::AppHistory::discover(&source_repo);
     let forge = forge::for_app(
         &plan.app_repo,
-        args.token.source_token.clone().or_else(|| token.clone()),
+        args.token.source_token.clone(),
+        token.clone(),
         &args.token.username,
         args.timeout,
-    )?;
+    );
     let history = ordering::Sources(vec![&local, forge.as_ref()]);
     let access = promote::Access::for_plan(&plan, token, &args.token.username, args.timeout)?;
     let mut promotion = promote::promote(

@@ -58,6 +58,9 @@ pub enum AppRepo {
     Forge {
         repo: ForgeRepo,
         named_by: &'static str,
+        /// Its API is the devops repository's: the devops token may be tried there. It
+        /// never goes to another host.
+        same_api: bool,
     },
     /// None is known: why, for the ordering guard's warning.
     Unknown(String),
@@ -359,6 +362,7 @@ pub fn app_repo(
             })?
         };
         return Ok(AppRepo::Forge {
+            same_api: same_api(&repo, devops),
             repo,
             named_by: "source_repo: in promote.yaml",
         });
@@ -373,6 +377,7 @@ pub fn app_repo(
         );
         if let Some(repo) = owner_repo((Forge::GitHub, api), name) {
             return Ok(AppRepo::Forge {
+                same_api: same_api(&repo, devops),
                 repo,
                 named_by: "GITHUB_REPOSITORY",
             });
@@ -384,6 +389,7 @@ pub fn app_repo(
                 Some(repo) => AppRepo::Forge {
                     repo,
                     named_by: "REPO_FULL_NAME",
+                    same_api: true,
                 },
                 None => AppRepo::Unknown(format!(
                     "REPO_FULL_NAME names {name}, but the devops repository's forge is unknown (set source_repo: to the app's https URL)"
@@ -394,6 +400,10 @@ pub fn app_repo(
     Ok(AppRepo::Unknown(
         "no app repository on a forge is named (set source_repo: in promote.yaml, or map REPO_FULL_NAME in Cloud Build)".into(),
     ))
+}
+
+fn same_api(repo: &ForgeRepo, devops: Option<&ForgeRepo>) -> bool {
+    devops.is_some_and(|d| d.forge == repo.forge && d.api_url == repo.api_url)
 }
 
 /// The GitHub an Actions run belongs to: its web URL and REST API URL.
@@ -1479,7 +1489,9 @@ environments:
 
     fn named(app: Result<AppRepo>) -> (Forge, String, String, &'static str) {
         match app.unwrap() {
-            AppRepo::Forge { repo, named_by } => (repo.forge, repo.api_url, repo.path, named_by),
+            AppRepo::Forge { repo, named_by, .. } => {
+                (repo.forge, repo.api_url, repo.path, named_by)
+            }
             AppRepo::Unknown(why) => panic!("unknown: {why}"),
         }
     }
@@ -1546,6 +1558,15 @@ environments:
             "{error}"
         );
         assert_eq!(error.exit_code(), 2);
+        let AppRepo::Forge { same_api, .. } =
+            app("source_repo: https://github.com/tomoda/api\n", &[]).unwrap()
+        else {
+            panic!("on github.com");
+        };
+        assert!(
+            !same_api,
+            "the GitLab token of the devops repo never goes to GitHub"
+        );
         let error = app("source_repo: api\n", &[]).unwrap_err();
         assert!(error.to_string().contains("is not owner/repo"), "{error}");
     }

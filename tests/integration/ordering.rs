@@ -316,3 +316,35 @@ fn a_skip_by_version_exits_3_with_fail_if_skipped_from_the_environment() {
         .stderr_has("WARN")
         .stderr_has("not promoting");
 }
+
+#[test]
+fn the_devops_token_never_goes_to_another_forge_host() {
+    let app = app();
+    // The devops repository on GitLab; the app on a GitHub of its own (the Actions run's).
+    let (devops, _gitlab, run) = on_forge(Style::GitLab, &app, &dev_at(&app.main[2]), "");
+    let (_unused, github) = github_with(&app);
+    let done = run
+        .env("GITHUB_REPOSITORY", "tomoda/app")
+        .env("GITHUB_SERVER_URL", &github.base())
+        .env("GITHUB_API_URL", &github.api_url())
+        .sha(&app.main[1])
+        .args(["--output", "json"])
+        .run();
+    done.ok().never_shows(TOKEN);
+    // Asked anonymously, a private repository answers 401: promoted, with the warning.
+    assert_eq!(
+        done.json()["notes"][0]["kind"],
+        "unknown",
+        "{}",
+        done.stderr
+    );
+    assert!(devops.file(DEV).contains(&app.main[1]));
+    let requests = github.requests();
+    let asked = compares(&requests);
+    assert_eq!(asked.len(), 1);
+    assert_eq!(
+        asked[0].header("authorization"),
+        None,
+        "no token for another host"
+    );
+}
