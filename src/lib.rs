@@ -96,17 +96,10 @@ pub fn run(args: &Args) -> Result<()> {
     )?;
     promotion.images = verified;
     commands::report_and_deploy(&plan, &promotion, args)?;
-    match &promotion.outcome {
-        promote::Outcome::Skipped { older } if args.fail_if_skipped => Err(error::Error::Skipped {
-            environment: promotion.environment.clone(),
-            reason: format!(
-                "{} stays at {}: {}",
-                older.image, older.deployed, older.reason
-            ),
-        }),
-        promote::Outcome::Held { hold } if args.fail_if_skipped => Err(error::Error::Skipped {
-            environment: promotion.environment.clone(),
-            reason: format!("held since {} by {}: {}", hold.since, hold.who, hold.reason),
+    match promotion.skipped_because() {
+        Some(reason) if args.fail_if_skipped => Err(error::Error::Skipped {
+            environment: promotion.environment,
+            reason,
         }),
         _ => Ok(()),
     }

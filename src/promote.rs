@@ -90,6 +90,23 @@ pub enum Outcome {
     Held { hold: Hold },
 }
 
+impl Promotion {
+    /// Why nothing was changed, when the promotion was skipped (older, or held).
+    pub fn skipped_because(&self) -> Option<String> {
+        match &self.outcome {
+            Outcome::Skipped { older } => Some(format!(
+                "{} stays at {}: {}",
+                older.image, older.deployed, older.reason
+            )),
+            Outcome::Held { hold } => Some(format!(
+                "held since {} by {}: {}",
+                hold.since, hold.who, hold.reason
+            )),
+            _ => None,
+        }
+    }
+}
+
 impl Access {
     /// The way `plan.commit_via` asks for, speaking with `token` (sent as `username`).
     pub fn for_plan(
