@@ -544,7 +544,8 @@ struct Cli {
 
     /// Token that may read the app's repository on its forge (source_repo: in promote.yaml,
     /// GITHUB_REPOSITORY, REPO_FULL_NAME), asked for the order of two commits when no
-    /// checkout here holds them [default: the devops token]
+    /// checkout here holds them [default: the devops token, where the app is on the devops
+    /// repository's own API]
     #[arg(
         long,
         env = "SOURCE_GIT_TOKEN",
