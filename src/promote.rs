@@ -141,10 +141,10 @@ impl Access {
     }
 }
 
-/// Transient network failures (timeouts, resets, HTTP 429 and 5xx) tolerated in one run.
-pub const MAX_TRANSIENT_FAILURES: u32 = 3;
-/// The longest wait a server's Retry-After may ask for before we give up instead.
-pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
+/// Transient network failures (timeouts, resets, HTTP 429 and 5xx) tolerated in one run:
+/// as many as one request to any other service may have.
+pub const MAX_TRANSIENT_FAILURES: u32 = crate::error::MAX_RETRIES;
+pub use crate::error::MAX_RETRY_AFTER;
 
 /// How one round of fetch, edit, commit and push ended.
 enum Round<T> {
