@@ -597,8 +597,14 @@ fn a_registry_answering_503_twice_is_retried_until_it_answers() {
         proxy.log()
     );
     assert_eq!(
-        proxy.count(&format!("HEAD /v2/{REPOSITORY}/manifests/v1")),
-        3
+        proxy.count_within(
+            &format!("HEAD /v2/{REPOSITORY}/manifests/v1"),
+            3,
+            Duration::from_secs(5)
+        ),
+        3,
+        "{:#?}",
+        proxy.log()
     );
 }
 
@@ -843,5 +849,98 @@ fn the_pin_digest_flag_and_a_helm_digest_go_together() {
             .contains(&format!("digest: \"{index}\"")),
         "{}",
         devops.file(VALUES)
+    );
+}
+
+/// The common overlay shape: the base names a short image, the overlay maps it to the
+/// registry with `newName`, so the cluster pulls `newName:newTag`.
+fn short_name_layout(image: &str) -> Vec<(&'static str, String)> {
+    tomoda_files_with(
+        DEV,
+        &format!(
+            "resources:\n  - ../../base\nimages:\n  - name: {IMAGE}\n    newName: {image}\n    newTag: v0 # set by CI\n"
+        ),
+    )
+}
+
+#[test]
+fn a_tag_only_promotion_verifies_and_pins_the_new_name_the_overlay_keeps() {
+    let registry = Registry::start();
+    let (index, _) = registry.push_oci_index("v1");
+    let docker = registry.push_docker_v2("v2");
+    let image = registry.image();
+    let devops = Devops::with_files(&short_name_layout(&image));
+    let run = |spec: &str| {
+        Run::new()
+            .verifying()
+            .sha(SHA)
+            .args(["--repo", &devops.url(), "--overlay", OVERLAY])
+            .args(["--image", spec, "--pin-digest", "--output", "json"])
+    };
+
+    // The spec names the overlay's short name and a tag only: the registry is asked
+    // about the newName the entry keeps, and its digest is pinned.
+    let (done, _) = bounded::run(run(&format!("{IMAGE}:v1")), LIMIT);
+    let json = done.ok().json();
+    assert_eq!(json["pushed"], true);
+    assert_eq!(
+        json["images"],
+        serde_json::json!([{"image": image, "tag": "v1", "digest": index}]),
+    );
+    let file = devops.file(DEV);
+    assert!(
+        file.contains(&format!(
+            "  - name: {IMAGE}\n    newName: {image}\n    newTag: v1 # set by CI\n    digest: {index}\n"
+        )),
+        "{file}"
+    );
+    let rendered = kustomize_render(devops.checkout().path(), OVERLAY);
+    assert!(
+        rendered.contains(&format!("image: {image}:v1@{index}\n")),
+        "{rendered}"
+    );
+
+    // `name=*:tag` keeps the newName too.
+    let (done, _) = bounded::run(run(&format!("{IMAGE}=*:v2")), LIMIT);
+    let json = done.ok().json();
+    assert_eq!(
+        json["images"],
+        serde_json::json!([{"image": image, "tag": "v2", "digest": docker}]),
+    );
+    assert!(devops.file(DEV).contains(&format!("digest: {docker}")));
+
+    // A tag the newName's repository lacks is refused, naming what the cluster would pull.
+    let head = devops.head();
+    let (done, _) = bounded::run(run(&format!("{IMAGE}:v404")), LIMIT);
+    done.code(2)
+        .stderr_has(&format!("the image {image}:v404 is not in its registry"));
+    assert_eq!(devops.head(), head);
+}
+
+#[test]
+fn a_config_rule_with_only_a_tag_verifies_the_new_name_the_overlay_keeps() {
+    let registry = Registry::start();
+    let docker = registry.push_docker_v2("v2");
+    let image = registry.image();
+    let devops = Devops::with_files(&short_name_layout(&image));
+    let config = format!(
+        "repo: {}\nenvironments:\n  dev:\n    when: commit\n    pin: digest\n    overlay: {OVERLAY}\n    images:\n      - name: {IMAGE}\n        tag: v2\n",
+        devops.url()
+    );
+    let run = || Run::new().verifying().sha(SHA).config(&config);
+
+    let verified = format!("verified {image}:v2 {docker}\n");
+    let (done, _) = bounded::run(run().args(["--plan"]), LIMIT);
+    done.ok()
+        .stdout_has(&verified)
+        .stdout_has(&format!("+    digest: {docker}"));
+    let (done, _) = bounded::run(run(), LIMIT);
+    done.ok().stdout_has(&verified);
+    assert!(
+        devops
+            .file(DEV)
+            .contains(&format!("newTag: v2 # set by CI\n    digest: {docker}\n")),
+        "{}",
+        devops.file(DEV)
     );
 }
