@@ -944,3 +944,72 @@ fn a_config_rule_with_only_a_tag_verifies_the_new_name_the_overlay_keeps() {
         devops.file(DEV)
     );
 }
+
+/// A tag-only promotion of the dev overlay whose first push loses to another pipeline's
+/// commit of `theirs` (the files it writes); the run.
+fn promote_racing(devops: &Arc<Devops>, theirs: Vec<(&'static str, String)>) -> Done {
+    let other = Arc::clone(devops);
+    let mut fired = false;
+    devops.server.before_request(move |request| {
+        if !fired && request.starts_with("GET /devops.git/info/refs?service=git-receive-pack") {
+            fired = true;
+            other.commit(&theirs, "another pipeline");
+        }
+    });
+    let done = Run::new()
+        .verifying()
+        .sha(SHA)
+        .args(["--repo", &devops.url(), "--overlay", OVERLAY])
+        .args(["--image", &format!("{IMAGE}:v1"), "--pin-digest"])
+        .args(["--output", "json"])
+        .run();
+    devops.server.before_request(|_| {});
+    assert_eq!(done.ok().json()["attempts"], 2, "{}", done.stderr);
+    done
+}
+
+#[test]
+fn a_retry_round_checks_what_the_new_tip_pulls_and_asks_nothing_twice() {
+    let registry = Registry::start();
+    let digest = registry.push_docker_v2("v1");
+    // Two names for the one registry, as the overlay may name it before and after
+    // another pipeline's commit.
+    let first = Proxy::start(registry.addr, |_| Fault::Forward);
+    let second = Proxy::start(registry.addr, |_| Fault::Forward);
+    let before = format!("{}/{REPOSITORY}", first.addr());
+    let after = format!("{}/{REPOSITORY}", second.addr());
+    let found = |image: &str| format!("{image}:v1 is in its registry: {digest}");
+
+    // The other pipeline changes another file: the retry pulls the same reference, and
+    // the registry is not asked again.
+    let devops = Arc::new(Devops::with_files(&short_name_layout(&before)));
+    let done = promote_racing(
+        &devops,
+        vec![(PROD, tomoda_file(PROD).replace("v1.4.0", "v1.4.1"))],
+    );
+    assert_eq!(
+        done.stderr.matches(&found(&before)).count(),
+        1,
+        "{}",
+        done.stderr
+    );
+    assert!(devops.file(DEV).contains(&format!(
+        "newName: {before}\n    newTag: v1 # set by CI\n    digest: {digest}\n"
+    )));
+
+    // The other pipeline moves the entry's newName: the retry checks and pins that.
+    let devops = Arc::new(Devops::with_files(&short_name_layout(&before)));
+    let done = promote_racing(&devops, short_name_layout(&after));
+    done.stderr_has(&found(&before)).stderr_has(&found(&after));
+    assert_eq!(
+        done.json()["images"],
+        serde_json::json!([{"image": after, "tag": "v1", "digest": digest}]),
+    );
+    assert!(
+        devops.file(DEV).contains(&format!(
+            "newName: {after}\n    newTag: v1 # set by CI\n    digest: {digest}\n"
+        )),
+        "{}",
+        devops.file(DEV)
+    );
+}
