@@ -347,6 +347,7 @@ fn rollback(
                 purpose: Purpose::Rollback {
                     of: records[..undo].iter().map(|r| r.commit.clone()).collect(),
                 },
+                verify: None,
             },
         )?
     };
@@ -429,6 +430,7 @@ fn set_hold(
         history: &NoHistory,
         access: commit_access(place, args, transport)?,
         purpose: Purpose::Promote,
+        verify: None,
     };
     promote::commit_files(
         &place.repo,

@@ -158,6 +158,22 @@ impl Error {
         }
     }
 
+    /// The same failure, never to be retried: whoever made it has spent its own retries.
+    #[must_use]
+    pub fn not_retried(self) -> Self {
+        match self {
+            Error::Remote {
+                url, message, hint, ..
+            } => Error::Remote {
+                url,
+                message,
+                hint,
+                retry: Retry::Never,
+            },
+            other => other,
+        }
+    }
+
     /// Adds a sentence to a remote error's message.
     #[must_use]
     pub fn with_note(self, note: &str) -> Self {
