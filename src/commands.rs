@@ -349,6 +349,7 @@ fn rollback(
                 purpose: Purpose::Rollback {
                     of: records[..undo].iter().map(|r| r.commit.clone()).collect(),
                 },
+                verify: None,
             },
         )?
     };
@@ -431,6 +432,7 @@ fn set_hold(
         history: &NoHistory,
         access: commit_access(place, args, transport)?,
         purpose: Purpose::Promote,
+        verify: None,
     };
     promote::commit_files(
         &place.repo,

@@ -3,7 +3,7 @@
 //!
 //! Data flows one way: the edges (`cli`, `inputs`, `context`) feed a pure middle (`config`,
 //! `plan`, `repo`, `overlay`, `kustomize`, `values`, `manifests`, `yaml`, `ordering`,
-//! `message`, `holds`, `history`), whose result the edges carry out (`promote` over `git`, `argocd`, the subcommands in
+//! `message`, `holds`, `history`, `pulled`), whose result the edges carry out (`promote` over `git`, `argocd`, the subcommands in
 //! `commands`) and tell (`report`).
 //! `tests/integration/layout.rs` holds the modules to that: no import cycle, no I/O in the
 //! middle.
@@ -29,6 +29,7 @@ pub mod ordering;
 pub mod overlay;
 pub mod plan;
 pub mod promote;
+pub mod pulled;
 pub mod registry;
 pub mod repo;
 pub mod report;
@@ -56,14 +57,10 @@ pub fn run(args: &Args) -> Result<()> {
     let registry_settings = inputs::registry_settings(args)?;
     let cwd = inputs::current_dir()?;
     let mut plan = inputs::plan(args, &cwd)?;
-    // Every tag must be in its registry before the devops repo names it; pinning
-    // writes the digests into the plan's images and `{digest}` values.
-    let verified = if let Some(settings) = registry_settings {
-        registry::Registry::new(settings)?.check_plan(&mut plan, &mut std::thread::sleep)?
-    } else {
-        plan.without_registry()?;
-        Vec::new()
-    };
+    // Every tag must be in its registry before the devops repo names it; which reference
+    // the cluster pulls depends on the devops files, so the promotion asks in each round.
+    let mut registry = registry::Registry::for_plan(registry_settings, &mut plan)?;
+    let check = registry.as_mut().map(registry::Registry::as_check);
     // A token minted for this run (GitHub App, Cloud Build connection) replaces GIT_TOKEN.
     let token = token::for_run(
         &args.token,
@@ -83,7 +80,7 @@ pub fn run(args: &Args) -> Result<()> {
     );
     let history = ordering::Sources(vec![&local, forge.as_ref()]);
     let access = promote::Access::for_plan(&plan, token, &args.token.username, args.timeout)?;
-    let mut promotion = promote::promote(
+    let promotion = promote::promote(
         &plan,
         &promote::Settings {
             max_attempts: args.max_attempts,
@@ -92,9 +89,9 @@ pub fn run(args: &Args) -> Result<()> {
             history: &history,
             access,
             purpose: promote::Purpose::Promote,
+            verify: check.as_ref().map(|c| c as &promote::Check),
         },
     )?;
-    promotion.images = verified;
     commands::report_and_deploy(&plan, &promotion, args)?;
     match promotion.skipped_because() {
         Some(reason) if args.fail_if_skipped => Err(error::Error::Skipped {

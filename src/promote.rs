@@ -3,7 +3,9 @@
 //! again, so that concurrent pipelines all land and none overwrites another. The branch is
 //! a [`DevopsBranch`]: git (fetch and push) or a forge's API, the loop is the same.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -16,6 +18,7 @@ use crate::message::commit_message;
 use crate::ordering::{self, History, Note, Older};
 use crate::overlay::Entry;
 use crate::plan::Plan;
+use crate::pulled::{self, Pulled};
 use crate::registry::Verified;
 use crate::repo::{ForgeRepo, RepoLocation};
 use crate::targets::{self, Change, Edit};
@@ -30,7 +33,15 @@ pub struct Settings<'a> {
     pub access: Access,
     /// A promotion, or a rollback (which passes holds and the ordering guard on purpose).
     pub purpose: Purpose,
+    /// The registry check (`None`: --no-verify).
+    pub verify: Option<&'a Check<'a>>,
 }
+
+/// The registry check, handed the image references the edit makes the cluster pull; it
+/// answers with the images found and their digests, which pin the edit. It runs in every
+/// round, after the files are read and before the commit: a retry reads files another
+/// pipeline may have changed (a new `newName`). The registry's code stays in `registry/`.
+pub type Check<'a> = RefCell<dyn FnMut(&[Pulled]) -> Result<Vec<Verified>> + 'a>;
 
 /// Why the commit is made.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -161,10 +172,10 @@ impl Access {
     }
 }
 
-/// Transient network failures (timeouts, resets, HTTP 429 and 5xx) tolerated in one run.
-pub const MAX_TRANSIENT_FAILURES: u32 = 3;
-/// The longest wait a server's Retry-After may ask for before we give up instead.
-pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
+/// Transient network failures (timeouts, resets, HTTP 429 and 5xx) tolerated in one run:
+/// as many as one request to any other service may have.
+pub const MAX_TRANSIENT_FAILURES: u32 = crate::error::MAX_RETRIES;
+pub use crate::error::MAX_RETRY_AFTER;
 
 /// How one round of fetch, edit, commit and push ended.
 enum Round<T> {
@@ -309,11 +320,18 @@ impl Round<Box<Promotion>> {
         let tip = branch.read_head(&plan.branch)?;
         refusal_stands(&plan.repo.display(), &plan.branch, rejected, &tip, attempt)?;
         let snapshot = Snapshot::new(branch, &tip);
-        let edits = snapshot.read(targets::apply(|p| snapshot.lookup(p), &plan.targets, place))?;
+        let (plan, edits, images) = snapshot.read(checked_edits(
+            &|p| snapshot.lookup(p),
+            plan,
+            settings,
+            place,
+        ))?;
+        let plan = plan.as_ref();
         let done = |outcome, notes| {
-            let mut p = promotion(plan, &edits, attempt, settings.dry_run, outcome);
-            p.notes = notes;
-            Ok(Round::Done(Box::new(p)))
+            let mut promotion = promotion(plan, &edits, attempt, settings.dry_run, outcome);
+            promotion.images.clone_from(&images);
+            promotion.notes = notes;
+            Ok(Round::Done(Box::new(promotion)))
         };
         // A push whose answer was lost may have landed all the same.
         if branch.landed_unanswered(&tip)? {
@@ -337,6 +355,35 @@ impl Round<Box<Promotion>> {
             Landed::Refused(refusal) => Ok(Round::Rejected(Rejected { tip, refusal })),
         }
     }
+}
+
+/// The plan's edits of the files `lookup` reads. With the registry check on, it checks
+/// what those edits make the cluster pull, and the edits are those of the plan pinned to
+/// the digests it found: the plan to commit, its edits, and the images found.
+fn checked_edits<'p>(
+    lookup: &dyn Fn(&str) -> Entry,
+    plan: &'p Plan,
+    settings: &Settings,
+    place: &str,
+) -> Result<(Cow<'p, Plan>, Vec<Edit>, Vec<Verified>)> {
+    let edits = targets::apply(lookup, &plan.targets, place)?;
+    let Some(check) = settings.verify else {
+        return Ok((Cow::Borrowed(plan), edits, Vec::new()));
+    };
+    let pulled = pulled::pulled(plan, &edits)?;
+    let verified = (check.borrow_mut())(&pulled)?;
+    let digest_of = |p: &Pulled| {
+        verified
+            .iter()
+            .find(|v| v.image == p.name && v.tag == p.tag)
+            .map(|v| v.digest.clone())
+    };
+    let pinned = pulled::pin(plan, &pulled, digest_of, settings.dry_run)?;
+    if pinned.targets == plan.targets {
+        return Ok((Cow::Borrowed(plan), edits, verified));
+    }
+    let edits = targets::apply(lookup, &pinned.targets, place)?;
+    Ok((Cow::Owned(pinned), edits, verified))
 }
 
 /// What an edit leads to.
@@ -442,19 +489,21 @@ fn promote_directory(plan: &Plan, root: &Path, settings: &Settings) -> Result<Pr
             Ok(_) => std::fs::read(&full).map_or(Entry::Missing, Entry::File),
         }
     };
-    let edits = targets::apply(lookup, &plan.targets, &place)?;
-    if let Some(hold) = held(lookup, plan, settings)? {
-        return Ok(promotion(plan, &edits, 0, true, Outcome::Held { hold }));
-    }
-    // Always a plan here (checked above): `decide` never asks for a commit.
-    let (decision, notes) = decide(&edits, plan, settings)?;
-    let outcome = match decision {
-        Decision::End(outcome) => outcome,
-        Decision::Commit(_) => unreachable!("a directory is only planned"),
+    let (plan, edits, images) = checked_edits(&lookup, plan, settings, &place)?;
+    let plan = plan.as_ref();
+    let (outcome, notes) = if let Some(hold) = held(lookup, plan, settings)? {
+        (Outcome::Held { hold }, Vec::new())
+    } else {
+        // Always a plan here (checked above): `decide` never asks for a commit.
+        match decide(&edits, plan, settings)? {
+            (Decision::End(outcome), notes) => (outcome, notes),
+            (Decision::Commit(_), _) => unreachable!("a directory is only planned"),
+        }
     };
-    let mut p = promotion(plan, &edits, 0, true, outcome);
-    p.notes = notes;
-    Ok(p)
+    let mut promotion = promotion(plan, &edits, 0, true, outcome);
+    promotion.images = images;
+    promotion.notes = notes;
+    Ok(promotion)
 }
 
 // Issue 11: holds, rollbacks, and whole-file commits (hold, unhold) through the same loop.
@@ -605,6 +654,9 @@ impl<'a> Opened<'a> {
 struct Snapshot<'a> {
     branch: &'a dyn DevopsBranch,
     head: &'a str,
+    /// What was read: a round may apply the edit twice (before and after pinning), and a
+    /// read through a forge's API is a request.
+    read: RefCell<HashMap<String, Entry>>,
     failed: RefCell<Option<Error>>,
 }
 
@@ -613,15 +665,23 @@ impl<'a> Snapshot<'a> {
         Snapshot {
             branch,
             head,
+            read: RefCell::new(HashMap::new()),
             failed: RefCell::new(None),
         }
     }
 
     fn lookup(&self, path: &str) -> Entry {
-        self.branch.lookup(self.head, path).unwrap_or_else(|e| {
+        if let Some(entry) = self.read.borrow().get(path) {
+            return entry.clone();
+        }
+        let entry = self.branch.lookup(self.head, path).unwrap_or_else(|e| {
             self.failed.borrow_mut().get_or_insert(e);
             Entry::Missing
-        })
+        });
+        self.read
+            .borrow_mut()
+            .insert(path.to_string(), entry.clone());
+        entry
     }
 
     /// `result`, unless a read failed on the way to it.
