@@ -78,6 +78,19 @@ pub struct Environment {
     /// `pin: digest`: every image of the environment gets its registry digest.
     pub pin: Option<Pin>,
     pub argocd: Option<ArgoCd>,
+    /// `pull_request: true`: the change goes to the target branch through a reviewed
+    /// request, not a push.
+    pub review: Review,
+}
+
+/// `pull_request:`, `labels:` and `auto_merge:` of an environment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Review {
+    pub pull_request: bool,
+    pub labels: Vec<String>,
+    pub auto_merge: bool,
+    /// The line of `auto_merge:` (or of `labels:`), for an error about it.
+    pub line: Option<usize>,
 }
 
 /// `pin:` of an environment or an image: write the digest the registry gives the tag, or
@@ -299,7 +312,7 @@ const TOP_KEYS: [&str; 8] = [
     "api_url",
     "environments",
 ];
-const ENV_KEYS: [&str; 11] = [
+const ENV_KEYS: [&str; 14] = [
     "when",
     "overlay",
     "images",
@@ -311,6 +324,9 @@ const ENV_KEYS: [&str; 11] = [
     "commit_via",
     "forge",
     "api_url",
+    "pull_request",
+    "labels",
+    "auto_merge",
 ];
 const ARGOCD_KEYS: [&str; 3] = ["server", "app", "wait"];
 const FILE_KEYS: [&str; 4] = ["path", "set", "images", "image"];
@@ -591,6 +607,7 @@ impl Reader<'_> {
             .get("argocd")
             .map(|(_, node)| self.argocd(node, &name))
             .transpose()?;
+        let review = self.review(map, &name)?;
         Ok(Environment {
             name,
             line: key.line(),
@@ -603,6 +620,72 @@ impl Reader<'_> {
             files,
             pin: self.opt_pin(map)?,
             argocd,
+            review,
+        })
+    }
+
+    fn opt_bool(&self, map: &Map, key: &str) -> Result<Option<(bool, usize)>> {
+        let Some((_, node)) = map.get(key) else {
+            return Ok(None);
+        };
+        match self.string(node)?.as_str() {
+            "true" => Ok(Some((true, node.line()))),
+            "false" => Ok(Some((false, node.line()))),
+            other => Err(Error::input(
+                self.file,
+                Some(node.line()),
+                format!("`{key}: {other}` is neither true nor false"),
+                format!("write `{key}: true` or `{key}: false`"),
+            )),
+        }
+    }
+
+    /// `pull_request:`, `labels:` and `auto_merge:`; the last two only with the first.
+    fn review(&self, map: &Map, environment: &str) -> Result<Review> {
+        let pull_request = self.opt_bool(map, "pull_request")?;
+        let auto_merge = self.opt_bool(map, "auto_merge")?;
+        let labels = match map.get("labels") {
+            None => Vec::new(),
+            Some((_, Node::Seq(items))) => items
+                .items
+                .iter()
+                .map(|item| {
+                    let label = self.string(item)?;
+                    if label.trim().is_empty() || label.contains(',') {
+                        return Err(Error::input(
+                            self.file,
+                            Some(item.line()),
+                            format!("label `{label}` is empty or holds a comma"),
+                            "write each label as its own list item, without commas",
+                        ));
+                    }
+                    Ok(label)
+                })
+                .collect::<Result<Vec<_>>>()?,
+            Some((_, node)) => return Err(self.expected(node, "a list of labels")),
+        };
+        let line = auto_merge
+            .map(|(_, l)| l)
+            .or(map.get("labels").map(|(k, _)| k.line()));
+        let wanted = pull_request.is_some_and(|(on, _)| on);
+        if !wanted
+            && let Some(line) = line
+            && (auto_merge.is_some_and(|(on, _)| on) || !labels.is_empty())
+        {
+            return Err(Error::input(
+                self.file,
+                Some(line),
+                format!(
+                    "environment `{environment}` has `labels:` or `auto_merge:` but no `pull_request: true`"
+                ),
+                "add `pull_request: true` (labels and auto-merge are the pull request's), or remove them",
+            ));
+        }
+        Ok(Review {
+            pull_request: wanted,
+            labels,
+            auto_merge: auto_merge.is_some_and(|(on, _)| on),
+            line,
         })
     }
 

@@ -14,6 +14,8 @@ pub struct BuildContext {
     pub build_id: Option<String>,
     pub project_id: Option<String>,
     pub repo_name: Option<String>,
+    /// Where the build's log is read (GitHub Actions' run page, Cloud Build's console).
+    pub log_url: Option<String>,
 }
 
 impl BuildContext {
@@ -47,7 +49,28 @@ impl BuildContext {
                 None => id,
             })
         };
+        let github_log = || {
+            Some(format!(
+                "{}/{}/actions/runs/{}",
+                get("GITHUB_SERVER_URL")?.trim_end_matches('/'),
+                get("GITHUB_REPOSITORY")?,
+                get("GITHUB_RUN_ID")?
+            ))
+        };
+        let cloud_build_log = || {
+            let build = get("BUILD_ID")?;
+            let project = get("PROJECT_ID")?;
+            Some(match get("LOCATION") {
+                Some(region) => format!(
+                    "https://console.cloud.google.com/cloud-build/builds;region={region}/{build}?project={project}"
+                ),
+                None => format!(
+                    "https://console.cloud.google.com/cloud-build/builds/{build}?project={project}"
+                ),
+            })
+        };
         BuildContext {
+            log_url: cloud_build_log().or_else(github_log),
             short_sha: get("SHORT_SHA")
                 .or_else(|| commit_sha.as_deref().map(|s| s.chars().take(7).collect())),
             branch_name: get("BRANCH_NAME").or_else(github_branch),

@@ -71,6 +71,8 @@ pub fn run(args: &Args) -> Result<()> {
         &plan.repo.display(),
         args.timeout,
     )?;
+    let requests =
+        promote::requests_for(&plan, token.clone(), &args.token.username, args.timeout)?;
     let access = promote::Access::for_plan(&plan, token, &args.token.username, args.timeout)?;
     let source_repo = cwd.join(args.source_repo.as_deref().unwrap_or(Path::new(".")));
     let history = git::AppHistory::discover(&source_repo);
@@ -83,6 +85,7 @@ pub fn run(args: &Args) -> Result<()> {
             history: &history,
             access,
             purpose: promote::Purpose::Promote,
+            requests: requests.as_deref(),
         },
     )?;
     promotion.images = verified;

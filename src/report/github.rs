@@ -72,8 +72,12 @@ fn outputs(promotion: &Promotion, delimiter: &str) -> String {
     let json = to_json(promotion);
     let skipped = json["skipped"].as_str().unwrap_or_default();
     let (changes, images) = (json["changes"].to_string(), json["images"].to_string());
+    let (request_url, request_number) = match &promotion.outcome {
+        Outcome::Proposed { url, number, .. } => (url.clone(), number.to_string()),
+        _ => (String::new(), String::new()),
+    };
     format!(
-        "commit={commit}\npushed={}\nenvironment={}\nchanges<<{delimiter}\n{changes}\n{delimiter}\nup_to_date={}\nskipped={skipped}\nimages<<{delimiter}\n{images}\n{delimiter}\n",
+        "commit={commit}\npushed={}\nenvironment={}\nchanges<<{delimiter}\n{changes}\n{delimiter}\nup_to_date={}\nskipped={skipped}\nimages<<{delimiter}\n{images}\n{delimiter}\npull_request_url={request_url}\npull_request_number={request_number}\n",
         !commit.is_empty(),
         promotion.environment,
         json["up_to_date"],
@@ -89,6 +93,15 @@ fn summary(promotion: &Promotion) -> String {
         Outcome::Held { hold } => format!("skipped: held: {}", hold.reason),
         Outcome::Planned { .. } => "plan only, nothing pushed".to_string(),
         Outcome::Pushed { commit } => format!("pushed `{}`", short_sha(commit)),
+        Outcome::Proposed {
+            url,
+            number,
+            updated,
+            ..
+        } => format!(
+            "pull request [#{number}]({url}) {}",
+            if *updated { "updated" } else { "opened" }
+        ),
     };
     let files: Vec<String> = promotion.files.iter().map(|f| format!("`{f}`")).collect();
     let mut out = format!(
