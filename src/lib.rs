@@ -71,8 +71,7 @@ pub fn run(args: &Args) -> Result<()> {
         &plan.repo.display(),
         args.timeout,
     )?;
-    let requests =
-        promote::requests_for(&plan, token.clone(), &args.token.username, args.timeout)?;
+    let requests = promote::requests_for(&plan, token.clone(), &args.token.username, args.timeout)?;
     let access = promote::Access::for_plan(&plan, token, &args.token.username, args.timeout)?;
     let source_repo = cwd.join(args.source_repo.as_deref().unwrap_or(Path::new(".")));
     let history = git::AppHistory::discover(&source_repo);

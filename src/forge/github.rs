@@ -319,7 +319,10 @@ impl ForgeApi for GitHub {
 
     fn enable_auto_merge(&self, open: &Request) -> Result<()> {
         let Some(id) = &open.node_id else {
-            return Err(bad_answer(&self.graphql_url, "the pull request has no node_id"));
+            return Err(bad_answer(
+                &self.graphql_url,
+                "the pull request has no node_id",
+            ));
         };
         let answer = self.graphql(AUTO_MERGE, &json!({"id": id}))?;
         if answer["data"]["enablePullRequestAutoMerge"]["pullRequest"].is_object() {

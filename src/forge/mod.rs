@@ -141,11 +141,19 @@ pub struct Proposed {
 pub fn propose(api: &dyn ForgeApi, proposal: &Proposal, auto_merge: bool) -> Result<Proposed> {
     let (request, updated) = match api.find_request(&proposal.head, &proposal.base)? {
         Some(open) => {
-            tracing::info!("updating the open request #{} of {}", open.number, proposal.head);
+            tracing::info!(
+                "updating the open request #{} of {}",
+                open.number,
+                proposal.head
+            );
             (api.update_request(&open, proposal)?, true)
         }
         None => {
-            tracing::info!("opening a request from {} to {}", proposal.head, proposal.base);
+            tracing::info!(
+                "opening a request from {} to {}",
+                proposal.head,
+                proposal.base
+            );
             (api.create_request(proposal)?, false)
         }
     };
@@ -599,7 +607,8 @@ impl DevopsBranch for ApiBranch {
         message: &str,
         author: &Identity,
     ) -> Result<String> {
-        self.api.replace_branch(branch, base, files, message, author)
+        self.api
+            .replace_branch(branch, base, files, message, author)
     }
 
     /// The commit is ours when it sits right on the head we sent, holding the files sent.
