@@ -953,6 +953,29 @@ environments:
 "#;
 
     #[test]
+    fn a_pull_request_per_environment_with_its_labels_and_auto_merge() {
+        let gated = EXAMPLE.replace(
+            "  prod:\n",
+            "  prod:\n    pull_request: true\n    labels: [release, prod]\n    auto_merge: true\n",
+        );
+        let c = Config::parse("promote.yaml", &gated).unwrap();
+        assert_eq!(c.environments[0].review, Review::default());
+        let review = &c.environments[1].review;
+        assert!(review.pull_request && review.auto_merge);
+        assert_eq!(review.labels, ["release", "prod"]);
+        let e = error(&EXAMPLE.replace("  prod:\n", "  prod:\n    labels: [release]\n"));
+        assert!(
+            e.starts_with("promote.yaml:11: environment `prod` has `labels:` or `auto_merge:` but no `pull_request: true`"),
+            "{e}"
+        );
+        let e = error(&EXAMPLE.replace("  prod:\n", "  prod:\n    pull_request: yes\n"));
+        assert!(
+            e.starts_with("promote.yaml:11: `pull_request: yes` is neither true nor false"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn the_documented_example_parses() {
         let c = Config::parse("promote.yaml", EXAMPLE).unwrap();
         assert_eq!(

@@ -131,6 +131,39 @@ mod tests {
     }
 
     #[test]
+    fn the_build_log_is_found_on_either_ci() {
+        let actions = BuildContext::gather(
+            None,
+            None,
+            env(&[
+                ("GITHUB_SERVER_URL", "https://github.com"),
+                ("GITHUB_REPOSITORY", "tomoda/app"),
+                ("GITHUB_RUN_ID", "9"),
+            ]),
+        );
+        assert_eq!(
+            actions.log_url.as_deref(),
+            Some("https://github.com/tomoda/app/actions/runs/9")
+        );
+        let cloud_build = BuildContext::gather(
+            None,
+            None,
+            env(&[
+                ("BUILD_ID", "b-1"),
+                ("PROJECT_ID", "p"),
+                ("LOCATION", "asia-east1"),
+            ]),
+        );
+        assert_eq!(
+            cloud_build.log_url.as_deref(),
+            Some(
+                "https://console.cloud.google.com/cloud-build/builds;region=asia-east1/b-1?project=p"
+            )
+        );
+        assert_eq!(BuildContext::gather(None, None, env(&[])).log_url, None);
+    }
+
+    #[test]
     fn github_actions_values_are_the_fallback() {
         let c = BuildContext::gather(
             None,

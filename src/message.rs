@@ -218,6 +218,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_request_body_holds_the_diff_and_the_source_build() {
+        let context = BuildContext {
+            commit_sha: Some("4d5e6f7a".into()),
+            build_id: Some("b-1".into()),
+            log_url: Some("https://ci.example/runs/1".into()),
+            ..Default::default()
+        };
+        let body = request_body("prod", "main", "-old\n+new\n", &context);
+        assert_eq!(
+            body,
+            "Promotes a build to `prod`: merging this request puts it on `main`.\n\n````diff\n-old\n+new\n````\n\nSource build:\n- Source commit: 4d5e6f7a\n- Build: b-1\n- Build log: https://ci.example/runs/1\n"
+        );
+        let long = "+x\n".repeat(30_000);
+        assert!(request_body("prod", "main", &long, &context).len() < 61_000);
+    }
+
+    #[test]
     fn subject_body_and_trailers() {
         let image = ImageSpec {
             name: "reg/p/tomoda-backend".into(),

@@ -1,7 +1,9 @@
 //! The promotion: read the branch, edit the overlay, commit as a compare-and-swap. A
 //! commit that loses a race is retried: read the new head, re-apply the same edit, commit
 //! again, so that concurrent pipelines all land and none overwrites another. The branch is
-//! a [`DevopsBranch`]: git (fetch and push) or a forge's API, the loop is the same.
+//! a [`DevopsBranch`]: git (fetch and push) or a forge's API, the loop is the same. With
+//! `pull_request:` the commit goes to the tool's own branch, made from the target's tip,
+//! and a request to the target is opened or updated instead.
 
 use std::cell::RefCell;
 use std::path::Path;
@@ -345,15 +347,15 @@ impl Round<Box<Promotion>> {
             Decision::End(outcome) => return done(outcome),
             Decision::Commit(message) => message,
         };
+        if let Some(request) = &plan.pull_request {
+            let outcome = propose(branch, plan, settings, request, &tip, &edits, &message)?;
+            return done(outcome);
+        }
         let files: Vec<(&str, &[u8])> = edits
             .iter()
             .filter(|e| e.changed())
             .map(|e| (e.path.as_str(), e.new.as_bytes()))
             .collect();
-        if let Some(request) = &plan.pull_request {
-            let outcome = propose(branch, plan, settings, request, &tip, &edits, &message)?;
-            return done(outcome);
-        }
         match branch.commit(&plan.branch, &tip, &files, &message, &plan.author)? {
             Landed::Commit(commit) => done(Outcome::Pushed { commit }),
             Landed::Refused(refusal) => Ok(Round::Rejected(Rejected { tip, refusal })),

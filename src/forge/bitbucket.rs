@@ -1,7 +1,9 @@
 //! Bitbucket Cloud: the head from `GET /2.0/repositories/{workspace}/{repo}/refs/branches/
 //! {branch}`, directories (paged, `next`) and files from `GET …/src/{commit}/{path}`, and
 //! the commit from `POST …/src` (a form: one field per file path) with `parents` = the
-//! head read: Bitbucket answers 409 when the branch moved, a lost race.
+//! head read: Bitbucket answers 409 when the branch moved, a lost race. Pull requests
+//! through `/pullrequests` (found with the query `q=source.branch.name="…" AND
+//! state="OPEN"`); Bitbucket Cloud has no labels and no auto-merge in its API.
 
 use reqwest::StatusCode;
 

@@ -3,7 +3,10 @@
 //! (files in the raw media type), and the commit through the GraphQL mutation
 //! `createCommitOnBranch` with `expectedHeadOid`: a strict compare-and-swap whose
 //! `STALE_DATA` error is a lost race. GitHub signs these commits (Verified); their author
-//! is the token's identity.
+//! is the token's identity. Pull requests: `GET|POST /pulls`, `PATCH /pulls/{n}`, labels
+//! through `POST /issues/{n}/labels`, auto-merge through GraphQL
+//! `enablePullRequestAutoMerge`; the request's branch is set with `POST /git/refs` or a
+//! forced `PATCH /git/refs/heads/{b}`.
 
 use base64::Engine;
 use reqwest::StatusCode;

@@ -139,23 +139,20 @@ pub struct Proposed {
 /// merged or closed one is left alone, and a new one opened), then asks for auto-merge.
 /// A refused auto-merge is a warning: the request stands, and a person can merge it.
 pub fn propose(api: &dyn ForgeApi, proposal: &Proposal, auto_merge: bool) -> Result<Proposed> {
-    let (request, updated) = match api.find_request(&proposal.head, &proposal.base)? {
-        Some(open) => {
-            tracing::info!(
-                "updating the open request #{} of {}",
-                open.number,
-                proposal.head
-            );
-            (api.update_request(&open, proposal)?, true)
-        }
-        None => {
-            tracing::info!(
-                "opening a request from {} to {}",
-                proposal.head,
-                proposal.base
-            );
-            (api.create_request(proposal)?, false)
-        }
+    let (request, updated) = if let Some(open) = api.find_request(&proposal.head, &proposal.base)? {
+        tracing::info!(
+            "updating the open request #{} of {}",
+            open.number,
+            proposal.head
+        );
+        (api.update_request(&open, proposal)?, true)
+    } else {
+        tracing::info!(
+            "opening a request from {} to {}",
+            proposal.head,
+            proposal.base
+        );
+        (api.create_request(proposal)?, false)
     };
     let auto_merge = auto_merge
         && match api.enable_auto_merge(&request) {

@@ -164,15 +164,32 @@ mod tests {
         let text = outputs(&outcome(), "EOF_X");
         assert_eq!(
             text,
-            "commit=0123456789abcdef\npushed=true\nenvironment=dev\nchanges<<EOF_X\n[{\"field\":\"newTag\",\"file\":\"ov/kustomization.yaml\",\"image\":\"reg/app\",\"new\":\"v2\",\"old\":\"v1\"}]\nEOF_X\nup_to_date=false\nskipped=\nimages<<EOF_X\n[]\nEOF_X\n"
+            "commit=0123456789abcdef\npushed=true\nenvironment=dev\nchanges<<EOF_X\n[{\"field\":\"newTag\",\"file\":\"ov/kustomization.yaml\",\"image\":\"reg/app\",\"new\":\"v2\",\"old\":\"v1\"}]\nEOF_X\nup_to_date=false\nskipped=\nimages<<EOF_X\n[]\nEOF_X\npull_request_url=\npull_request_number=\n"
         );
         let mut verified = outcome();
         verified.images = vec![crate::report::fixtures::verified()];
-        assert!(outputs(&verified, "EOF_X").ends_with(&format!(
+        assert!(outputs(&verified, "EOF_X").contains(&format!(
             "images<<EOF_X\n[{{\"digest\":\"{}\",\"image\":\"reg/app\",\"tag\":\"v2\"}}]\nEOF_X\n",
             crate::report::fixtures::DIGEST
         )));
         assert_ne!(delimiter(), delimiter(), "random per call");
+        let mut proposed = outcome();
+        proposed.outcome = Outcome::Proposed {
+            url: "https://github.example/o/r/pull/7".into(),
+            number: 7,
+            branch: "promote/dev/app".into(),
+            commit: "0123456789abcdef".into(),
+            updated: false,
+            auto_merge: false,
+        };
+        let text = outputs(&proposed, "EOF_X");
+        assert!(text.starts_with("commit=\npushed=false\n"), "{text}");
+        assert!(
+            text.ends_with(
+                "pull_request_url=https://github.example/o/r/pull/7\npull_request_number=7\n"
+            ),
+            "{text}"
+        );
     }
 
     #[test]
