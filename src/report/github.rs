@@ -17,7 +17,8 @@ pub fn active() -> bool {
 }
 
 /// Writes the outputs `commit`, `pushed`, `environment`, `changes` (JSON), `up_to_date`,
-/// `skipped` (the reason, as in the JSON result, or empty) and `images` (JSON) to
+/// `skipped` (the reason, as in the JSON result, or empty), `images` (JSON) and
+/// `pull_request_url` and `pull_request_number` (empty without a request) to
 /// `$GITHUB_OUTPUT`, and a Markdown table of the changes to `$GITHUB_STEP_SUMMARY`; when
 /// Argo CD was asked, also `deployed` and a line of what it said.
 pub fn publish(promotion: &Promotion, deployment: Option<&Deployment>) -> Result<()> {

@@ -161,12 +161,26 @@ fn the_text_result_names_the_request_and_an_up_to_date_target_opens_none() {
     let devops = Devops::tomoda();
     let server = ForgeServer::start(Style::GitHub, &devops.bare(), TOKEN);
     let config = config(&server, &server.repo_url(), "api", "");
+    let outputs = tempfile::tempdir().unwrap();
+    let output = outputs.path().join("github_output");
     let done = Run::new()
         .config(&config)
         .env("GIT_TOKEN", TOKEN)
+        .env("GITHUB_ACTIONS", "true")
+        .env("GITHUB_OUTPUT", output.to_str().unwrap())
+        .env(
+            "GITHUB_STEP_SUMMARY",
+            outputs.path().join("summary").to_str().unwrap(),
+        )
         .sha(SHA)
         .args(["--pull-request"])
         .run();
+    let written = std::fs::read_to_string(&output).unwrap();
+    assert!(
+        written.contains("\npull_request_url=https://github.example/tomoda/devops/pull/1\npull_request_number=1\n"),
+        "{written}"
+    );
+    assert!(written.starts_with("commit=\npushed=false\n"), "{written}");
     done.ok().stdout_has(&format!(
         "opened pull request #1 from {BRANCH} ({}) to branch main of {}: https://github.example/tomoda/devops/pull/1",
         &tip(&devops.bare(), BRANCH)[..7],
@@ -296,4 +310,28 @@ fn a_pull_request_needs_a_forge() {
         .code(2)
         .stderr_has("a pull request needs the forge's API");
     assert_eq!(devops.file(DEV), tomoda_file(DEV));
+}
+
+#[test]
+fn argo_cd_is_neither_refreshed_nor_waited_for_until_the_request_merges() {
+    let devops = Devops::tomoda();
+    let server = ForgeServer::start(Style::GitHub, &devops.bare(), TOKEN);
+    let config = config(
+        &server,
+        &server.repo_url(),
+        "api",
+        "    pull_request: true\n",
+    );
+    // Nothing listens there: asking Argo CD would fail the run.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let argocd = format!("http://{}", listener.local_addr().unwrap());
+    drop(listener);
+    let done = run(&config, SHA)
+        .args(["--argocd-server", &argocd, "--argocd-app", "tomoda-dev"])
+        .args(["--wait=1m"])
+        .run();
+    done.ok().stderr_has(
+        "Argo CD tomoda-dev: not refreshed or waited for: nothing deploys until pull request #1 merges",
+    );
+    assert!(done.json().get("argocd").is_none(), "{}", done.stdout);
 }
