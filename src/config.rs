@@ -976,6 +976,18 @@ environments:
     }
 
     #[test]
+    fn the_readmes_review_gate_gates_prod_and_pushes_dev() {
+        let readme = include_str!("../README.md");
+        let section = &readme[readme.find("## A review gate").unwrap()..];
+        let start = section.find("```yaml\n").unwrap() + "```yaml\n".len();
+        let text = &section[start..start + section[start..].find("```").unwrap()];
+        let c = Config::parse("promote.yaml", text).unwrap();
+        assert!(!c.environments[0].review.pull_request);
+        assert!(c.environments[1].review.pull_request);
+        assert_eq!(c.environments[1].review.labels, ["release", "prod"]);
+    }
+
+    #[test]
     fn the_documented_example_parses() {
         let c = Config::parse("promote.yaml", EXAMPLE).unwrap();
         assert_eq!(
