@@ -535,7 +535,7 @@ struct Cli {
     source_repo: Option<PathBuf>,
 
     /// Push attempts before giving up when other pipelines keep moving the branch
-    #[arg(global = true, long, env = "PROMOTE_MAX_ATTEMPTS", default_value_t = 10, value_name = "N",
+    #[arg(global = true, long, env = "PROMOTE_MAX_ATTEMPTS", default_value_t = 30, value_name = "N",
           value_parser = clap::value_parser!(u32).range(1..=100))]
     max_attempts: u32,
 

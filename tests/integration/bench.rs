@@ -87,9 +87,7 @@ fn bench_promotion() {
         "version_startup_ms": startup,
         "binary_bytes": binary,
         "image_bytes": image,
-        // Filled once the forge-API path has landed (another issue): requests and time per
-        // promotion at 100 and 10,000 apps against the local forge server.
-        "forge_api": Value::Null,
+        "forge_api": forge_api(&setting),
     });
     let report = with_goals(report);
     let markdown = markdown(&report);
@@ -783,8 +781,21 @@ fn markdown(report: &Value) -> String {
     );
     let _ = writeln!(
         md,
-        "\n## Forge API\n\nNot measured yet: requests and time per promotion at 100 and 10,000 apps against the local forge server are added here once the forge-API path has landed (`forge_api` in the JSON).\n"
+        "\n## One promotion by git and by the forge API (`commit_via: api`)\n\nThe API path against the local GitHub-style forge server (a real bare repo behind GitHub's documented answers); the git path against git http-backend, both loopback, medians over {} runs. The overlays here are one file per app (`apps/<app>/overlays/dev`).\n\n| apps | git: median, requests | API: median, requests |\n|---|---|---|",
+        report["runs"]
     );
+    for row in report["forge_api"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            md,
+            "| {} | {} ms, {} | {} ms, {} |",
+            row["apps"],
+            row["git"]["median_ms"],
+            row["git"]["requests"],
+            row["api"]["median_ms"],
+            row["api"]["requests"]
+        );
+    }
+    md.push('\n');
     let _ = writeln!(
         md,
         "## Start-up and size\n\n| `--version` median | binary | image |\n|---|---|---|\n| {} ms | {} | {} |",
@@ -917,20 +928,17 @@ fn chart(report: &Value) -> String {
 }
 
 /// One promotion through git and one through the (GitHub) API at 100 and at 10,000 apps:
-/// wall time and requests, printed next to each other. Run by `scripts/bench` (its
-/// `bench_promotion` filter takes this one too).
-#[test]
-#[ignore = "benchmark: run by scripts/bench"]
-fn bench_promotion_git_and_api_by_repo_size() {
+/// wall time and requests of each, side by side (the API path reads one file and writes one
+/// commit whatever the repository's size).
+fn forge_api(setting: &Setting) -> Value {
     use crate::dsl::Devops;
     use crate::forge_server::{ForgeServer, Style};
-    let bin = std::env::var("TOMODA_PROMOTE_BENCH_BIN").unwrap_or_else(|_| BIN.to_string());
     let token = "bench-token-0123456789";
-    let runs = 5;
     let median = |mut times: Vec<Duration>| {
         times.sort();
-        times[times.len() / 2].as_secs_f64() * 1e3
+        round(times[times.len() / 2].as_secs_f64() * 1e3)
     };
+    let mut rows = Vec::new();
     for apps in [100, 10_000] {
         let devops = Devops::apps(apps);
         let forge = ForgeServer::start(Style::GitHub, &devops.bare(), token);
@@ -944,11 +952,11 @@ fn bench_promotion_git_and_api_by_repo_size() {
         let mut git_times = Vec::new();
         let mut api_times = Vec::new();
         let (mut git_requests, mut api_requests) = (0, 0);
-        for n in 1..=runs {
+        for n in 1..=setting.runs {
             for via in ["git", "api"] {
                 let before = (devops.server.request_count(), forge.requests().len());
                 let start = Instant::now();
-                let mut command = std::process::Command::new(&bin);
+                let mut command = std::process::Command::new(&setting.bin);
                 command
                     .current_dir(dir.path())
                     .env_clear()
@@ -980,10 +988,13 @@ fn bench_promotion_git_and_api_by_repo_size() {
                 }
             }
         }
-        eprintln!(
-            "bench: one promotion at {apps} apps: git {:.0} ms ({git_requests} requests), api {:.0} ms ({api_requests} requests); medians over {runs} runs, loopback",
-            median(git_times),
-            median(api_times)
-        );
+        let row = json!({
+            "apps": apps,
+            "git": {"median_ms": median(git_times), "requests": git_requests},
+            "api": {"median_ms": median(api_times), "requests": api_requests},
+        });
+        eprintln!("bench: one promotion at {apps} apps, git and API: {row}");
+        rows.push(row);
     }
+    Value::Array(rows)
 }
