@@ -152,7 +152,14 @@ pub fn propose(api: &dyn ForgeApi, proposal: &Proposal, auto_merge: bool) -> Res
             proposal.head,
             proposal.base
         );
-        (api.create_request(proposal)?, false)
+        match api.create_request(proposal) {
+            Ok(created) => (created, false),
+            // Another pipeline of the same image may have opened it in between.
+            Err(error) => match api.find_request(&proposal.head, &proposal.base)? {
+                Some(open) => (api.update_request(&open, proposal)?, true),
+                None => return Err(error),
+            },
+        }
     };
     let auto_merge = auto_merge
         && match api.enable_auto_merge(&request) {
@@ -651,6 +658,99 @@ fn split_message(message: &str) -> (&str, &str) {
 mod tests {
     use super::*;
     use reqwest::header::HeaderValue;
+
+    /// A forge where another pipeline opened the request between our look and our open.
+    struct Raced {
+        finds: RefCell<u32>,
+        calls: RefCell<Vec<&'static str>>,
+    }
+
+    impl ForgeApi for Raced {
+        fn head(&self, _: &str) -> Result<String> {
+            unimplemented!()
+        }
+        fn list(&self, _: &str, _: &str) -> Result<Listing> {
+            unimplemented!()
+        }
+        fn read(&self, _: &str, _: &str) -> Result<Option<Vec<u8>>> {
+            unimplemented!()
+        }
+        fn parents(&self, _: &str) -> Result<Vec<String>> {
+            unimplemented!()
+        }
+        fn commit(
+            &self,
+            _: &str,
+            _: &str,
+            _: &[(&str, &[u8])],
+            _: &str,
+            _: &Identity,
+        ) -> Result<Landed> {
+            unimplemented!()
+        }
+        fn replace_branch(
+            &self,
+            _: &str,
+            _: &str,
+            _: &[(&str, &[u8])],
+            _: &str,
+            _: &Identity,
+        ) -> Result<String> {
+            unimplemented!()
+        }
+        fn find_request(&self, _: &str, _: &str) -> Result<Option<Request>> {
+            *self.finds.borrow_mut() += 1;
+            Ok((*self.finds.borrow() > 1).then(|| request(4)))
+        }
+        fn create_request(&self, _: &Proposal) -> Result<Request> {
+            self.calls.borrow_mut().push("create");
+            Err(Error::local(
+                "422 A pull request already exists".to_string(),
+            ))
+        }
+        fn update_request(&self, open: &Request, _: &Proposal) -> Result<Request> {
+            self.calls.borrow_mut().push("update");
+            Ok(open.clone())
+        }
+        fn enable_auto_merge(&self, _: &Request) -> Result<()> {
+            self.calls.borrow_mut().push("auto-merge");
+            Err(Error::local("auto-merge is not allowed".to_string()))
+        }
+    }
+
+    fn request(number: u64) -> Request {
+        Request {
+            number,
+            url: format!("https://forge.example/pull/{number}"),
+            node_id: None,
+        }
+    }
+
+    #[test]
+    fn a_request_opened_by_another_pipeline_meanwhile_is_updated_and_a_refused_auto_merge_is_no_failure()
+     {
+        let forge = Raced {
+            finds: RefCell::new(0),
+            calls: RefCell::new(Vec::new()),
+        };
+        let proposal = Proposal {
+            head: "promote/dev/app".into(),
+            base: "main".into(),
+            title: "promote(dev): app v1 -> v2".into(),
+            body: String::new(),
+            labels: Vec::new(),
+        };
+        let proposed = propose(&forge, &proposal, true).unwrap();
+        assert_eq!(
+            proposed,
+            Proposed {
+                request: request(4),
+                updated: true,
+                auto_merge: false
+            }
+        );
+        assert_eq!(*forge.calls.borrow(), ["create", "update", "auto-merge"]);
+    }
 
     #[test]
     fn rate_limits_are_told_from_permission_errors() {
