@@ -65,11 +65,12 @@ pub fn run(args: &Args) -> Result<()> {
         Vec::new()
     };
     // A token minted for this run (GitHub App, Cloud Build connection) replaces GIT_TOKEN.
-    let token = token::for_run(
+    let token = token::for_run_with(
         &args.token,
         plan.forge.as_ref(),
         &plan.repo.display(),
         args.timeout,
+        plan.pull_request.is_some(),
     )?;
     let requests = promote::requests_for(&plan, token.clone(), &args.token.username, args.timeout)?;
     let access = promote::Access::for_plan(&plan, token, &args.token.username, args.timeout)?;

@@ -6,8 +6,9 @@
 
 use std::path::Path;
 
+use crate::commit_via_api::app_key;
 use crate::dsl::*;
-use crate::forge_server::{ForgeServer, Pull, Style};
+use crate::forge_server::{APP_ID, ForgeServer, Pull, Style};
 
 const TOKEN: &str = "tok-pull-request-s3cret-0123456789";
 const BRANCH: &str = "promote/dev/tomoda-backend";
@@ -334,4 +335,41 @@ fn argo_cd_is_neither_refreshed_nor_waited_for_until_the_request_merges() {
         "Argo CD tomoda-dev: not refreshed or waited for: nothing deploys until pull request #1 merges",
     );
     assert!(done.json().get("argocd").is_none(), "{}", done.stdout);
+}
+
+#[test]
+fn a_minted_app_token_may_open_pull_requests_too() {
+    let keys = tempfile::tempdir().unwrap();
+    let devops = Devops::tomoda();
+    let server = ForgeServer::start(Style::GitHub, &devops.bare(), "not-the-token-used");
+    let (key, public) = app_key(keys.path(), "pkcs8");
+    server.app(&public);
+    let config = config(
+        &server,
+        &server.repo_url(),
+        "api",
+        "    pull_request: true\n",
+    );
+    let done = Run::new()
+        .config(&config)
+        .sha(SHA)
+        .args([
+            "--github-app-id",
+            &APP_ID.to_string(),
+            "--github-app-key-file",
+        ])
+        .args([&key])
+        .run();
+    done.ok().never_shows(server.minted());
+    assert_eq!(server.pulls().len(), 1);
+    let requests = server.requests();
+    let exchange = requests
+        .iter()
+        .find(|r| r.target.ends_with("/access_tokens"))
+        .expect("the token exchange");
+    let scope: serde_json::Value = serde_json::from_str(&exchange.body).unwrap();
+    assert_eq!(
+        scope["permissions"],
+        serde_json::json!({"contents": "write", "pull_requests": "write"})
+    );
 }
