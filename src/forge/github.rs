@@ -67,14 +67,22 @@ impl GitHub {
         url: &str,
         body: &Value,
     ) -> Result<Value> {
-        self.api.send_json(
-            request
-                .header("Accept", JSON)
-                .header(API_VERSION.0, API_VERSION.1),
-            url,
-            body,
-            Forge::GitHub,
-        )
+        self.api
+            .send_json(
+                request
+                    .header("Accept", JSON)
+                    .header(API_VERSION.0, API_VERSION.1),
+                url,
+                body,
+                Forge::GitHub,
+            )
+            .map_err(|e| {
+                if url.contains("/pulls") || url.contains("/issues/") {
+                    pulls_error(e)
+                } else {
+                    e
+                }
+            })
     }
 
     /// Points `branch` at `sha`, creating it when missing, force-moving it otherwise.
@@ -285,7 +293,7 @@ impl ForgeApi for GitHub {
         );
         let answer = self.get(&url, JSON)?;
         if !answer.status().is_success() {
-            return Err(Api::status_error(answer, &url, Forge::GitHub));
+            return Err(pulls_error(Api::status_error(answer, &url, Forge::GitHub)));
         }
         let list = Api::json(answer, &url)?;
         Ok(list
@@ -356,6 +364,25 @@ impl GitHub {
         let url = format!("{}/issues/{}/labels", self.repo_url, open.number);
         self.send_json(self.api.post(&url), &url, &json!({ "labels": labels }))?;
         Ok(())
+    }
+}
+
+/// A 403 of a pull request's request: what the token lacks is the pull requests'
+/// permission, not (only) the contents'.
+fn pulls_error(error: Error) -> Error {
+    match error {
+        Error::Remote {
+            url,
+            message,
+            retry: Retry::Never,
+            ..
+        } if message.starts_with("HTTP 403") => Error::Remote {
+            url,
+            message,
+            hint: "the token may not open pull requests here: a GitHub App or fine-grained token needs Pull requests: read and write (beside Contents: read and write) on the devops repository".into(),
+            retry: Retry::Never,
+        },
+        other => other,
     }
 }
 

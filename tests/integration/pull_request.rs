@@ -8,7 +8,7 @@ use std::path::Path;
 
 use crate::commit_via_api::app_key;
 use crate::dsl::*;
-use crate::forge_server::{APP_ID, ForgeServer, Pull, Style};
+use crate::forge_server::{APP_ID, Fault, ForgeServer, Pull, Style};
 
 const TOKEN: &str = "tok-pull-request-s3cret-0123456789";
 const BRANCH: &str = "promote/dev/tomoda-backend";
@@ -372,4 +372,27 @@ fn a_minted_app_token_may_open_pull_requests_too() {
         scope["permissions"],
         serde_json::json!({"contents": "write", "pull_requests": "write"})
     );
+}
+
+#[test]
+fn a_token_that_may_not_touch_pull_requests_is_told_what_it_lacks() {
+    let devops = Devops::tomoda();
+    let server = ForgeServer::start(Style::GitHub, &devops.bare(), TOKEN);
+    server.fail_next(Fault {
+        matching: "/pulls?head=".into(),
+        status: 403,
+        headers: vec![("Content-Type".into(), "application/json".into())],
+        body: r#"{"message": "Resource not accessible by personal access token", "status": "403"}"#
+            .into(),
+    });
+    let config = config(
+        &server,
+        &server.repo_url(),
+        "api",
+        "    pull_request: true\n",
+    );
+    text_run(&config, SHA).run().code(1).stderr_has(
+        "pulls: HTTP 403 (the server said: \"Resource not accessible by personal access token\")\n  hint: the token may not open pull requests here: a GitHub App or fine-grained token needs Pull requests: read and write",
+    );
+    assert!(server.pulls().is_empty());
 }
