@@ -11,15 +11,11 @@ use reqwest::blocking::Client as HttpClient;
 use reqwest::header::{ACCEPT, AUTHORIZATION};
 use serde_json::Value;
 
-use crate::error::{Error, Result, Retry};
+use crate::error::{Error, Result, Retry, with_retries};
 use crate::git::http::{error_chain, retry_after};
 use crate::message::short_sha;
 use crate::plan::ArgoApp;
 
-/// Failures worth another try (429, 5xx, no answer) tolerated for one request.
-const MAX_RETRIES: u32 = 3;
-/// The longest Retry-After honoured.
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
 /// What a path segment or query value may not hold as is (RFC 3986).
 const ESCAPED: &AsciiSet = &CONTROLS
     .add(b' ')
@@ -400,33 +396,7 @@ impl Client {
 
     /// One read of the application, retried on 429, 5xx and no answer.
     fn get(&self, refresh: bool, sleep: &mut dyn FnMut(Duration)) -> Result<Status> {
-        let mut failures = 0;
-        loop {
-            let error = match self.get_once(refresh) {
-                Ok(status) => return Ok(status),
-                Err(error) => error,
-            };
-            let Retry::Transient { after } = error.retry() else {
-                return Err(error);
-            };
-            failures += 1;
-            if failures > MAX_RETRIES {
-                return Err(error.with_note(&format!("after {failures} tries")));
-            }
-            let wait = match after {
-                Some(asked) if asked > MAX_RETRY_AFTER => {
-                    return Err(error.with_note(&format!(
-                        "Argo CD asked to retry after {} s, longer than the {} s tomoda-promote waits",
-                        asked.as_secs(),
-                        MAX_RETRY_AFTER.as_secs()
-                    )));
-                }
-                Some(asked) => asked,
-                None => Retry::backoff(failures),
-            };
-            tracing::warn!("{}; retrying in {} ms", error.summary(), wait.as_millis());
-            sleep(wait);
-        }
+        with_retries("Argo CD", sleep, || self.get_once(refresh))
     }
 
     fn get_once(&self, refresh: bool) -> Result<Status> {

@@ -354,6 +354,7 @@ fn rollback(
                     of: records[..undo].iter().map(|r| r.commit.clone()).collect(),
                 },
                 requests: None,
+                verify: None,
             },
         )?
     };
@@ -437,6 +438,7 @@ fn set_hold(
         access: commit_access(place, args, transport)?,
         purpose: Purpose::Promote,
         requests: None,
+        verify: None,
     };
     promote::commit_files(
         &place.repo,

@@ -26,6 +26,50 @@ impl Retry {
     }
 }
 
+/// Transient failures one request to a service (registry, forge token endpoint, Argo CD)
+/// may have before its error ends the run.
+pub const MAX_RETRIES: u32 = 3;
+/// The longest wait a server's Retry-After may ask for before we give up instead.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
+
+/// Runs `attempt` until it succeeds or fails for good: a transient failure is tried again
+/// up to [`MAX_RETRIES`] times, after the server's Retry-After (one longer than
+/// [`MAX_RETRY_AFTER`] ends the run) or [`Retry::backoff`]. `service` names the server in
+/// that note; `sleep` waits, so that tests see the waits without waiting.
+pub fn with_retries<T>(
+    service: &str,
+    sleep: &mut dyn FnMut(Duration),
+    mut attempt: impl FnMut() -> Result<T>,
+) -> Result<T> {
+    let mut failures = 0;
+    loop {
+        let error = match attempt() {
+            Ok(done) => return Ok(done),
+            Err(error) => error,
+        };
+        let Retry::Transient { after } = error.retry() else {
+            return Err(error);
+        };
+        failures += 1;
+        if failures > MAX_RETRIES {
+            return Err(error.with_note(&format!("after {failures} tries")));
+        }
+        let wait = match after {
+            Some(asked) if asked > MAX_RETRY_AFTER => {
+                return Err(error.with_note(&format!(
+                    "{service} asked to retry after {} s, longer than the {} s tomoda-promote waits",
+                    asked.as_secs(),
+                    MAX_RETRY_AFTER.as_secs()
+                )));
+            }
+            Some(asked) => asked,
+            None => Retry::backoff(failures),
+        };
+        tracing::warn!("{}; retrying in {} ms", error.summary(), wait.as_millis());
+        sleep(wait);
+    }
+}
+
 /// Exit code for everything else (network, auth, a push still refused).
 pub const EXIT_FAILURE: u8 = 1;
 
@@ -111,6 +155,22 @@ impl Error {
         match self {
             Error::Remote { retry, .. } => *retry,
             _ => Retry::Never,
+        }
+    }
+
+    /// The same failure, never to be retried: whoever made it has spent its own retries.
+    #[must_use]
+    pub fn not_retried(self) -> Self {
+        match self {
+            Error::Remote {
+                url, message, hint, ..
+            } => Error::Remote {
+                url,
+                message,
+                hint,
+                retry: Retry::Never,
+            },
+            other => other,
         }
     }
 

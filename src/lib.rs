@@ -3,7 +3,7 @@
 //!
 //! Data flows one way: the edges (`cli`, `inputs`, `context`) feed a pure middle (`config`,
 //! `plan`, `repo`, `overlay`, `kustomize`, `values`, `manifests`, `yaml`, `ordering`,
-//! `message`, `holds`, `history`), whose result the edges carry out (`promote` over `git`, `argocd`, the subcommands in
+//! `message`, `holds`, `history`, `pulled`), whose result the edges carry out (`promote` over `git`, `argocd`, the subcommands in
 //! `commands`) and tell (`report`).
 //! `tests/integration/layout.rs` holds the modules to that: no import cycle, no I/O in the
 //! middle.
@@ -29,6 +29,7 @@ pub mod ordering;
 pub mod overlay;
 pub mod plan;
 pub mod promote;
+pub mod pulled;
 pub mod registry;
 pub mod repo;
 pub mod report;
@@ -56,14 +57,10 @@ pub fn run(args: &Args) -> Result<()> {
     let registry_settings = inputs::registry_settings(args)?;
     let cwd = inputs::current_dir()?;
     let mut plan = inputs::plan(args, &cwd)?;
-    // Every tag must be in its registry before the devops repo names it; pinning
-    // writes the digests into the plan's images and `{digest}` values.
-    let verified = if let Some(settings) = registry_settings {
-        registry::Registry::new(settings)?.check_plan(&mut plan, &mut std::thread::sleep)?
-    } else {
-        plan.without_registry()?;
-        Vec::new()
-    };
+    // Every tag must be in its registry before the devops repo names it; which reference
+    // the cluster pulls depends on the devops files, so the promotion asks in each round.
+    let mut registry = registry::Registry::for_plan(registry_settings, &mut plan)?;
+    let check = registry.as_mut().map(registry::Registry::as_check);
     // A token minted for this run (GitHub App, Cloud Build connection) replaces GIT_TOKEN.
     let token = token::for_run_with(
         &args.token,
@@ -76,7 +73,7 @@ pub fn run(args: &Args) -> Result<()> {
     let access = promote::Access::for_plan(&plan, token, &args.token.username, args.timeout)?;
     let source_repo = cwd.join(args.source_repo.as_deref().unwrap_or(Path::new(".")));
     let history = git::AppHistory::discover(&source_repo);
-    let mut promotion = promote::promote(
+    let promotion = promote::promote(
         &plan,
         &promote::Settings {
             max_attempts: args.max_attempts,
@@ -86,8 +83,8 @@ pub fn run(args: &Args) -> Result<()> {
             access,
             purpose: promote::Purpose::Promote,
             requests: requests.as_deref(),
+            verify: check.as_ref().map(|c| c as &promote::Check),
         },
     )?;
-    promotion.images = verified;
     commands::report_and_deploy(&plan, &promotion, args)
 }

@@ -161,6 +161,15 @@ impl Plan {
         self.fill_digests(|_| None, false)
     }
 
+    /// `--pin-digest`: every image is pinned, whatever its `pin:` says.
+    pub fn pin_every_image(&mut self) {
+        for images in self.images_mut() {
+            for image in images {
+                image.pin = true;
+            }
+        }
+    }
+
     /// Every image the plan sets, in order, for the commit message.
     pub fn images(&self) -> impl Iterator<Item = &ImageSpec> {
         self.targets.iter().flat_map(|t| match &t.edit {

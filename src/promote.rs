@@ -5,7 +5,9 @@
 //! `pull_request:` the commit goes to the tool's own branch, made from the target's tip,
 //! and a request to the target is opened or updated instead.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -19,6 +21,7 @@ use crate::message::{commit_message, request_body};
 use crate::ordering::{self, History, Older};
 use crate::overlay::Entry;
 use crate::plan::{Plan, PullRequest};
+use crate::pulled::{self, Pulled};
 use crate::registry::Verified;
 use crate::repo::{ForgeRepo, RepoLocation};
 use crate::targets::{self, Change, Edit};
@@ -35,7 +38,15 @@ pub struct Settings<'a> {
     pub purpose: Purpose,
     /// The forge's API for the plan's pull request (with `pull_request:` only).
     pub requests: Option<&'a dyn ForgeApi>,
+    /// The registry check (`None`: --no-verify).
+    pub verify: Option<&'a Check<'a>>,
 }
+
+/// The registry check, handed the image references the edit makes the cluster pull; it
+/// answers with the images found and their digests, which pin the edit. It runs in every
+/// round, after the files are read and before the commit: a retry reads files another
+/// pipeline may have changed (a new `newName`). The registry's code stays in `registry/`.
+pub type Check<'a> = RefCell<dyn FnMut(&[Pulled]) -> Result<Vec<Verified>> + 'a>;
 
 /// Why the commit is made.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -178,10 +189,10 @@ fn api_token(repo: &RepoLocation, token: Option<String>) -> Option<String> {
     })
 }
 
-/// Transient network failures (timeouts, resets, HTTP 429 and 5xx) tolerated in one run.
-pub const MAX_TRANSIENT_FAILURES: u32 = 3;
-/// The longest wait a server's Retry-After may ask for before we give up instead.
-pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
+/// Transient network failures (timeouts, resets, HTTP 429 and 5xx) tolerated in one run:
+/// as many as one request to any other service may have.
+pub const MAX_TRANSIENT_FAILURES: u32 = crate::error::MAX_RETRIES;
+pub use crate::error::MAX_RETRY_AFTER;
 
 /// How one round of fetch, edit, commit and push ended.
 enum Round<T> {
@@ -326,15 +337,17 @@ impl Round<Box<Promotion>> {
         let tip = branch.read_head(&plan.branch)?;
         refusal_stands(&plan.repo.display(), &plan.branch, rejected, &tip, attempt)?;
         let snapshot = Snapshot::new(branch, &tip);
-        let edits = snapshot.read(targets::apply(|p| snapshot.lookup(p), &plan.targets, place))?;
+        let (plan, edits, images) = snapshot.read(checked_edits(
+            &|p| snapshot.lookup(p),
+            plan,
+            settings,
+            place,
+        ))?;
+        let plan = plan.as_ref();
         let done = |outcome| {
-            Ok(Round::Done(Box::new(promotion(
-                plan,
-                &edits,
-                attempt,
-                settings.dry_run,
-                outcome,
-            ))))
+            let mut promotion = promotion(plan, &edits, attempt, settings.dry_run, outcome);
+            promotion.images.clone_from(&images);
+            Ok(Round::Done(Box::new(promotion)))
         };
         // A push whose answer was lost may have landed all the same.
         if branch.landed_unanswered(&tip)? {
@@ -405,6 +418,35 @@ fn propose(
         updated: proposed.updated,
         auto_merge: proposed.auto_merge,
     })
+}
+
+/// The plan's edits of the files `lookup` reads. With the registry check on, it checks
+/// what those edits make the cluster pull, and the edits are those of the plan pinned to
+/// the digests it found: the plan to commit, its edits, and the images found.
+fn checked_edits<'p>(
+    lookup: &dyn Fn(&str) -> Entry,
+    plan: &'p Plan,
+    settings: &Settings,
+    place: &str,
+) -> Result<(Cow<'p, Plan>, Vec<Edit>, Vec<Verified>)> {
+    let edits = targets::apply(lookup, &plan.targets, place)?;
+    let Some(check) = settings.verify else {
+        return Ok((Cow::Borrowed(plan), edits, Vec::new()));
+    };
+    let pulled = pulled::pulled(plan, &edits)?;
+    let verified = (check.borrow_mut())(&pulled)?;
+    let digest_of = |p: &Pulled| {
+        verified
+            .iter()
+            .find(|v| v.image == p.name && v.tag == p.tag)
+            .map(|v| v.digest.clone())
+    };
+    let pinned = pulled::pin(plan, &pulled, digest_of, settings.dry_run)?;
+    if pinned.targets == plan.targets {
+        return Ok((Cow::Borrowed(plan), edits, verified));
+    }
+    let edits = targets::apply(lookup, &pinned.targets, place)?;
+    Ok((Cow::Owned(pinned), edits, verified))
 }
 
 /// What an edit leads to.
@@ -507,16 +549,20 @@ fn promote_directory(plan: &Plan, root: &Path, settings: &Settings) -> Result<Pr
             Ok(_) => std::fs::read(&full).map_or(Entry::Missing, Entry::File),
         }
     };
-    let edits = targets::apply(lookup, &plan.targets, &place)?;
-    if let Some(hold) = held(lookup, plan, settings)? {
-        return Ok(promotion(plan, &edits, 0, true, Outcome::Held { hold }));
-    }
-    // Always a plan here (checked above): `decide` never asks for a commit.
-    let outcome = match decide(&edits, plan, settings)? {
-        Decision::End(outcome) => outcome,
-        Decision::Commit(_) => unreachable!("a directory is only planned"),
+    let (plan, edits, images) = checked_edits(&lookup, plan, settings, &place)?;
+    let plan = plan.as_ref();
+    let outcome = if let Some(hold) = held(lookup, plan, settings)? {
+        Outcome::Held { hold }
+    } else {
+        // Always a plan here (checked above): `decide` never asks for a commit.
+        match decide(&edits, plan, settings)? {
+            Decision::End(outcome) => outcome,
+            Decision::Commit(_) => unreachable!("a directory is only planned"),
+        }
     };
-    Ok(promotion(plan, &edits, 0, true, outcome))
+    let mut promotion = promotion(plan, &edits, 0, true, outcome);
+    promotion.images = images;
+    Ok(promotion)
 }
 
 // Issue 11: holds, rollbacks, and whole-file commits (hold, unhold) through the same loop.
@@ -667,6 +713,9 @@ impl<'a> Opened<'a> {
 struct Snapshot<'a> {
     branch: &'a dyn DevopsBranch,
     head: &'a str,
+    /// What was read: a round may apply the edit twice (before and after pinning), and a
+    /// read through a forge's API is a request.
+    read: RefCell<HashMap<String, Entry>>,
     failed: RefCell<Option<Error>>,
 }
 
@@ -675,15 +724,23 @@ impl<'a> Snapshot<'a> {
         Snapshot {
             branch,
             head,
+            read: RefCell::new(HashMap::new()),
             failed: RefCell::new(None),
         }
     }
 
     fn lookup(&self, path: &str) -> Entry {
-        self.branch.lookup(self.head, path).unwrap_or_else(|e| {
+        if let Some(entry) = self.read.borrow().get(path) {
+            return entry.clone();
+        }
+        let entry = self.branch.lookup(self.head, path).unwrap_or_else(|e| {
             self.failed.borrow_mut().get_or_insert(e);
             Entry::Missing
-        })
+        });
+        self.read
+            .borrow_mut()
+            .insert(path.to_string(), entry.clone());
+        entry
     }
 
     /// `result`, unless a read failed on the way to it.

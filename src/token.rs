@@ -12,7 +12,7 @@ use ring::signature::{RSA_PKCS1_SHA256, RsaKeyPair};
 use serde_json::json;
 
 use crate::cli::TokenSource;
-use crate::error::{Error, Result, Retry};
+use crate::error::{Error, Result, Retry, with_retries};
 use crate::forge::{Api, Auth};
 use crate::repo::{Forge, ForgeRepo};
 use crate::secrets;
@@ -20,9 +20,6 @@ use crate::secrets;
 /// Where Cloud Build's API answers; `PROMOTE_CLOUDBUILD_URL` overrides it (for tests).
 pub const CLOUDBUILD_URL: &str = "https://cloudbuild.googleapis.com";
 const TOKEN_PERMISSION: &str = "cloudbuild.repositories.accessReadWriteToken";
-/// Failures worth another try (no answer, 429, 5xx) tolerated while minting.
-const MAX_RETRIES: u32 = 3;
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
 
 /// The token of this run: minted once as the flags ask (and kept for every later use in
 /// the process: the push, Argo CD's checks), else GIT_TOKEN (or --git-token-file).
@@ -91,11 +88,15 @@ fn mint(
                 }
             };
             let jwt = app_jwt(app_id, &key, now())?;
-            with_retries(|| installation_token(repo, &jwt, timeout, pull_requests))?
+            with_retries("GitHub", &mut std::thread::sleep, || {
+                installation_token(repo, &jwt, timeout, pull_requests)
+            })?
         }
         (None, Some(name)) => {
             check_repository_name(name)?;
-            with_retries(|| cloudbuild_token(name, timeout))?
+            with_retries("Cloud Build", &mut std::thread::sleep, || {
+                cloudbuild_token(name, timeout)
+            })?
         }
         (None, None) => return Ok(None),
     };
@@ -357,31 +358,6 @@ fn cloudbuild_token(name: &str, timeout: Duration) -> Result<String> {
         .filter(|t| !t.is_empty())
         .map(str::to_string)
         .ok_or_else(|| unexpected(&url, "no token"))
-}
-
-/// Runs `mint` again after a transient failure, a bounded number of times.
-fn with_retries(mut mint: impl FnMut() -> Result<String>) -> Result<String> {
-    let mut failures = 0;
-    loop {
-        let error = match mint() {
-            Ok(token) => return Ok(token),
-            Err(error) => error,
-        };
-        let Retry::Transient { after } = error.retry() else {
-            return Err(error);
-        };
-        failures += 1;
-        if failures > MAX_RETRIES {
-            return Err(error.with_note(&format!("after {failures} tries")));
-        }
-        let wait = match after {
-            Some(asked) if asked > MAX_RETRY_AFTER => return Err(error),
-            Some(asked) => asked,
-            None => Retry::backoff(failures),
-        };
-        tracing::warn!("{}; retrying in {} ms", error.summary(), wait.as_millis());
-        std::thread::sleep(wait);
-    }
 }
 
 fn unexpected(url: &str, what: &str) -> Error {

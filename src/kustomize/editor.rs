@@ -89,6 +89,29 @@ impl<'a> Editor<'a> {
         ))
     }
 
+    /// The name the entry that sets the image renders it with: its `newName`, else its
+    /// `name` (which may carry a tag); `None` when no entry sets it.
+    pub(super) fn pulled_name(&self, root: Option<&Map>) -> Result<Option<String>, EditError> {
+        let Some((_, Node::Seq(seq))) = root.and_then(|m| m.get("images")) else {
+            return Ok(None);
+        };
+        let Some(found) = self.find_entry(seq)? else {
+            return Ok(None);
+        };
+        let field = |key: &str| {
+            found
+                .map
+                .get(key)
+                .map(|(_, v)| v)
+                .filter(|v| !v.is_null())
+                .and_then(Node::as_str)
+                .filter(|v| !v.is_empty())
+        };
+        Ok(field("newName")
+            .or_else(|| field("name"))
+            .map(str::to_string))
+    }
+
     /// The entry that sets the image: the one whose `name` equals it, as kustomize
     /// matches it; else, unless the spec renames the image, the one entry whose `newName`
     /// equals it, since CI knows the reference it pushed, not the overlay's short name.

@@ -183,5 +183,17 @@ pub fn set_image(source: &str, spec: &ImageSpec) -> Result<Edited, EditError> {
     })
 }
 
+/// The name the cluster pulls `spec`'s image by once the kustomization `source` applies:
+/// the `newName` of the entry [`set_image`] edits, else that entry's `name` (which may
+/// carry a tag). `None` when no entry sets the image.
+pub fn pulled_name(source: &str, spec: &ImageSpec) -> Result<Option<String>, EditError> {
+    let docs = tree::parse(source)?;
+    let root = match docs.first().map(|d| &d.root) {
+        Some(Node::Map(map)) => Some(map),
+        _ => None,
+    };
+    Editor::new(source, spec).pulled_name(root)
+}
+
 #[cfg(test)]
 mod tests;

@@ -14,7 +14,7 @@ use reqwest::header::{ACCEPT, WWW_AUTHENTICATE};
 
 use super::auth::{Challenge, Credential, Source, Sources, parse_challenge};
 use super::reference::{Reference, plain_http};
-use crate::error::{Error, Result, Retry};
+use crate::error::{Error, Result, Retry, with_retries};
 use crate::git::http::{causes, error_chain, fmt_secs, retry_after};
 use crate::repo::sanitize;
 use crate::secrets;
@@ -30,10 +30,6 @@ pub const MANIFEST_MEDIA_TYPES: [&str; 4] = [
     "application/vnd.docker.distribution.manifest.v2+json",
 ];
 const DIGEST_HEADER: &str = "Docker-Content-Digest";
-/// Failures worth another try (429, 5xx, no answer) tolerated for one question.
-pub const MAX_RETRIES: u32 = 3;
-/// The longest Retry-After honoured; a registry asking for more fails the run.
-pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
 /// Manifests are small; a larger answer is not one.
 const MAX_MANIFEST_BYTES: u64 = 4 * 1024 * 1024;
 
@@ -107,33 +103,7 @@ impl Client {
             notes: Vec::new(),
             negotiated: false,
         };
-        let mut failures = 0;
-        loop {
-            let error = match self.ask(reference, &mut session) {
-                Ok(lookup) => return Ok(lookup),
-                Err(error) => error,
-            };
-            let Retry::Transient { after } = error.retry() else {
-                return Err(error);
-            };
-            failures += 1;
-            if failures > MAX_RETRIES {
-                return Err(error.with_note(&format!("after {failures} tries")));
-            }
-            let wait = match after {
-                Some(asked) if asked > MAX_RETRY_AFTER => {
-                    return Err(error.with_note(&format!(
-                        "the registry asked to retry after {} s, longer than the {} s tomoda-promote waits",
-                        asked.as_secs(),
-                        MAX_RETRY_AFTER.as_secs()
-                    )));
-                }
-                Some(asked) => asked,
-                None => Retry::backoff(failures),
-            };
-            tracing::warn!("{}; retrying in {} ms", error.summary(), wait.as_millis());
-            sleep(wait);
-        }
+        with_retries("the registry", sleep, || self.ask(reference, &mut session))
     }
 
     /// One HEAD, plus the auth exchange when the registry asks for it.

@@ -1,6 +1,6 @@
-//! The registry check before a promotion: every image the plan sets a tag for must be in
-//! its registry (the image the cluster will pull: `newName` when set, else `name`), and
-//! with `--pin-digest` its digest goes into the entry, so the deploy is immutable.
+//! The registry check before a promotion: every image reference the edit makes the
+//! cluster pull must be in its registry (`newName` kept or set, else `name`: see
+//! `pulled.rs`), and its digest can be pinned, so the deploy is immutable.
 //!
 //! Why: a devops commit naming a tag no registry holds makes every new pod fail with
 //! ImagePullBackOff, far from the build that caused it; the commonest cause is Cloud
@@ -8,13 +8,15 @@
 //!
 //! `reference` says which host and repository a name means and how to speak to it,
 //! `auth` where credentials come from, `client` the HTTP exchange; this file the policy:
-//! waiting for a lagging registry, what a missing tag means, pinning, and `--plan`'s
-//! leniency (an unreachable registry is a warning there, not a failure).
+//! waiting for a lagging registry, what a missing tag means, and `--plan`'s leniency (an
+//! unreachable registry is a warning there, not a failure). Where digests go is
+//! `pulled::pin`'s.
 
 pub mod auth;
 pub mod client;
 pub mod reference;
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -23,9 +25,8 @@ pub use self::client::{Client, Lookup};
 pub use self::reference::Reference;
 use crate::error::{EXIT_INPUT, Error, Result};
 use crate::git::http::fmt_secs;
-use crate::image;
-use crate::kustomize::ImageSpec;
 use crate::plan::Plan;
+use crate::pulled::Pulled;
 
 /// The longest pause between two looks while waiting for a tag to appear.
 const MAX_POLL: Duration = Duration::from_secs(15);
@@ -40,7 +41,7 @@ pub struct Settings {
     pub timeout: Duration,
     /// How long to keep looking for a tag that is not there yet.
     pub wait: Option<Duration>,
-    /// Write each verified digest into the image's entry.
+    /// `--pin-digest`: write each verified digest beside its tag.
     pub pin: bool,
     /// `--plan`: a registry that cannot be asked is a warning.
     pub dry_run: bool,
@@ -56,7 +57,7 @@ pub struct Verified {
 }
 
 /// The registry check of one run; remembers answers, so an image that appears in several
-/// files is asked about once.
+/// files, or again in a retry round, is asked about once.
 pub struct Registry {
     client: Client,
     settings: Settings,
@@ -77,91 +78,74 @@ impl Registry {
         })
     }
 
-    /// Checks every image of the plan, pins those asked for, and fills `{digest}`; the
-    /// images found, each once, in the plan's order.
-    pub fn check_plan(
-        &mut self,
-        plan: &mut Plan,
-        sleep: &mut dyn FnMut(Duration),
-    ) -> Result<Vec<Verified>> {
-        let mut verified = Vec::new();
-        for images in plan.images_mut() {
-            verified.extend(self.verify(images, sleep)?);
+    /// The check a promotion of `plan` asks for (`None` with --no-verify, which refuses a
+    /// plan that wants digests); `--pin-digest` pins every image of the plan.
+    pub fn for_plan(settings: Option<Settings>, plan: &mut Plan) -> Result<Option<Registry>> {
+        let Some(settings) = settings else {
+            plan.without_registry()?;
+            return Ok(None);
+        };
+        if settings.pin {
+            plan.pin_every_image();
         }
-        let mut filled = Vec::new();
-        for fill in &plan.digests {
-            let mut image = [fill.image.clone()];
-            let found = self.verify(&mut image, sleep)?;
-            // Keyed by the image as the plan has it (pinning may have set its digest).
-            filled.extend(found.iter().map(|v| (fill.image.clone(), v.digest.clone())));
-            verified.extend(found);
-        }
-        plan.fill_digests(
-            |image| {
-                filled
-                    .iter()
-                    .find(|(i, _)| i == image)
-                    .map(|(_, d)| d.clone())
-            },
-            self.settings.dry_run,
-        )?;
-        let mut once = Vec::new();
-        for v in verified {
-            if !once.contains(&v) {
-                once.push(v);
-            }
-        }
-        Ok(once)
+        Registry::new(settings).map(Some)
     }
 
-    /// Checks every image of `images` that sets a tag, and pins its digest when asked
-    /// (an explicitly given digest is kept). Waits sleep through `sleep`.
-    pub fn verify(
+    /// [`Registry::check`] as the promotion loop takes it.
+    pub fn as_check(&mut self) -> RefCell<impl FnMut(&[Pulled]) -> Result<Vec<Verified>> + '_> {
+        RefCell::new(|pulled: &[Pulled]| self.check(pulled, &mut std::thread::sleep))
+    }
+
+    /// Checks every reference the edit makes the cluster pull: the images found, each
+    /// once, in order. Known answers are not asked again (a retry round pulls the same
+    /// references); waits sleep through `sleep`. Its failures are final: the client has
+    /// retried what was worth retrying.
+    pub fn check(
         &mut self,
-        images: &mut [ImageSpec],
+        pulled: &[Pulled],
         sleep: &mut dyn FnMut(Duration),
     ) -> Result<Vec<Verified>> {
         let mut verified = Vec::new();
-        for spec in images.iter_mut() {
-            let Some(tag) = &spec.new_tag else { continue };
-            let name = spec
-                .new_name
-                .as_deref()
-                .unwrap_or_else(|| image::split_tag(&spec.name).0);
-            let reference = Reference::parse(name, tag).map_err(|e| {
-                Error::usage(
-                    format!("cannot verify the image {name}:{tag}: {e}"),
-                    "fix the image name, or pass --no-verify to skip the registry check",
-                )
-            })?;
-            let digest = match self.resolve(&reference, sleep) {
-                Ok(digest) => digest,
-                Err(error) if self.settings.dry_run && error.exit_code() != EXIT_INPUT => {
-                    tracing::warn!(
-                        "cannot verify {reference} in its registry; the plan goes on without it: {}",
-                        crate::secrets::redact(&error.to_string())
-                    );
-                    continue;
-                }
-                Err(error) => return Err(error),
-            };
-            tracing::info!("{reference} is in its registry: {digest}");
-            if self.settings.pin || spec.pin {
-                match &spec.digest {
-                    None => spec.digest = Some(digest.clone()),
-                    Some(given) if *given != digest => tracing::warn!(
-                        "{reference} is {digest} in its registry, but the digest given is {given}; keeping the given one"
-                    ),
-                    Some(_) => {}
-                }
+        for image in pulled {
+            let found = self.verify(image, sleep).map_err(Error::not_retried)?;
+            if let Some(found) = found
+                && !verified.contains(&found)
+            {
+                verified.push(found);
             }
-            verified.push(Verified {
-                image: name.to_string(),
-                tag: tag.clone(),
-                digest,
-            });
         }
         Ok(verified)
+    }
+
+    /// One reference; `None` when `--plan` goes on without a registry it cannot ask.
+    fn verify(
+        &mut self,
+        image: &Pulled,
+        sleep: &mut dyn FnMut(Duration),
+    ) -> Result<Option<Verified>> {
+        let (name, tag) = (&image.name, &image.tag);
+        let reference = Reference::parse(name, tag).map_err(|e| {
+            Error::usage(
+                format!("cannot verify the image {name}:{tag}: {e}"),
+                "fix the image name, or pass --no-verify to skip the registry check",
+            )
+        })?;
+        let digest = match self.resolve(&reference, sleep) {
+            Ok(digest) => digest,
+            Err(error) if self.settings.dry_run && error.exit_code() != EXIT_INPUT => {
+                tracing::warn!(
+                    "cannot verify {reference} in its registry; the plan goes on without it: {}",
+                    crate::secrets::redact(&error.to_string())
+                );
+                return Ok(None);
+            }
+            Err(error) => return Err(error),
+        };
+        Ok(Some(Verified {
+            image: name.clone(),
+            tag: tag.clone(),
+            digest,
+        }))
     }
 
     /// The tag's digest, looking again with backoff while `--wait-for-image` allows.
@@ -196,6 +180,7 @@ impl Registry {
                 }
             }
         };
+        tracing::info!("{reference} is in its registry: {digest}");
         self.known.insert(reference.clone(), digest.clone());
         Ok(digest)
     }

@@ -73,32 +73,30 @@ fn settings(token: Option<&str>) -> Settings {
     }
 }
 
-fn image(host: &str, tag: &str) -> ImageSpec {
-    ImageSpec {
-        name: "app".into(),
-        new_name: Some(format!("{host}/team/app")),
-        new_tag: Some(tag.into()),
-        digest: None,
-        ..ImageSpec::default()
+fn image(host: &str, tag: &str) -> Pulled {
+    Pulled {
+        of: crate::pulled::Of::Image {
+            target: 0,
+            index: 0,
+        },
+        name: format!("{host}/team/app"),
+        tag: tag.into(),
     }
 }
 
-/// Runs the check, returning the images after it, the result and the sleeps asked for.
-fn check(
-    settings: Settings,
-    mut images: Vec<ImageSpec>,
-) -> (Vec<ImageSpec>, Result<Vec<Verified>>, Vec<Duration>) {
+/// Runs the check, returning its result and the sleeps asked for.
+fn check(settings: Settings, images: &[Pulled]) -> (Result<Vec<Verified>>, Vec<Duration>) {
     let mut slept = Vec::new();
     let result = Registry::new(settings)
         .unwrap()
-        .verify(&mut images, &mut |d| slept.push(d));
-    (images, result, slept)
+        .check(images, &mut |d| slept.push(d));
+    (result, slept)
 }
 
 #[test]
 fn a_present_tag_is_verified_and_pinned_with_the_accept_header() {
     let (host, server) = canned(vec![found()]);
-    let (images, result, slept) = check(settings(None), vec![image(&host, "v1")]);
+    let (result, slept) = check(settings(None), &[image(&host, "v1")]);
     assert_eq!(
         result.unwrap(),
         [Verified {
@@ -107,7 +105,6 @@ fn a_present_tag_is_verified_and_pinned_with_the_accept_header() {
             digest: DIGEST.into()
         }]
     );
-    assert_eq!(images[0].digest.as_deref(), Some(DIGEST));
     assert!(slept.is_empty());
     let seen = server.join().unwrap();
     assert!(
@@ -126,18 +123,19 @@ fn a_present_tag_is_verified_and_pinned_with_the_accept_header() {
 }
 
 #[test]
-fn images_without_a_tag_are_not_asked_about_and_given_digests_stay() {
-    let (host, server) = canned(vec![found()]);
-    let mut given = image(&host, "v1");
-    given.digest = Some(format!("sha256:{}", "a".repeat(64)));
-    let untagged = ImageSpec {
-        new_tag: None,
-        ..image("unreachable.invalid", "x")
-    };
-    let (images, result, _) = check(settings(None), vec![untagged, given.clone()]);
-    assert_eq!(result.unwrap().len(), 1);
-    assert_eq!(images[1], given);
-    server.join().unwrap();
+fn a_retry_round_pulling_the_same_references_asks_nothing_again() {
+    let (host, server) = canned(vec![found(), found()]);
+    let mut registry = Registry::new(settings(None)).unwrap();
+    let mut sleep = |_| {};
+    let first = registry.check(&[image(&host, "v1")], &mut sleep).unwrap();
+    let again = registry.check(&[image(&host, "v1")], &mut sleep).unwrap();
+    assert_eq!(first, again);
+    // Another pipeline moved the entry to another reference: that one is asked about.
+    let moved = registry.check(&[image(&host, "v2")], &mut sleep).unwrap();
+    assert_eq!(moved[0].tag, "v2");
+    let seen = server.join().unwrap();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert!(seen[1].starts_with("HEAD /v2/team/app/manifests/v2 "));
 }
 
 #[test]
@@ -147,7 +145,7 @@ fn server_errors_are_retried_after_retry_after() {
         answer("429 Too Many Requests", "Retry-After: 2\r\n", ""),
         found(),
     ]);
-    let (_, result, slept) = check(settings(None), vec![image(&host, "v1")]);
+    let (result, slept) = check(settings(None), &[image(&host, "v1")]);
     assert_eq!(result.unwrap()[0].digest, DIGEST);
     assert_eq!(slept.len(), 2);
     assert!(
@@ -162,11 +160,13 @@ fn server_errors_are_retried_after_retry_after() {
 fn retries_are_bounded_and_long_retry_afters_are_not_waited_out() {
     let busy = || answer("503 Service Unavailable", "", "");
     let (host, server) = canned(vec![busy(), busy(), busy(), busy()]);
-    let (_, result, slept) = check(settings(None), vec![image(&host, "v1")]);
+    let (result, slept) = check(settings(None), &[image(&host, "v1")]);
     let error = result.unwrap_err();
     assert_eq!(error.exit_code(), 1);
     assert!(error.to_string().contains("HTTP 503"), "{error}");
     assert!(error.to_string().contains("after 4 tries"), "{error}");
+    // Spent: the promotion loop must not run its round, and these tries, again.
+    assert_eq!(error.retry(), crate::error::Retry::Never);
     assert_eq!(slept.len(), 3);
     server.join().unwrap();
 
@@ -175,7 +175,7 @@ fn retries_are_bounded_and_long_retry_afters_are_not_waited_out() {
         "Retry-After: 3600\r\n",
         "",
     )]);
-    let (_, result, slept) = check(settings(None), vec![image(&host, "v1")]);
+    let (result, slept) = check(settings(None), &[image(&host, "v1")]);
     assert!(
         result
             .unwrap_err()
@@ -201,7 +201,7 @@ fn the_bearer_challenge_trades_the_token_for_a_registry_token() {
         ),
         found(),
     ]);
-    let (_, result, _) = check(settings(Some("robot:pa55word")), vec![image(&host, "v1")]);
+    let (result, _) = check(settings(Some("robot:pa55word")), &[image(&host, "v1")]);
     assert_eq!(result.unwrap()[0].digest, DIGEST);
     let seen = server.join().unwrap();
     assert!(!seen[0].contains("authorization"), "{}", seen[0]);
@@ -238,7 +238,7 @@ fn a_refused_credential_is_named_by_its_source_never_by_its_value() {
     let (host, server) = canned(vec![basic(), basic()]);
     let mut settings = settings(Some("robot:wr0ng-secret"));
     settings.sources = Sources::from_env(settings.sources.token.take());
-    let (_, result, _) = check(settings, vec![image(&host, "v1")]);
+    let (result, _) = check(settings, &[image(&host, "v1")]);
     let error = result.unwrap_err();
     assert_eq!(
         error.to_string(),
@@ -252,7 +252,7 @@ fn a_refused_credential_is_named_by_its_source_never_by_its_value() {
     assert!(seen[1].contains("authorization: Basic"), "{}", seen[1]);
 
     let (host, server) = canned(vec![basic()]);
-    let (_, result, _) = check(self::settings(None), vec![image(&host, "v1")]);
+    let (result, _) = check(self::settings(None), &[image(&host, "v1")]);
     let error = result.unwrap_err().to_string();
     assert!(
         error.contains(&format!("the registry {host} requires credentials, and none were found for it (looked in: --registry-token, Docker's config.json)")),
@@ -264,7 +264,7 @@ fn a_refused_credential_is_named_by_its_source_never_by_its_value() {
 #[test]
 fn a_missing_tag_is_an_input_error_naming_the_image_and_cloud_builds_images_field() {
     let (host, server) = canned(vec![answer("404 Not Found", "", "")]);
-    let (images, result, _) = check(settings(None), vec![image(&host, "v9")]);
+    let (result, _) = check(settings(None), &[image(&host, "v9")]);
     let error = result.unwrap_err();
     assert_eq!(error.exit_code(), 2);
     assert_eq!(
@@ -273,7 +273,6 @@ fn a_missing_tag_is_an_input_error_naming_the_image_and_cloud_builds_images_fiel
             "the image {host}/team/app:v9 is not in its registry (HTTP 404 from http://{host}/v2/team/app/manifests/v9); nothing was pushed to the devops repository\n  hint: push the image before this step runs. Cloud Build's `images:` field pushes only after all steps have finished, so push in an earlier step (`docker push`); for a registry that lags, pass --wait-for-image 2m; --no-verify skips this check"
         )
     );
-    assert_eq!(images[0].digest, None);
     server.join().unwrap();
 }
 
@@ -283,9 +282,8 @@ fn waiting_looks_again_with_backoff_until_the_tag_appears_or_time_is_up() {
     let (host, server) = canned(vec![missing(), missing(), missing(), found()]);
     let mut waiting = settings(None);
     waiting.wait = Some(Duration::from_secs(60));
-    let (images, result, slept) = check(waiting.clone(), vec![image(&host, "v1")]);
-    result.unwrap();
-    assert_eq!(images[0].digest.as_deref(), Some(DIGEST));
+    let (result, slept) = check(waiting.clone(), &[image(&host, "v1")]);
+    assert_eq!(result.unwrap()[0].digest, DIGEST);
     let secs = |s: &[u64]| {
         s.iter()
             .map(|&s| Duration::from_secs(s))
@@ -296,7 +294,7 @@ fn waiting_looks_again_with_backoff_until_the_tag_appears_or_time_is_up() {
 
     let (host, server) = canned(vec![missing(), missing(), missing(), missing()]);
     waiting.wait = Some(Duration::from_secs(4));
-    let (_, result, slept) = check(waiting, vec![image(&host, "v1")]);
+    let (result, slept) = check(waiting, &[image(&host, "v1")]);
     assert_eq!(slept, secs(&[1, 2, 1]));
     let error = result.unwrap_err().to_string();
     assert!(error.contains("after waiting 4s)"), "{error}");
@@ -310,17 +308,16 @@ fn under_plan_an_unreachable_registry_is_a_warning_but_a_missing_tag_is_not() {
     drop(listener);
     let mut plan = settings(None);
     plan.dry_run = true;
-    let (images, result, slept) = check(plan.clone(), vec![image(&closed, "v1")]);
+    let (result, slept) = check(plan.clone(), &[image(&closed, "v1")]);
     assert_eq!(result.unwrap(), []);
-    assert_eq!(images[0].digest, None);
     assert_eq!(slept.len(), 3, "connection failures are retried first");
 
-    let (_, result, _) = check(settings(None), vec![image(&closed, "v1")]);
+    let (result, _) = check(settings(None), &[image(&closed, "v1")]);
     let error = result.unwrap_err().to_string();
     assert!(error.contains("cannot reach the registry"), "{error}");
 
     let (host, server) = canned(vec![answer("404 Not Found", "", "")]);
-    let (_, result, _) = check(plan, vec![image(&host, "v1")]);
+    let (result, _) = check(plan, &[image(&host, "v1")]);
     assert_eq!(result.unwrap_err().exit_code(), 2);
     server.join().unwrap();
 }
@@ -336,7 +333,7 @@ fn a_head_without_the_digest_header_is_followed_by_a_get_and_hashed() {
             manifest,
         ),
     ]);
-    let (_, result, _) = check(settings(None), vec![image(&host, "v1")]);
+    let (result, _) = check(settings(None), &[image(&host, "v1")]);
     let expected = ring::digest::digest(&ring::digest::SHA256, manifest.as_bytes());
     let hex: String = expected
         .as_ref()
@@ -355,8 +352,7 @@ fn a_head_without_the_digest_header_is_followed_by_a_get_and_hashed() {
 #[test]
 fn an_image_in_two_files_is_asked_about_once() {
     let (host, server) = canned(vec![found()]);
-    let (images, result, _) = check(settings(None), vec![image(&host, "v1"), image(&host, "v1")]);
-    assert_eq!(result.unwrap().len(), 2);
-    assert_eq!(images[1].digest.as_deref(), Some(DIGEST));
+    let (result, _) = check(settings(None), &[image(&host, "v1"), image(&host, "v1")]);
+    assert_eq!(result.unwrap().len(), 1, "each image once");
     assert_eq!(server.join().unwrap().len(), 1);
 }

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 /// Modules that must stay functions on bytes and data.
-const PURE: [&str; 14] = [
+const PURE: [&str; 15] = [
     "config",
     "history",
     "holds",
@@ -17,6 +17,7 @@ const PURE: [&str; 14] = [
     "ordering",
     "overlay",
     "plan",
+    "pulled",
     "repo",
     "targets",
     "values",

@@ -167,6 +167,20 @@ impl Proxy {
     pub fn count(&self, needle: &str) -> usize {
         self.log().iter().filter(|l| l.contains(needle)).count()
     }
+
+    /// [`Proxy::count`] once it reaches `at_least`, or after `limit`: a request relayed
+    /// without a body length (a HEAD) is logged when its connection ends, which may be
+    /// just after the client's process has exited.
+    pub fn count_within(&self, needle: &str, at_least: usize, limit: Duration) -> usize {
+        let start = Instant::now();
+        loop {
+            let count = self.count(needle);
+            if count >= at_least || start.elapsed() > limit {
+                return count;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
 
 impl Drop for Proxy {

@@ -597,8 +597,14 @@ fn a_registry_answering_503_twice_is_retried_until_it_answers() {
         proxy.log()
     );
     assert_eq!(
-        proxy.count(&format!("HEAD /v2/{REPOSITORY}/manifests/v1")),
-        3
+        proxy.count_within(
+            &format!("HEAD /v2/{REPOSITORY}/manifests/v1"),
+            3,
+            Duration::from_secs(5)
+        ),
+        3,
+        "{:#?}",
+        proxy.log()
     );
 }
 
@@ -843,5 +849,167 @@ fn the_pin_digest_flag_and_a_helm_digest_go_together() {
             .contains(&format!("digest: \"{index}\"")),
         "{}",
         devops.file(VALUES)
+    );
+}
+
+/// The common overlay shape: the base names a short image, the overlay maps it to the
+/// registry with `newName`, so the cluster pulls `newName:newTag`.
+fn short_name_layout(image: &str) -> Vec<(&'static str, String)> {
+    tomoda_files_with(
+        DEV,
+        &format!(
+            "resources:\n  - ../../base\nimages:\n  - name: {IMAGE}\n    newName: {image}\n    newTag: v0 # set by CI\n"
+        ),
+    )
+}
+
+#[test]
+fn a_tag_only_promotion_verifies_and_pins_the_new_name_the_overlay_keeps() {
+    let registry = Registry::start();
+    let (index, _) = registry.push_oci_index("v1");
+    let docker = registry.push_docker_v2("v2");
+    let image = registry.image();
+    let devops = Devops::with_files(&short_name_layout(&image));
+    let run = |spec: &str| {
+        Run::new()
+            .verifying()
+            .sha(SHA)
+            .args(["--repo", &devops.url(), "--overlay", OVERLAY])
+            .args(["--image", spec, "--pin-digest", "--output", "json"])
+    };
+
+    // The spec names the overlay's short name and a tag only: the registry is asked
+    // about the newName the entry keeps, and its digest is pinned.
+    let (done, _) = bounded::run(run(&format!("{IMAGE}:v1")), LIMIT);
+    let json = done.ok().json();
+    assert_eq!(json["pushed"], true);
+    assert_eq!(
+        json["images"],
+        serde_json::json!([{"image": image, "tag": "v1", "digest": index}]),
+    );
+    let file = devops.file(DEV);
+    assert!(
+        file.contains(&format!(
+            "  - name: {IMAGE}\n    newName: {image}\n    newTag: v1 # set by CI\n    digest: {index}\n"
+        )),
+        "{file}"
+    );
+    let rendered = kustomize_render(devops.checkout().path(), OVERLAY);
+    assert!(
+        rendered.contains(&format!("image: {image}:v1@{index}\n")),
+        "{rendered}"
+    );
+
+    // `name=*:tag` keeps the newName too.
+    let (done, _) = bounded::run(run(&format!("{IMAGE}=*:v2")), LIMIT);
+    let json = done.ok().json();
+    assert_eq!(
+        json["images"],
+        serde_json::json!([{"image": image, "tag": "v2", "digest": docker}]),
+    );
+    assert!(devops.file(DEV).contains(&format!("digest: {docker}")));
+
+    // A tag the newName's repository lacks is refused, naming what the cluster would pull.
+    let head = devops.head();
+    let (done, _) = bounded::run(run(&format!("{IMAGE}:v404")), LIMIT);
+    done.code(2)
+        .stderr_has(&format!("the image {image}:v404 is not in its registry"));
+    assert_eq!(devops.head(), head);
+}
+
+#[test]
+fn a_config_rule_with_only_a_tag_verifies_the_new_name_the_overlay_keeps() {
+    let registry = Registry::start();
+    let docker = registry.push_docker_v2("v2");
+    let image = registry.image();
+    let devops = Devops::with_files(&short_name_layout(&image));
+    let config = format!(
+        "repo: {}\nenvironments:\n  dev:\n    when: commit\n    pin: digest\n    overlay: {OVERLAY}\n    images:\n      - name: {IMAGE}\n        tag: v2\n",
+        devops.url()
+    );
+    let run = || Run::new().verifying().sha(SHA).config(&config);
+
+    let verified = format!("verified {image}:v2 {docker}\n");
+    let (done, _) = bounded::run(run().args(["--plan"]), LIMIT);
+    done.ok()
+        .stdout_has(&verified)
+        .stdout_has(&format!("+    digest: {docker}"));
+    let (done, _) = bounded::run(run(), LIMIT);
+    done.ok().stdout_has(&verified);
+    assert!(
+        devops
+            .file(DEV)
+            .contains(&format!("newTag: v2 # set by CI\n    digest: {docker}\n")),
+        "{}",
+        devops.file(DEV)
+    );
+}
+
+/// A tag-only promotion of the dev overlay whose first push loses to another pipeline's
+/// commit of `theirs` (the files it writes); the run.
+fn promote_racing(devops: &Arc<Devops>, theirs: Vec<(&'static str, String)>) -> Done {
+    let other = Arc::clone(devops);
+    let mut fired = false;
+    devops.server.before_request(move |request| {
+        if !fired && request.starts_with("GET /devops.git/info/refs?service=git-receive-pack") {
+            fired = true;
+            other.commit(&theirs, "another pipeline");
+        }
+    });
+    let done = Run::new()
+        .verifying()
+        .sha(SHA)
+        .args(["--repo", &devops.url(), "--overlay", OVERLAY])
+        .args(["--image", &format!("{IMAGE}:v1"), "--pin-digest"])
+        .args(["--output", "json"])
+        .run();
+    devops.server.before_request(|_| {});
+    assert_eq!(done.ok().json()["attempts"], 2, "{}", done.stderr);
+    done
+}
+
+#[test]
+fn a_retry_round_checks_what_the_new_tip_pulls_and_asks_nothing_twice() {
+    let registry = Registry::start();
+    let digest = registry.push_docker_v2("v1");
+    // Two names for the one registry, as the overlay may name it before and after
+    // another pipeline's commit.
+    let first = Proxy::start(registry.addr, |_| Fault::Forward);
+    let second = Proxy::start(registry.addr, |_| Fault::Forward);
+    let before = format!("{}/{REPOSITORY}", first.addr());
+    let after = format!("{}/{REPOSITORY}", second.addr());
+    let found = |image: &str| format!("{image}:v1 is in its registry: {digest}");
+
+    // The other pipeline changes another file: the retry pulls the same reference, and
+    // the registry is not asked again.
+    let devops = Arc::new(Devops::with_files(&short_name_layout(&before)));
+    let done = promote_racing(
+        &devops,
+        vec![(PROD, tomoda_file(PROD).replace("v1.4.0", "v1.4.1"))],
+    );
+    assert_eq!(
+        done.stderr.matches(&found(&before)).count(),
+        1,
+        "{}",
+        done.stderr
+    );
+    assert!(devops.file(DEV).contains(&format!(
+        "newName: {before}\n    newTag: v1 # set by CI\n    digest: {digest}\n"
+    )));
+
+    // The other pipeline moves the entry's newName: the retry checks and pins that.
+    let devops = Arc::new(Devops::with_files(&short_name_layout(&before)));
+    let done = promote_racing(&devops, short_name_layout(&after));
+    done.stderr_has(&found(&before)).stderr_has(&found(&after));
+    assert_eq!(
+        done.json()["images"],
+        serde_json::json!([{"image": after, "tag": "v1", "digest": digest}]),
+    );
+    assert!(
+        devops.file(DEV).contains(&format!(
+            "newName: {after}\n    newTag: v1 # set by CI\n    digest: {digest}\n"
+        )),
+        "{}",
+        devops.file(DEV)
     );
 }
