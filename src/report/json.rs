@@ -51,6 +51,20 @@ pub fn to_json_with(promotion: &Promotion, deployment: Option<&Deployment>) -> V
             _ => None,
         },
     });
+    if let Outcome::Proposed {
+        url,
+        number,
+        branch,
+        commit,
+        updated,
+        auto_merge,
+    } = &promotion.outcome
+    {
+        out["pull_request"] = json!({
+            "url": url, "number": number, "branch": branch, "commit": commit,
+            "updated": updated, "auto_merge": auto_merge,
+        });
+    }
     if let Outcome::Held { hold } = &promotion.outcome {
         out["hold"] = json!({
             "reason": hold.reason, "who": hold.who, "since": hold.since,

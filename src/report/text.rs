@@ -59,13 +59,27 @@ pub fn to_text(promotion: &Promotion, on_github: bool) -> String {
                 "\nplan only: nothing was committed or pushed to {target}"
             );
         }
-        Outcome::Pushed { commit } => {
-            for file in changed_files(p) {
-                let _ = writeln!(out, "{}: {file}", p.environment);
-                for change in p.changes.iter().filter(|c| c.file == file) {
-                    out.push_str(&change_line(change));
-                }
+        Outcome::Proposed {
+            url,
+            number,
+            branch,
+            commit,
+            updated,
+            auto_merge,
+        } => {
+            changed(&mut out, p);
+            let verb = if *updated { "updated" } else { "opened" };
+            let _ = writeln!(
+                out,
+                "{verb} pull request #{number} from {branch} ({}) to {target}: {url}",
+                short_sha(commit)
+            );
+            if *auto_merge {
+                let _ = writeln!(out, "auto-merge is on: it merges once its checks pass");
             }
+        }
+        Outcome::Pushed { commit } => {
+            changed(&mut out, p);
             let _ = writeln!(
                 out,
                 "pushed {} to {target} (attempt {})",
@@ -75,6 +89,16 @@ pub fn to_text(promotion: &Promotion, on_github: bool) -> String {
         }
     }
     out
+}
+
+/// Each changed file and its changes.
+fn changed(out: &mut String, p: &Promotion) {
+    for file in changed_files(p) {
+        let _ = writeln!(out, "{}: {file}", p.environment);
+        for change in p.changes.iter().filter(|c| c.file == file) {
+            out.push_str(&change_line(change));
+        }
+    }
 }
 
 /// What Argo CD said after the push, one line.

@@ -25,6 +25,7 @@ mod kustomize;
 mod layout;
 mod local;
 mod promote;
+mod pull_request;
 mod registry;
 mod secrets;
 mod targets;
