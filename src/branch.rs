@@ -39,6 +39,18 @@ pub trait DevopsBranch {
         author: &Identity,
     ) -> Result<Landed>;
 
+    /// One commit holding `files` on top of `base` (the target branch's tip), put on
+    /// `branch` whatever that held, or on a new `branch`: the tool's own branch of a pull
+    /// request, which it alone writes, so the last promotion's wins.
+    fn replace(
+        &self,
+        branch: &str,
+        base: &str,
+        files: &[(&str, &[u8])],
+        message: &str,
+        author: &Identity,
+    ) -> Result<String>;
+
     /// Whether `head` is the commit of the last `commit` whose answer never came (a
     /// request that timed out may have landed all the same): then it is reported as
     /// pushed, not made twice.
@@ -96,6 +108,31 @@ impl DevopsBranch for GitBranch {
                 *self.sent.borrow_mut() = None;
                 Ok(Landed::Refused(refusal))
             }
+        }
+    }
+
+    fn replace(
+        &self,
+        branch: &str,
+        base: &str,
+        files: &[(&str, &[u8])],
+        message: &str,
+        author: &Identity,
+    ) -> Result<String> {
+        let commit = self
+            .workspace
+            .commit(oid(base)?, files, message, author)?
+            .to_string();
+        tracing::info!("pushing {} to branch {branch}", short_sha(&commit));
+        match self.workspace.push_replacing(branch)? {
+            PushOutcome::Pushed => Ok(commit),
+            PushOutcome::Rejected(refusal) => Err(Error::PushRefused {
+                url: self.workspace.shown_url(),
+                branch: branch.to_string(),
+                attempts: 1,
+                reason: refusal.reason,
+                server_said: refusal.server_said,
+            }),
         }
     }
 

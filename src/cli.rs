@@ -218,6 +218,7 @@ impl From<Cli> for Args {
                 argocd_server: cli.argocd_server,
                 argocd_app: cli.argocd_app,
                 wait: cli.wait_timeout.or(cli.wait),
+                pull_request: cli.pull_request,
             },
             dry_run: cli.plan,
             output: cli.output.into(),
@@ -528,6 +529,11 @@ struct Cli {
     /// projects/P/locations/L/connections/C/repositories/R (no stored secret)
     #[arg(long, env = "PROMOTE_CLOUDBUILD_REPOSITORY", value_name = "NAME")]
     cloudbuild_repository: Option<String>,
+
+    /// Open (or update) a pull request to the branch instead of pushing to it (overrides
+    /// promote.yaml's `pull_request:`)
+    #[arg(long, env = "PROMOTE_PULL_REQUEST")]
+    pull_request: bool,
 
     /// Promote even when the new tag is older than the deployed one (a deliberate rollback)
     #[arg(long, env = "PROMOTE_ALLOW_DOWNGRADE")]

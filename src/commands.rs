@@ -90,8 +90,8 @@ fn required_env<'a>(args: &'a Args, command: &str) -> Result<&'a str> {
 
 /// Prints the promotion's result, after asking Argo CD to refresh (and waiting, if asked)
 /// when a commit was pushed to the branch Argo CD follows. A failed wait is reported with
-/// the result, then returned. A pull-request promotion (when one exists) deploys nothing
-/// until it merges: it must not refresh or wait, and should say so.
+/// the result, then returned. A pull-request promotion deploys nothing until it merges:
+/// it neither refreshes nor waits, and says so.
 pub fn report_and_deploy(plan: &Plan, promotion: &Promotion, args: &Args) -> Result<()> {
     let (deployment, failure) = match (&plan.argocd, &promotion.outcome) {
         (Some(app), Outcome::Pushed { commit }) if !promotion.dry_run => {
@@ -107,6 +107,10 @@ pub fn report_and_deploy(plan: &Plan, promotion: &Promotion, args: &Args) -> Res
                 .to_string();
             let (d, e) = deploy(plan, app, &tip, args)?;
             (Some(d), e)
+        }
+        (Some(app), Outcome::Proposed { number, .. }) => {
+            report::not_deployed(&app.app, *number);
+            (None, None)
         }
         _ => (None, None),
     };
@@ -335,6 +339,8 @@ fn rollback(
         holds_file: place.holds_file.clone(),
         // A rollback passes the ordering guard: nothing to ask.
         app_repo: crate::plan::AppRepo::Unknown("a rollback is not ordered".into()),
+        // A rollback is pushed: it is the way back when a request would be too slow.
+        pull_request: None,
     };
     let promotion = {
         let history = git::AppHistory::discover(cwd);
@@ -349,6 +355,7 @@ fn rollback(
                 purpose: Purpose::Rollback {
                     of: records[..undo].iter().map(|r| r.commit.clone()).collect(),
                 },
+                requests: None,
                 verify: None,
             },
         )?
@@ -432,6 +439,7 @@ fn set_hold(
         history: &NoHistory,
         access: commit_access(place, args, transport)?,
         purpose: Purpose::Promote,
+        requests: None,
         verify: None,
     };
     promote::commit_files(

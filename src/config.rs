@@ -81,6 +81,19 @@ pub struct Environment {
     /// `pin: digest`: every image of the environment gets its registry digest.
     pub pin: Option<Pin>,
     pub argocd: Option<ArgoCd>,
+    /// `pull_request: true`: the change goes to the target branch through a reviewed
+    /// request, not a push.
+    pub review: Review,
+}
+
+/// `pull_request:`, `labels:` and `auto_merge:` of an environment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Review {
+    pub pull_request: bool,
+    pub labels: Vec<String>,
+    pub auto_merge: bool,
+    /// The line of `auto_merge:` (or of `labels:`), for an error about it.
+    pub line: Option<usize>,
 }
 
 /// `pin:` of an environment or an image: write the digest the registry gives the tag, or
@@ -303,7 +316,7 @@ const TOP_KEYS: [&str; 9] = [
     "api_url",
     "environments",
 ];
-const ENV_KEYS: [&str; 11] = [
+const ENV_KEYS: [&str; 14] = [
     "when",
     "overlay",
     "images",
@@ -315,6 +328,9 @@ const ENV_KEYS: [&str; 11] = [
     "commit_via",
     "forge",
     "api_url",
+    "pull_request",
+    "labels",
+    "auto_merge",
 ];
 const ARGOCD_KEYS: [&str; 3] = ["server", "app", "wait"];
 const FILE_KEYS: [&str; 4] = ["path", "set", "images", "image"];
@@ -599,6 +615,7 @@ impl Reader<'_> {
             .get("argocd")
             .map(|(_, node)| self.argocd(node, &name))
             .transpose()?;
+        let review = self.review(map, &name)?;
         Ok(Environment {
             name,
             line: key.line(),
@@ -611,6 +628,72 @@ impl Reader<'_> {
             files,
             pin: self.opt_pin(map)?,
             argocd,
+            review,
+        })
+    }
+
+    fn opt_bool(&self, map: &Map, key: &str) -> Result<Option<(bool, usize)>> {
+        let Some((_, node)) = map.get(key) else {
+            return Ok(None);
+        };
+        match self.string(node)?.as_str() {
+            "true" => Ok(Some((true, node.line()))),
+            "false" => Ok(Some((false, node.line()))),
+            other => Err(Error::input(
+                self.file,
+                Some(node.line()),
+                format!("`{key}: {other}` is neither true nor false"),
+                format!("write `{key}: true` or `{key}: false`"),
+            )),
+        }
+    }
+
+    /// `pull_request:`, `labels:` and `auto_merge:`; the last two only with the first.
+    fn review(&self, map: &Map, environment: &str) -> Result<Review> {
+        let pull_request = self.opt_bool(map, "pull_request")?;
+        let auto_merge = self.opt_bool(map, "auto_merge")?;
+        let labels = match map.get("labels") {
+            None => Vec::new(),
+            Some((_, Node::Seq(items))) => items
+                .items
+                .iter()
+                .map(|item| {
+                    let label = self.string(item)?;
+                    if label.trim().is_empty() || label.contains(',') {
+                        return Err(Error::input(
+                            self.file,
+                            Some(item.line()),
+                            format!("label `{label}` is empty or holds a comma"),
+                            "write each label as its own list item, without commas",
+                        ));
+                    }
+                    Ok(label)
+                })
+                .collect::<Result<Vec<_>>>()?,
+            Some((_, node)) => return Err(self.expected(node, "a list of labels")),
+        };
+        let line = auto_merge
+            .map(|(_, l)| l)
+            .or(map.get("labels").map(|(k, _)| k.line()));
+        let wanted = pull_request.is_some_and(|(on, _)| on);
+        if !wanted
+            && let Some(line) = line
+            && (auto_merge.is_some_and(|(on, _)| on) || !labels.is_empty())
+        {
+            return Err(Error::input(
+                self.file,
+                Some(line),
+                format!(
+                    "environment `{environment}` has `labels:` or `auto_merge:` but no `pull_request: true`"
+                ),
+                "add `pull_request: true` (labels and auto-merge are the pull request's), or remove them",
+            ));
+        }
+        Ok(Review {
+            pull_request: wanted,
+            labels,
+            auto_merge: auto_merge.is_some_and(|(on, _)| on),
+            line,
         })
     }
 
@@ -876,6 +959,41 @@ environments:
         new_name: asia-east1-docker.pkg.dev/development-485000/tomoda-prod-repo/tomoda-backend
         tag: "{tag_name}"
 "#;
+
+    #[test]
+    fn a_pull_request_per_environment_with_its_labels_and_auto_merge() {
+        let gated = EXAMPLE.replace(
+            "  prod:\n",
+            "  prod:\n    pull_request: true\n    labels: [release, prod]\n    auto_merge: true\n",
+        );
+        let c = Config::parse("promote.yaml", &gated).unwrap();
+        assert_eq!(c.environments[0].review, Review::default());
+        let review = &c.environments[1].review;
+        assert!(review.pull_request && review.auto_merge);
+        assert_eq!(review.labels, ["release", "prod"]);
+        let e = error(&EXAMPLE.replace("  prod:\n", "  prod:\n    labels: [release]\n"));
+        assert!(
+            e.starts_with("promote.yaml:11: environment `prod` has `labels:` or `auto_merge:` but no `pull_request: true`"),
+            "{e}"
+        );
+        let e = error(&EXAMPLE.replace("  prod:\n", "  prod:\n    pull_request: yes\n"));
+        assert!(
+            e.starts_with("promote.yaml:11: `pull_request: yes` is neither true nor false"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_readmes_review_gate_gates_prod_and_pushes_dev() {
+        let readme = include_str!("../README.md");
+        let section = &readme[readme.find("## A review gate").unwrap()..];
+        let start = section.find("```yaml\n").unwrap() + "```yaml\n".len();
+        let text = &section[start..start + section[start..].find("```").unwrap()];
+        let c = Config::parse("promote.yaml", text).unwrap();
+        assert!(!c.environments[0].review.pull_request);
+        assert!(c.environments[1].review.pull_request);
+        assert_eq!(c.environments[1].review.labels, ["release", "prod"]);
+    }
 
     #[test]
     fn the_documented_example_parses() {

@@ -23,6 +23,8 @@ pub struct BuildContext {
     /// (GITHUB_API_URL): github.com, or a GitHub Enterprise Server.
     pub github_server_url: Option<String>,
     pub github_api_url: Option<String>,
+    /// Where the build's log is read (GitHub Actions' run page, Cloud Build's console).
+    pub log_url: Option<String>,
 }
 
 impl BuildContext {
@@ -56,7 +58,28 @@ impl BuildContext {
                 None => id,
             })
         };
+        let github_log = || {
+            Some(format!(
+                "{}/{}/actions/runs/{}",
+                get("GITHUB_SERVER_URL")?.trim_end_matches('/'),
+                get("GITHUB_REPOSITORY")?,
+                get("GITHUB_RUN_ID")?
+            ))
+        };
+        let cloud_build_log = || {
+            let build = get("BUILD_ID")?;
+            let project = get("PROJECT_ID")?;
+            Some(match get("LOCATION") {
+                Some(region) => format!(
+                    "https://console.cloud.google.com/cloud-build/builds;region={region}/{build}?project={project}"
+                ),
+                None => format!(
+                    "https://console.cloud.google.com/cloud-build/builds/{build}?project={project}"
+                ),
+            })
+        };
         BuildContext {
+            log_url: cloud_build_log().or_else(github_log),
             short_sha: get("SHORT_SHA")
                 .or_else(|| commit_sha.as_deref().map(|s| s.chars().take(7).collect())),
             branch_name: get("BRANCH_NAME").or_else(github_branch),
@@ -118,6 +141,39 @@ mod tests {
         assert_eq!(c.tag_name, None, "an empty TAG_NAME is no tag");
         assert_eq!(c.short_sha.as_deref(), Some("4d5e6f7"));
         assert_eq!(c.build_id.as_deref(), Some("b-1"));
+    }
+
+    #[test]
+    fn the_build_log_is_found_on_either_ci() {
+        let actions = BuildContext::gather(
+            None,
+            None,
+            env(&[
+                ("GITHUB_SERVER_URL", "https://github.com"),
+                ("GITHUB_REPOSITORY", "tomoda/app"),
+                ("GITHUB_RUN_ID", "9"),
+            ]),
+        );
+        assert_eq!(
+            actions.log_url.as_deref(),
+            Some("https://github.com/tomoda/app/actions/runs/9")
+        );
+        let cloud_build = BuildContext::gather(
+            None,
+            None,
+            env(&[
+                ("BUILD_ID", "b-1"),
+                ("PROJECT_ID", "p"),
+                ("LOCATION", "asia-east1"),
+            ]),
+        );
+        assert_eq!(
+            cloud_build.log_url.as_deref(),
+            Some(
+                "https://console.cloud.google.com/cloud-build/builds;region=asia-east1/b-1?project=p"
+            )
+        );
+        assert_eq!(BuildContext::gather(None, None, env(&[])).log_url, None);
     }
 
     #[test]

@@ -62,12 +62,14 @@ pub fn run(args: &Args) -> Result<()> {
     let mut registry = registry::Registry::for_plan(registry_settings, &mut plan)?;
     let check = registry.as_mut().map(registry::Registry::as_check);
     // A token minted for this run (GitHub App, Cloud Build connection) replaces GIT_TOKEN.
-    let token = token::for_run(
+    let token = token::for_run_with(
         &args.token,
         plan.forge.as_ref(),
         &plan.repo.display(),
         args.timeout,
+        plan.pull_request.is_some(),
     )?;
+    let requests = promote::requests_for(&plan, token.clone(), &args.token.username, args.timeout)?;
     // The app's history: a checkout here first, then the app repository's forge.
     let source_repo = cwd.join(args.source_repo.as_deref().unwrap_or(Path::new(".")));
     let local = git::AppHistory::discover(&source_repo);
@@ -89,6 +91,7 @@ pub fn run(args: &Args) -> Result<()> {
             history: &history,
             access,
             purpose: promote::Purpose::Promote,
+            requests: requests.as_deref(),
             verify: check.as_ref().map(|c| c as &promote::Check),
         },
     )?;

@@ -100,6 +100,44 @@ pub fn commit_message<'a>(
     format!("{subject}\n\n{body}\n{}\n", trailers.join("\n"))
 }
 
+/// The most of a diff a request's description holds (GitHub takes 65,536 characters).
+const MAX_REQUEST_DIFF: usize = 60_000;
+
+/// A pull request's description: what changes (the diff) and the build it comes from, so
+/// that a reviewer needs nothing else to decide.
+pub fn request_body(environment: &str, target: &str, diff: &str, context: &BuildContext) -> String {
+    let mut body = format!(
+        "Promotes a build to `{environment}`: merging this request puts it on `{target}`.\n\n"
+    );
+    let shown = if diff.len() > MAX_REQUEST_DIFF {
+        let mut end = MAX_REQUEST_DIFF;
+        while !diff.is_char_boundary(end) {
+            end -= 1;
+        }
+        format!("{}\n... (cut short: see the files changed)\n", &diff[..end])
+    } else {
+        diff.to_string()
+    };
+    body.push_str(&format!("````diff\n{shown}````\n"));
+    let facts = [
+        ("Source repository", &context.repo_name),
+        ("Source commit", &context.commit_sha),
+        ("Source tag", &context.tag_name),
+        ("Build", &context.build_id),
+        ("Build log", &context.log_url),
+    ];
+    let known: Vec<String> = facts
+        .iter()
+        .filter_map(|(k, v)| v.as_ref().map(|v| format!("- {k}: {v}")))
+        .collect();
+    if !known.is_empty() {
+        body.push_str("\nSource build:\n");
+        body.push_str(&known.join("\n"));
+        body.push('\n');
+    }
+    body
+}
+
 /// The old and new value people look at for an image: an entry's tag, else its digest,
 /// else its name; else, in a manifest, the reference's tag (or digest, or the whole
 /// reference when those stay).
@@ -178,6 +216,23 @@ fn short_value(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_request_body_holds_the_diff_and_the_source_build() {
+        let context = BuildContext {
+            commit_sha: Some("4d5e6f7a".into()),
+            build_id: Some("b-1".into()),
+            log_url: Some("https://ci.example/runs/1".into()),
+            ..Default::default()
+        };
+        let body = request_body("prod", "main", "-old\n+new\n", &context);
+        assert_eq!(
+            body,
+            "Promotes a build to `prod`: merging this request puts it on `main`.\n\n````diff\n-old\n+new\n````\n\nSource build:\n- Source commit: 4d5e6f7a\n- Build: b-1\n- Build log: https://ci.example/runs/1\n"
+        );
+        let long = "+x\n".repeat(30_000);
+        assert!(request_body("prod", "main", &long, &context).len() < 61_000);
+    }
 
     #[test]
     fn subject_body_and_trailers() {

@@ -49,6 +49,17 @@ pub struct Plan {
     /// The app's repository on its forge, asked for the order of two commits when no
     /// checkout here holds them.
     pub app_repo: AppRepo,
+    /// `pull_request: true`: the change goes through a request, not straight to `branch`.
+    pub pull_request: Option<PullRequest>,
+}
+
+/// The request a promotion opens to the target branch, from its own branch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PullRequest {
+    /// `promote/<environment>/<image>`: the tool's own branch, the only one it rewrites.
+    pub branch: String,
+    pub labels: Vec<String>,
+    pub auto_merge: bool,
 }
 
 /// Where the app's history is, besides a checkout here.
@@ -205,6 +216,8 @@ pub struct Flags {
     pub argocd_app: Option<String>,
     /// `--wait[=DURATION]`: wait for Argo CD this long.
     pub wait: Option<Duration>,
+    /// `--pull-request`: open a request whatever promote.yaml says.
+    pub pull_request: bool,
 }
 
 /// Where relative paths are resolved: the config's directory for what the config says,
@@ -299,6 +312,7 @@ pub fn resolve(
 
     let place = place_of(flags, config, environment, bases)?;
     let app_repo = app_repo(config, &context, place.forge.as_ref(), &place.repo)?;
+    let pull_request = pull_request(flags, environment, &place, &targets, &digests, file)?;
     Ok(Plan {
         environment: place.environment,
         repo: place.repo,
@@ -312,7 +326,71 @@ pub fn resolve(
         argocd: place.argocd,
         holds_file: place.holds_file,
         app_repo,
+        pull_request,
     })
+}
+
+/// The request of `pull_request: true` (or `--pull-request`): its branch is named for the
+/// environment and the first image, so that the next promotion of the same image finds
+/// and rewrites it. A request needs the forge's API, whichever way the commit goes.
+fn pull_request(
+    flags: &Flags,
+    environment: Option<&Environment>,
+    place: &Place,
+    targets: &[Target],
+    digests: &[DigestFill],
+    file: &str,
+) -> Result<Option<PullRequest>> {
+    let review = environment.map(|e| e.review.clone()).unwrap_or_default();
+    if !(flags.pull_request || review.pull_request) {
+        return Ok(None);
+    }
+    let Some(forge) = &place.forge else {
+        return Err(Error::usage(
+            format!(
+                "a pull request needs the forge's API, and {} is on no forge tomoda-promote can tell",
+                place.repo.display()
+            ),
+            "set `repo:` to the repository's https URL and add `forge: github`, `gitlab` or `bitbucket` (with `api_url:` when self-hosted)",
+        ));
+    };
+    if review.auto_merge && forge.forge == crate::repo::Forge::Bitbucket {
+        return Err(Error::input(
+            file,
+            review.line,
+            "`auto_merge: true`: Bitbucket Cloud's API offers no auto-merge of a pull request",
+            "remove `auto_merge:`; merge the request in Bitbucket once its checks pass",
+        ));
+    }
+    let image = targets
+        .iter()
+        .find_map(|t| match &t.edit {
+            TargetEdit::Overlay(images) | TargetEdit::Images(images) => images.first(),
+            TargetEdit::Set(_) => None,
+        })
+        .or_else(|| digests.first().map(|d| &d.image))
+        .map(|i| crate::image::short_name(&i.name).to_string());
+    // Without an image, the first file's name stands for what is promoted.
+    let subject = image.unwrap_or_else(|| {
+        let path = targets.first().map_or("values", |t| t.path.as_str());
+        let name = path.rsplit('/').next().unwrap_or(path);
+        name.split('.').next().unwrap_or(name).to_string()
+    });
+    let branch = format!("promote/{}/{subject}", place.environment);
+    if !git2::Branch::name_is_valid(&branch).unwrap_or(false) || branch == place.branch {
+        return Err(Error::usage(
+            format!(
+                "`{}` cannot be the pull request's branch",
+                branch.escape_debug()
+            ),
+            "name the environment and image with letters, digits, `-`, `_` and `.`",
+        ));
+    }
+    Ok(Some(PullRequest {
+        branch,
+        labels: review.labels,
+        auto_merge: review.auto_merge,
+    }))
 }
 
 /// The app's repository: `source_repo:` (an https URL, or `owner/repo` on the devops

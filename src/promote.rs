@@ -1,7 +1,9 @@
 //! The promotion: read the branch, edit the overlay, commit as a compare-and-swap. A
 //! commit that loses a race is retried: read the new head, re-apply the same edit, commit
 //! again, so that concurrent pipelines all land and none overwrites another. The branch is
-//! a [`DevopsBranch`]: git (fetch and push) or a forge's API, the loop is the same.
+//! a [`DevopsBranch`]: git (fetch and push) or a forge's API, the loop is the same. With
+//! `pull_request:` the commit goes to the tool's own branch, made from the target's tip,
+//! and a request to the target is opened or updated instead.
 
 use std::borrow::Cow;
 use std::cell::RefCell;
@@ -12,12 +14,13 @@ use std::time::Duration;
 use crate::branch::{DevopsBranch, GitBranch, Landed};
 use crate::config::CommitVia;
 use crate::error::{Error, Result, Retry};
+use crate::forge::{ForgeApi, Proposal};
 use crate::git::{self, HttpTransport, Refusal, Workspace};
 use crate::holds::Hold;
-use crate::message::commit_message;
+use crate::message::{commit_message, request_body};
 use crate::ordering::{self, History, Note, Older};
 use crate::overlay::Entry;
-use crate::plan::Plan;
+use crate::plan::{Plan, PullRequest};
 use crate::pulled::{self, Pulled};
 use crate::registry::Verified;
 use crate::repo::{ForgeRepo, RepoLocation};
@@ -33,6 +36,8 @@ pub struct Settings<'a> {
     pub access: Access,
     /// A promotion, or a rollback (which passes holds and the ordering guard on purpose).
     pub purpose: Purpose,
+    /// The forge's API for the plan's pull request (with `pull_request:` only).
+    pub requests: Option<&'a dyn ForgeApi>,
     /// The registry check (`None`: --no-verify).
     pub verify: Option<&'a Check<'a>>,
 }
@@ -99,6 +104,17 @@ pub enum Outcome {
     Skipped { older: Older },
     /// The environment is held (`tomoda-promote hold`); nothing was changed.
     Held { hold: Hold },
+    /// `pull_request:`: the commit is on the tool's own branch, and a request to the
+    /// target branch is open (opened now, or the open one `updated`).
+    Proposed {
+        url: String,
+        number: u64,
+        branch: String,
+        commit: String,
+        updated: bool,
+        /// Auto-merge was asked for and enabled.
+        auto_merge: bool,
+    },
 }
 
 impl Promotion {
@@ -147,16 +163,7 @@ impl Access {
     ) -> Result<Access> {
         match (commit_via, forge) {
             (CommitVia::Api, Some(forge)) => {
-                let token = token.or_else(|| match repo {
-                    RepoLocation::Remote {
-                        credentials: Some(c),
-                        ..
-                    } => {
-                        crate::secrets::register(&c.password);
-                        Some(c.password.clone())
-                    }
-                    _ => None,
-                });
+                let token = api_token(repo, token);
                 let api = crate::forge::open(forge, &repo.display(), token, username, timeout)?;
                 tracing::info!(
                     "committing through the {} API at {}",
@@ -170,6 +177,36 @@ impl Access {
             )?)),
         }
     }
+}
+
+/// The forge's API for the plan's pull request; `None` without `pull_request:`.
+pub fn requests_for(
+    plan: &Plan,
+    token: Option<String>,
+    username: &str,
+    timeout: Duration,
+) -> Result<Option<Box<dyn ForgeApi>>> {
+    match (&plan.pull_request, &plan.forge) {
+        (Some(_), Some(forge)) => {
+            let token = api_token(&plan.repo, token);
+            crate::forge::open(forge, &plan.repo.display(), token, username, timeout).map(Some)
+        }
+        _ => Ok(None),
+    }
+}
+
+/// The token for a forge's API: the one given, else the one in the repository's URL.
+fn api_token(repo: &RepoLocation, token: Option<String>) -> Option<String> {
+    token.or_else(|| match repo {
+        RepoLocation::Remote {
+            credentials: Some(c),
+            ..
+        } => {
+            crate::secrets::register(&c.password);
+            Some(c.password.clone())
+        }
+        _ => None,
+    })
 }
 
 /// Transient network failures (timeouts, resets, HTTP 429 and 5xx) tolerated in one run:
@@ -345,6 +382,10 @@ impl Round<Box<Promotion>> {
             Decision::End(outcome) => return done(outcome, notes),
             Decision::Commit(message) => message,
         };
+        if let Some(request) = &plan.pull_request {
+            let outcome = propose(branch, plan, settings, request, &tip, &edits, &message)?;
+            return done(outcome, notes);
+        }
         let files: Vec<(&str, &[u8])> = edits
             .iter()
             .filter(|e| e.changed())
@@ -355,6 +396,50 @@ impl Round<Box<Promotion>> {
             Landed::Refused(refusal) => Ok(Round::Rejected(Rejected { tip, refusal })),
         }
     }
+}
+
+/// The change on the tool's own branch, made from the target's tip `tip`, and the request
+/// from it to the target branch opened or updated.
+fn propose(
+    branch: &dyn DevopsBranch,
+    plan: &Plan,
+    settings: &Settings,
+    request: &PullRequest,
+    tip: &str,
+    edits: &[Edit],
+    message: &str,
+) -> Result<Outcome> {
+    let Some(api) = settings.requests else {
+        return Err(Error::local(
+            "a pull request was asked for without the forge's API".to_string(),
+        ));
+    };
+    let mut diff = String::new();
+    for edit in edits.iter().filter(|e| e.changed()) {
+        diff.push_str(&git::unified_diff(&edit.path, &edit.old, &edit.new)?);
+    }
+    let files: Vec<(&str, &[u8])> = edits
+        .iter()
+        .filter(|e| e.changed())
+        .map(|e| (e.path.as_str(), e.new.as_bytes()))
+        .collect();
+    let commit = branch.replace(&request.branch, tip, &files, message, &plan.author)?;
+    let proposal = Proposal {
+        head: request.branch.clone(),
+        base: plan.branch.clone(),
+        title: message.lines().next().unwrap_or_default().to_string(),
+        body: request_body(&plan.environment, &plan.branch, &diff, &plan.context),
+        labels: request.labels.clone(),
+    };
+    let proposed = crate::forge::propose(api, &proposal, request.auto_merge)?;
+    Ok(Outcome::Proposed {
+        url: proposed.request.url,
+        number: proposed.request.number,
+        branch: request.branch.clone(),
+        commit,
+        updated: proposed.updated,
+        auto_merge: proposed.auto_merge,
+    })
 }
 
 /// The plan's edits of the files `lookup` reads. With the registry check on, it checks

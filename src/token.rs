@@ -29,12 +29,24 @@ pub fn for_run(
     shown_repo: &str,
     timeout: Duration,
 ) -> Result<Option<String>> {
+    for_run_with(source, forge, shown_repo, timeout, false)
+}
+
+/// As [`for_run`]; with `pull_requests`, a minted App token may also open and update pull
+/// requests (a `pull_request:` environment).
+pub fn for_run_with(
+    source: &TokenSource,
+    forge: Option<&ForgeRepo>,
+    shown_repo: &str,
+    timeout: Duration,
+    pull_requests: bool,
+) -> Result<Option<String>> {
     static MINTED: Mutex<Option<String>> = Mutex::new(None);
     let mut minted = MINTED.lock().unwrap_or_else(PoisonError::into_inner);
     if let Some(token) = minted.as_ref() {
         return Ok(Some(token.clone()));
     }
-    match mint(source, forge, shown_repo, timeout)? {
+    match mint(source, forge, shown_repo, timeout, pull_requests)? {
         Some(token) => {
             *minted = Some(token.clone());
             Ok(Some(token))
@@ -50,6 +62,7 @@ fn mint(
     forge: Option<&ForgeRepo>,
     shown_repo: &str,
     timeout: Duration,
+    pull_requests: bool,
 ) -> Result<Option<String>> {
     if let Some(key) = &source.github_app_key {
         secrets::register(key);
@@ -76,7 +89,7 @@ fn mint(
             };
             let jwt = app_jwt(app_id, &key, now())?;
             with_retries("GitHub", &mut std::thread::sleep, || {
-                installation_token(repo, &jwt, timeout)
+                installation_token(repo, &jwt, timeout, pull_requests)
             })?
         }
         (None, Some(name)) => {
@@ -181,7 +194,12 @@ pub fn app_jwt(app_id: &str, key: &RsaKeyPair, now: u64) -> Result<String> {
 
 /// `GET /repos/{o}/{r}/installation`, then `POST /app/installations/{id}/access_tokens`
 /// scoped to that one repository.
-fn installation_token(repo: &ForgeRepo, jwt: &str, timeout: Duration) -> Result<String> {
+fn installation_token(
+    repo: &ForgeRepo,
+    jwt: &str,
+    timeout: Duration,
+    pull_requests: bool,
+) -> Result<String> {
     let api = Api::new(Auth::Bearer(jwt.to_string()), timeout)?;
     let github = |request: reqwest::blocking::RequestBuilder| {
         request
@@ -199,7 +217,7 @@ fn installation_token(repo: &ForgeRepo, jwt: &str, timeout: Duration) -> Result<
             url,
             message: "the GitHub App is not installed on this repository".into(),
             hint: format!(
-                "install the App on {} (Repository permissions: Contents: read and write)",
+                "install the App on {} (Repository permissions: Contents: read and write; Pull requests: read and write for pull_request: environments)",
                 repo.path
             ),
             retry: Retry::Never,
@@ -213,13 +231,15 @@ fn installation_token(repo: &ForgeRepo, jwt: &str, timeout: Duration) -> Result<
         .ok_or_else(|| unexpected(&url, "no installation id"))?;
     let url = format!("{}/app/installations/{id}/access_tokens", repo.api_url);
     let name = repo.path.rsplit('/').next().unwrap_or(&repo.path);
+    // Only what a promotion needs, on only the devops repository.
+    let mut permissions = json!({"contents": "write"});
+    if pull_requests {
+        permissions["pull_requests"] = json!("write");
+    }
     let answer = api.send(
         github(api.post(&url))
             .header("Content-Type", "application/json")
-            // Only what a promotion needs, on only the devops repository.
-            .body(
-                json!({"repositories": [name], "permissions": {"contents": "write"}}).to_string(),
-            ),
+            .body(json!({"repositories": [name], "permissions": permissions}).to_string()),
         &url,
     )?;
     if !answer.status().is_success() {

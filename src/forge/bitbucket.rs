@@ -1,11 +1,15 @@
 //! Bitbucket Cloud: the head from `GET /2.0/repositories/{workspace}/{repo}/refs/branches/
 //! {branch}`, directories (paged, `next`) and files from `GET …/src/{commit}/{path}`, and
 //! the commit from `POST …/src` (a form: one field per file path) with `parents` = the
-//! head read: Bitbucket answers 409 when the branch moved, a lost race.
+//! head read: Bitbucket answers 409 when the branch moved, a lost race. Pull requests
+//! through `/pullrequests` (found with the query `q=source.branch.name="…" AND
+//! state="OPEN"`); Bitbucket Cloud has no labels and no auto-merge in its API.
 
 use reqwest::StatusCode;
 
-use super::{Api, Dir, ForgeApi, Kind, Listing, escape_path, lost_race};
+use serde_json::{Value, json};
+
+use super::{Api, Dir, ForgeApi, Kind, Listing, Proposal, Request, escape_path, lost_race};
 use crate::branch::Landed;
 use crate::error::{Error, Result, Retry};
 use crate::ordering::{self, Order};
@@ -211,6 +215,101 @@ impl ForgeApi for Bitbucket {
             _ => Err(Api::status_error(answer, &url, Forge::Bitbucket)),
         }
     }
+
+    /// Bitbucket moves no branch backwards: the old branch is deleted, then made anew by a
+    /// commit whose parent is `base` (an open request of the branch follows it, or, if
+    /// Bitbucket declined it, a new one is opened).
+    fn replace_branch(
+        &self,
+        branch: &str,
+        base: &str,
+        files: &[(&str, &[u8])],
+        message: &str,
+        author: &Identity,
+    ) -> Result<String> {
+        let url = format!("{}/refs/branches/{}", self.repo_url, escape_path(branch));
+        let answer = self.api.send(self.api.delete(&url), &url)?;
+        if !(answer.status().is_success() || answer.status() == StatusCode::NOT_FOUND) {
+            return Err(Api::status_error(answer, &url, Forge::Bitbucket));
+        }
+        match self.commit(branch, base, files, message, author)? {
+            Landed::Commit(commit) => Ok(commit),
+            Landed::Refused(refusal) => Err(Error::PushRefused {
+                url: format!("{}/src", self.repo_url),
+                branch: branch.to_string(),
+                attempts: 1,
+                reason: refusal.reason,
+                server_said: refusal.server_said,
+            }),
+        }
+    }
+
+    fn find_request(&self, head: &str, base: &str) -> Result<Option<Request>> {
+        let filter = format!(
+            "source.branch.name=\"{head}\" AND destination.branch.name=\"{base}\" AND state=\"OPEN\""
+        );
+        let url = format!(
+            "{}/pullrequests?q={}",
+            self.repo_url,
+            super::query_value(&filter)
+        );
+        let answer = self.get(&url)?;
+        if !answer.status().is_success() {
+            return Err(Api::status_error(answer, &url, Forge::Bitbucket));
+        }
+        Ok(Api::json(answer, &url)?["values"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|pr| pr["source"]["branch"]["name"] == head && pr["state"] == "OPEN")
+            .and_then(request))
+    }
+
+    fn create_request(&self, proposal: &Proposal) -> Result<Request> {
+        if !proposal.labels.is_empty() {
+            tracing::warn!(
+                "Bitbucket Cloud pull requests have no labels: {} not set",
+                proposal.labels.join(", ")
+            );
+        }
+        let url = format!("{}/pullrequests", self.repo_url);
+        let body = json!({
+            "title": proposal.title,
+            "description": proposal.body,
+            "source": {"branch": {"name": proposal.head}},
+            "destination": {"branch": {"name": proposal.base}},
+            "close_source_branch": true,
+        });
+        let answer = self
+            .api
+            .send_json(self.api.post(&url), &url, &body, Forge::Bitbucket)?;
+        request(&answer).ok_or_else(|| bad_answer(&url, "no id or links.html"))
+    }
+
+    fn update_request(&self, open: &Request, proposal: &Proposal) -> Result<Request> {
+        let url = format!("{}/pullrequests/{}", self.repo_url, open.number);
+        let body = json!({"title": proposal.title, "description": proposal.body});
+        let answer = self
+            .api
+            .send_json(self.api.put(&url), &url, &body, Forge::Bitbucket)?;
+        request(&answer).ok_or_else(|| bad_answer(&url, "no id or links.html"))
+    }
+
+    fn enable_auto_merge(&self, _open: &Request) -> Result<()> {
+        Err(Error::usage(
+            "Bitbucket Cloud's API offers no auto-merge of a pull request",
+            "merge the request in Bitbucket once its checks pass",
+        ))
+    }
+}
+
+/// A pull request of Bitbucket's answers.
+fn request(pr: &Value) -> Option<Request> {
+    Some(Request {
+        number: pr["id"].as_u64()?,
+        url: pr["links"]["html"]["href"].as_str()?.to_string(),
+        node_id: None,
+    })
 }
 
 fn bad_answer(url: &str, what: &str) -> Error {

@@ -3,13 +3,18 @@
 //! (files in the raw media type), and the commit through the GraphQL mutation
 //! `createCommitOnBranch` with `expectedHeadOid`: a strict compare-and-swap whose
 //! `STALE_DATA` error is a lost race. GitHub signs these commits (Verified); their author
-//! is the token's identity.
+//! is the token's identity. Pull requests: `GET|POST /pulls`, `PATCH /pulls/{n}`, labels
+//! through `POST /issues/{n}/labels`, auto-merge through GraphQL
+//! `enablePullRequestAutoMerge`; the request's branch is set with `POST /git/refs` or a
+//! forced `PATCH /git/refs/heads/{b}`.
 
 use base64::Engine;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use super::{Api, Dir, ForgeApi, Kind, Listing, escape_path, lost_race, split_message};
+use super::{
+    Api, Dir, ForgeApi, Kind, Listing, Proposal, Request, escape_path, lost_race, split_message,
+};
 use crate::branch::Landed;
 use crate::error::{Error, Result, Retry};
 use crate::git::Refusal;
@@ -23,6 +28,8 @@ const API_VERSION: (&str, &str) = ("X-GitHub-Api-Version", "2022-11-28");
 
 /// GitHub lists at most this many entries of a directory, and says nothing of the rest.
 const MAX_LISTED: usize = 1000;
+
+const AUTO_MERGE: &str = "mutation($id: ID!) { enablePullRequestAutoMerge(input: {pullRequestId: $id}) { pullRequest { number } } }";
 
 const MUTATION: &str = "mutation($input: CreateCommitOnBranchInput!) { createCommitOnBranch(input: $input) { commit { oid url } } }";
 
@@ -53,6 +60,67 @@ impl GitHub {
                 .header(API_VERSION.0, API_VERSION.1),
             url,
         )
+    }
+
+    fn send_json(
+        &self,
+        request: reqwest::blocking::RequestBuilder,
+        url: &str,
+        body: &Value,
+    ) -> Result<Value> {
+        self.api
+            .send_json(
+                request
+                    .header("Accept", JSON)
+                    .header(API_VERSION.0, API_VERSION.1),
+                url,
+                body,
+                Forge::GitHub,
+            )
+            .map_err(|e| {
+                if url.contains("/pulls") || url.contains("/issues/") {
+                    pulls_error(e)
+                } else {
+                    e
+                }
+            })
+    }
+
+    /// Points `branch` at `sha`, creating it when missing, force-moving it otherwise.
+    fn set_branch(&self, branch: &str, sha: &str) -> Result<()> {
+        let url = format!("{}/git/ref/heads/{}", self.repo_url, escape_path(branch));
+        let exists = self.get(&url, JSON)?;
+        match exists.status() {
+            StatusCode::NOT_FOUND => {
+                let url = format!("{}/git/refs", self.repo_url);
+                let body = json!({"ref": format!("refs/heads/{branch}"), "sha": sha});
+                self.send_json(self.api.post(&url), &url, &body)?;
+            }
+            status if status.is_success() => {
+                let url = format!("{}/git/refs/heads/{}", self.repo_url, escape_path(branch));
+                let body = json!({"sha": sha, "force": true});
+                self.send_json(self.api.patch(&url), &url, &body)?;
+            }
+            _ => return Err(Api::status_error(exists, &url, Forge::GitHub)),
+        }
+        Ok(())
+    }
+
+    fn graphql(&self, query: &str, variables: &Value) -> Result<Value> {
+        let url = &self.graphql_url;
+        let request = json!({"query": query, "variables": variables});
+        let answer = self.api.send(
+            self.api
+                .post(url)
+                .header("Accept", "application/json")
+                .header("Content-Type", "application/json")
+                .body(request.to_string()),
+            url,
+        )?;
+        if !answer.status().is_success() {
+            return Err(Api::status_error(answer, url, Forge::GitHub));
+        }
+        Api::json(answer, url)
     }
 
     fn contents_url(&self, path: &str, head: &str) -> String {
@@ -198,33 +266,152 @@ impl ForgeApi for GitHub {
                 })
             })
             .collect();
-        let request = json!({
-            "query": MUTATION,
-            "variables": {"input": {
-                "branch": {"repositoryNameWithOwner": self.name, "branchName": branch},
-                "expectedHeadOid": head,
-                "message": {"headline": headline, "body": body},
-                "fileChanges": {"additions": additions},
-            }},
-        });
-        let url = &self.graphql_url;
-        let answer = self.api.send(
-            self.api
-                .post(url)
-                .header("Accept", "application/json")
-                .header("Content-Type", "application/json")
-                .body(request.to_string()),
-            url,
-        )?;
-        if !answer.status().is_success() {
-            return Err(Api::status_error(answer, url, Forge::GitHub));
-        }
-        let answer = Api::json(answer, url)?;
+        let variables = json!({"input": {
+            "branch": {"repositoryNameWithOwner": self.name, "branchName": branch},
+            "expectedHeadOid": head,
+            "message": {"headline": headline, "body": body},
+            "fileChanges": {"additions": additions},
+        }});
+        let answer = self.graphql(MUTATION, &variables)?;
         if let Some(oid) = answer["data"]["createCommitOnBranch"]["commit"]["oid"].as_str() {
             return Ok(Landed::Commit(oid.to_string()));
         }
-        graphql_refusal(&answer, url)
+        graphql_refusal(&answer, &self.graphql_url)
     }
+
+    /// The branch is set to `base` (created, or force-moved: it is the tool's own), then
+    /// committed to through `createCommitOnBranch` (signed by GitHub), expecting `base`.
+    fn replace_branch(
+        &self,
+        branch: &str,
+        base: &str,
+        files: &[(&str, &[u8])],
+        message: &str,
+        author: &Identity,
+    ) -> Result<String> {
+        self.set_branch(branch, base)?;
+        match self.commit(branch, base, files, message, author)? {
+            Landed::Commit(commit) => Ok(commit),
+            Landed::Refused(refusal) => Err(Error::PushRefused {
+                url: self.graphql_url.clone(),
+                branch: branch.to_string(),
+                attempts: 1,
+                reason: refusal.reason,
+                server_said: refusal.server_said,
+            }),
+        }
+    }
+
+    fn find_request(&self, head: &str, base: &str) -> Result<Option<Request>> {
+        let owner = self.name.split('/').next().unwrap_or_default();
+        let url = format!(
+            "{}/pulls?head={}&base={}&state=open",
+            self.repo_url,
+            super::query_value(&format!("{owner}:{head}")),
+            super::query_value(base)
+        );
+        let answer = self.get(&url, JSON)?;
+        if !answer.status().is_success() {
+            return Err(pulls_error(Api::status_error(answer, &url, Forge::GitHub)));
+        }
+        let list = Api::json(answer, &url)?;
+        Ok(list
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|pr| pr["head"]["ref"] == head && pr["state"] == "open")
+            .and_then(request))
+    }
+
+    fn create_request(&self, proposal: &Proposal) -> Result<Request> {
+        let url = format!("{}/pulls", self.repo_url);
+        let body = json!({
+            "title": proposal.title,
+            "head": proposal.head,
+            "base": proposal.base,
+            "body": proposal.body,
+            "maintainer_can_modify": false,
+        });
+        let answer = self.send_json(self.api.post(&url), &url, &body)?;
+        let created = request(&answer).ok_or_else(|| bad_answer(&url, "no number or html_url"))?;
+        self.label(&created, &proposal.labels)?;
+        Ok(created)
+    }
+
+    fn update_request(&self, open: &Request, proposal: &Proposal) -> Result<Request> {
+        let url = format!("{}/pulls/{}", self.repo_url, open.number);
+        let body = json!({"title": proposal.title, "body": proposal.body});
+        let answer = self.send_json(self.api.patch(&url), &url, &body)?;
+        let updated = request(&answer).ok_or_else(|| bad_answer(&url, "no number or html_url"))?;
+        self.label(&updated, &proposal.labels)?;
+        Ok(updated)
+    }
+
+    fn enable_auto_merge(&self, open: &Request) -> Result<()> {
+        let Some(id) = &open.node_id else {
+            return Err(bad_answer(
+                &self.graphql_url,
+                "the pull request has no node_id",
+            ));
+        };
+        let answer = self.graphql(AUTO_MERGE, &json!({"id": id}))?;
+        if answer["data"]["enablePullRequestAutoMerge"]["pullRequest"].is_object() {
+            return Ok(());
+        }
+        let said: Vec<String> = answer["errors"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e["message"].as_str())
+            .map(|m| crate::secrets::redact(&sanitize(m)))
+            .collect();
+        Err(Error::Remote {
+            url: self.graphql_url.clone(),
+            message: format!("enablePullRequestAutoMerge refused: {}", said.join("; ")),
+            hint: "allow auto-merge in the repository's settings (General > Pull Requests), and protect the branch with required checks".into(),
+            retry: Retry::Never,
+        })
+    }
+}
+
+impl GitHub {
+    /// Adds `labels` to the request (labels already on it stay; a missing one is made).
+    fn label(&self, open: &Request, labels: &[String]) -> Result<()> {
+        if labels.is_empty() {
+            return Ok(());
+        }
+        let url = format!("{}/issues/{}/labels", self.repo_url, open.number);
+        self.send_json(self.api.post(&url), &url, &json!({ "labels": labels }))?;
+        Ok(())
+    }
+}
+
+/// A 403 of a pull request's request: what the token lacks is the pull requests'
+/// permission, not (only) the contents'.
+fn pulls_error(error: Error) -> Error {
+    match error {
+        Error::Remote {
+            url,
+            message,
+            retry: Retry::Never,
+            ..
+        } if message.starts_with("HTTP 403") => Error::Remote {
+            url,
+            message,
+            hint: "the token may not open pull requests here: a GitHub App or fine-grained token needs Pull requests: read and write (beside Contents: read and write) on the devops repository".into(),
+            retry: Retry::Never,
+        },
+        other => other,
+    }
+}
+
+/// A pull request of the REST API's answers.
+fn request(pr: &Value) -> Option<Request> {
+    Some(Request {
+        number: pr["number"].as_u64()?,
+        url: pr["html_url"].as_str()?.to_string(),
+        node_id: pr["node_id"].as_str().map(str::to_string),
+    })
 }
 
 /// An entry of a listing, or a path asked alone. In listings GitHub calls a submodule a

@@ -3,7 +3,9 @@
 //! files from `GET /projects/:id/repository/files/:path?ref=` (content and
 //! `last_commit_id`), and the commit from `POST /projects/:id/repository/commits` with
 //! each file's `last_commit_id`: GitLab's check is per file, and its 400 "file has
-//! changed" is a lost race.
+//! changed" is a lost race. A merge request's branch is made with the same request's
+//! `start_sha` and `force`; requests through `/merge_requests` (found by `source_branch`
+//! and `state=opened`), merge when the pipeline succeeds through `PUT …/:iid/merge`.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -12,7 +14,7 @@ use base64::Engine;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use super::{Api, Dir, ForgeApi, Kind, Listing, escape_segment, lost_race};
+use super::{Api, Dir, ForgeApi, Kind, Listing, Proposal, Request, escape_segment, lost_race};
 use crate::branch::Landed;
 use crate::error::{Error, Result, Retry};
 use crate::ordering::{self, Order};
@@ -208,28 +210,10 @@ impl ForgeApi for GitLab {
         message: &str,
         author: &Identity,
     ) -> Result<Landed> {
-        let last_commits = self.last_commits.borrow();
-        let actions: Vec<Value> = files
-            .iter()
-            .map(|(path, content)| {
-                // A file read at this head is updated, with the check; any other is new.
-                let last = last_commits.get(&(head.to_string(), (*path).to_string()));
-                let mut action = json!({
-                    "action": if last.is_some() { "update" } else { "create" },
-                    "file_path": path,
-                    "content": base64::engine::general_purpose::STANDARD.encode(content),
-                    "encoding": "base64",
-                });
-                if let Some(last) = last {
-                    action["last_commit_id"] = json!(last);
-                }
-                action
-            })
-            .collect();
         let request = json!({
             "branch": branch,
             "commit_message": message,
-            "actions": actions,
+            "actions": self.actions(head, files, true),
             "author_name": author.name,
             "author_email": author.email,
         });
@@ -258,6 +242,132 @@ impl ForgeApi for GitLab {
         }
         Err(Api::status_error(answer, &url, Forge::GitLab))
     }
+
+    fn replace_branch(
+        &self,
+        branch: &str,
+        base: &str,
+        files: &[(&str, &[u8])],
+        message: &str,
+        author: &Identity,
+    ) -> Result<String> {
+        // `start_sha` with `force`: the branch is made anew from the target's tip.
+        let body = json!({
+            "branch": branch,
+            "start_sha": base,
+            "force": true,
+            "commit_message": message,
+            "actions": self.actions(base, files, false),
+            "author_name": author.name,
+            "author_email": author.email,
+        });
+        let url = format!("{}/repository/commits", self.project_url);
+        let answer = self.send_json(self.api.post(&url), &url, &body)?;
+        answer["id"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| bad_answer(&url, "no id"))
+    }
+
+    fn find_request(&self, head: &str, base: &str) -> Result<Option<Request>> {
+        let url = format!(
+            "{}?source_branch={}&target_branch={}&state=opened",
+            self.merge_requests_url(),
+            super::query_value(head),
+            super::query_value(base)
+        );
+        let answer = self.get(&url)?;
+        if !answer.status().is_success() {
+            return Err(Api::status_error(answer, &url, Forge::GitLab));
+        }
+        Ok(Api::json(answer, &url)?
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|mr| mr["source_branch"] == head && mr["state"] == "opened")
+            .and_then(request))
+    }
+
+    fn create_request(&self, proposal: &Proposal) -> Result<Request> {
+        let url = self.merge_requests_url();
+        let mut body = GitLab::fields(proposal);
+        body["source_branch"] = json!(proposal.head);
+        body["target_branch"] = json!(proposal.base);
+        body["remove_source_branch"] = json!(true);
+        if !proposal.labels.is_empty() {
+            body["labels"] = json!(proposal.labels.join(","));
+        }
+        let answer = self.send_json(self.api.post(&url), &url, &body)?;
+        request(&answer).ok_or_else(|| bad_answer(&url, "no iid or web_url"))
+    }
+
+    fn update_request(&self, open: &Request, proposal: &Proposal) -> Result<Request> {
+        let url = format!("{}/{}", self.merge_requests_url(), open.number);
+        let mut body = GitLab::fields(proposal);
+        if !proposal.labels.is_empty() {
+            body["add_labels"] = json!(proposal.labels.join(","));
+        }
+        let answer = self.send_json(self.api.put(&url), &url, &body)?;
+        request(&answer).ok_or_else(|| bad_answer(&url, "no iid or web_url"))
+    }
+
+    fn enable_auto_merge(&self, open: &Request) -> Result<()> {
+        let url = format!("{}/{}/merge", self.merge_requests_url(), open.number);
+        // `auto_merge` since GitLab 17.11; `merge_when_pipeline_succeeds` before (still read).
+        let body = json!({"merge_when_pipeline_succeeds": true, "auto_merge": true});
+        self.send_json(self.api.put(&url), &url, &body).map(drop)
+    }
+}
+
+impl GitLab {
+    /// The commit's actions: a file read at `head` is updated (with its `last_commit_id`
+    /// when `checked`), any other created.
+    fn actions(&self, head: &str, files: &[(&str, &[u8])], checked: bool) -> Vec<Value> {
+        let last_commits = self.last_commits.borrow();
+        files
+            .iter()
+            .map(|(path, content)| {
+                let last = last_commits.get(&(head.to_string(), (*path).to_string()));
+                let mut action = json!({
+                    "action": if last.is_some() { "update" } else { "create" },
+                    "file_path": path,
+                    "content": base64::engine::general_purpose::STANDARD.encode(content),
+                    "encoding": "base64",
+                });
+                if let Some(last) = last.filter(|_| checked) {
+                    action["last_commit_id"] = json!(last);
+                }
+                action
+            })
+            .collect()
+    }
+
+    fn send_json(
+        &self,
+        request: reqwest::blocking::RequestBuilder,
+        url: &str,
+        body: &Value,
+    ) -> Result<Value> {
+        self.api.send_json(request, url, body, Forge::GitLab)
+    }
+
+    fn merge_requests_url(&self) -> String {
+        format!("{}/merge_requests", self.project_url)
+    }
+
+    /// A merge request's edit of a promotion; labels as GitLab takes them, comma-separated.
+    fn fields(proposal: &Proposal) -> Value {
+        json!({"title": proposal.title, "description": proposal.body})
+    }
+}
+
+/// A merge request of GitLab's answers.
+fn request(mr: &Value) -> Option<Request> {
+    Some(Request {
+        number: mr["iid"].as_u64()?,
+        url: mr["web_url"].as_str()?.to_string(),
+        node_id: None,
+    })
 }
 
 fn bad_answer(url: &str, what: &str) -> Error {

@@ -61,8 +61,29 @@ pub struct Dir {
 /// A directory's listing; `None` when there is no such directory.
 pub type Listing = Option<Dir>;
 
+/// A pull request (GitLab: merge request) as its forge answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// GitHub's and Bitbucket's number, GitLab's `iid`.
+    pub number: u64,
+    /// The page people review it on.
+    pub url: String,
+    /// GitHub's GraphQL id, which auto-merge is asked with.
+    pub node_id: Option<String>,
+}
+
+/// What a promotion's request says, from its branch to the target branch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Proposal {
+    pub head: String,
+    pub base: String,
+    pub title: String,
+    pub body: String,
+    pub labels: Vec<String>,
+}
+
 /// The requests one forge answers; [`ApiBranch`] turns them into a [`DevopsBranch`].
-/// Pull requests and comparisons of a later issue belong here too.
+/// Comparisons of a later issue belong here too.
 pub trait ForgeApi {
     /// The commit `branch` points at.
     fn head(&self, branch: &str) -> Result<String>;
@@ -80,7 +101,9 @@ pub trait ForgeApi {
     /// How commit `wanted` stands to `deployed` in this repository's history (the app's,
     /// for the ordering guard); `None` when the forge knows either not, or the token may
     /// not read the repository.
-    fn order(&self, deployed: &str, wanted: &str) -> Result<Option<Order>>;
+    fn order(&self, _deployed: &str, _wanted: &str) -> Result<Option<Order>> {
+        Ok(None)
+    }
     /// One commit of `files` onto `branch`, refused unless the branch (or, on GitLab, each
     /// file) is still as read at `head`.
     fn commit(
@@ -91,6 +114,79 @@ pub trait ForgeApi {
         message: &str,
         author: &Identity,
     ) -> Result<Landed>;
+    /// One commit of `files` on top of `base`, put on `branch` whatever it held (or on a
+    /// new `branch`): the tool's own branch of a pull request.
+    fn replace_branch(
+        &self,
+        branch: &str,
+        base: &str,
+        files: &[(&str, &[u8])],
+        message: &str,
+        author: &Identity,
+    ) -> Result<String>;
+    /// The open request from `head` to `base`, if there is one; merged and closed ones
+    /// are not looked at.
+    fn find_request(&self, head: &str, base: &str) -> Result<Option<Request>>;
+    fn create_request(&self, proposal: &Proposal) -> Result<Request>;
+    /// New title, body (and labels, where the forge keeps them on the request).
+    fn update_request(&self, request: &Request, proposal: &Proposal) -> Result<Request>;
+    /// Merge once the required checks pass; `Err` with the forge's reason otherwise.
+    fn enable_auto_merge(&self, request: &Request) -> Result<()>;
+}
+
+/// How opening a promotion's request ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Proposed {
+    pub request: Request,
+    /// The open request of the branch was updated, not a new one opened.
+    pub updated: bool,
+    /// Auto-merge was asked for and the forge said yes.
+    pub auto_merge: bool,
+}
+
+/// Opens the request of `proposal`, or updates the one already open from its branch (a
+/// merged or closed one is left alone, and a new one opened), then asks for auto-merge.
+/// A refused auto-merge is a warning: the request stands, and a person can merge it.
+pub fn propose(api: &dyn ForgeApi, proposal: &Proposal, auto_merge: bool) -> Result<Proposed> {
+    let (request, updated) = if let Some(open) = api.find_request(&proposal.head, &proposal.base)? {
+        tracing::info!(
+            "updating the open request #{} of {}",
+            open.number,
+            proposal.head
+        );
+        (api.update_request(&open, proposal)?, true)
+    } else {
+        tracing::info!(
+            "opening a request from {} to {}",
+            proposal.head,
+            proposal.base
+        );
+        match api.create_request(proposal) {
+            Ok(created) => (created, false),
+            // Another pipeline of the same image may have opened it in between.
+            Err(error) => match api.find_request(&proposal.head, &proposal.base)? {
+                Some(open) => (api.update_request(&open, proposal)?, true),
+                None => return Err(error),
+            },
+        }
+    };
+    let auto_merge = auto_merge
+        && match api.enable_auto_merge(&request) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(
+                    "auto-merge of request #{} was not enabled: {}",
+                    request.number,
+                    e.summary()
+                );
+                false
+            }
+        };
+    Ok(Proposed {
+        request,
+        updated,
+        auto_merge,
+    })
 }
 
 /// The forge client for `repo`, speaking with `token` (sent as `username` where the forge
@@ -173,6 +269,11 @@ pub fn escape_path(path: &str) -> String {
         .join("/")
 }
 
+/// `text` as a value of a URL's query.
+pub fn query_value(text: &str) -> String {
+    url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
+}
+
 /// `text` as one URL path segment: slashes escaped too (GitLab's project and file ids).
 pub fn escape_segment(text: &str) -> String {
     utf8_percent_encode(text, SEGMENT).to_string()
@@ -213,6 +314,38 @@ impl Api {
 
     pub fn post(&self, url: &str) -> RequestBuilder {
         self.authorize(self.http.post(url))
+    }
+
+    pub fn put(&self, url: &str) -> RequestBuilder {
+        self.authorize(self.http.put(url))
+    }
+
+    pub fn patch(&self, url: &str) -> RequestBuilder {
+        self.authorize(self.http.patch(url))
+    }
+
+    pub fn delete(&self, url: &str) -> RequestBuilder {
+        self.authorize(self.http.delete(url))
+    }
+
+    /// Sends `body` as JSON with `request`; the answer's JSON when successful.
+    pub fn send_json(
+        &self,
+        request: RequestBuilder,
+        url: &str,
+        body: &serde_json::Value,
+        forge: Forge,
+    ) -> Result<serde_json::Value> {
+        let answer = self.send(
+            request
+                .header("Content-Type", "application/json")
+                .body(body.to_string()),
+            url,
+        )?;
+        if !answer.status().is_success() {
+            return Err(Api::status_error(answer, url, forge));
+        }
+        Api::json(answer, url)
     }
 
     fn authorize(&self, request: RequestBuilder) -> RequestBuilder {
@@ -487,6 +620,18 @@ impl DevopsBranch for ApiBranch {
         landed
     }
 
+    fn replace(
+        &self,
+        branch: &str,
+        base: &str,
+        files: &[(&str, &[u8])],
+        message: &str,
+        author: &Identity,
+    ) -> Result<String> {
+        self.api
+            .replace_branch(branch, base, files, message, author)
+    }
+
     /// The commit is ours when it sits right on the head we sent, holding the files sent.
     fn landed_unanswered(&self, head: &str) -> Result<bool> {
         let Some(Sent {
@@ -530,6 +675,99 @@ fn split_message(message: &str) -> (&str, &str) {
 mod tests {
     use super::*;
     use reqwest::header::HeaderValue;
+
+    /// A forge where another pipeline opened the request between our look and our open.
+    struct Raced {
+        finds: RefCell<u32>,
+        calls: RefCell<Vec<&'static str>>,
+    }
+
+    impl ForgeApi for Raced {
+        fn head(&self, _: &str) -> Result<String> {
+            unimplemented!()
+        }
+        fn list(&self, _: &str, _: &str) -> Result<Listing> {
+            unimplemented!()
+        }
+        fn read(&self, _: &str, _: &str) -> Result<Option<Vec<u8>>> {
+            unimplemented!()
+        }
+        fn parents(&self, _: &str) -> Result<Vec<String>> {
+            unimplemented!()
+        }
+        fn commit(
+            &self,
+            _: &str,
+            _: &str,
+            _: &[(&str, &[u8])],
+            _: &str,
+            _: &Identity,
+        ) -> Result<Landed> {
+            unimplemented!()
+        }
+        fn replace_branch(
+            &self,
+            _: &str,
+            _: &str,
+            _: &[(&str, &[u8])],
+            _: &str,
+            _: &Identity,
+        ) -> Result<String> {
+            unimplemented!()
+        }
+        fn find_request(&self, _: &str, _: &str) -> Result<Option<Request>> {
+            *self.finds.borrow_mut() += 1;
+            Ok((*self.finds.borrow() > 1).then(|| request(4)))
+        }
+        fn create_request(&self, _: &Proposal) -> Result<Request> {
+            self.calls.borrow_mut().push("create");
+            Err(Error::local(
+                "422 A pull request already exists".to_string(),
+            ))
+        }
+        fn update_request(&self, open: &Request, _: &Proposal) -> Result<Request> {
+            self.calls.borrow_mut().push("update");
+            Ok(open.clone())
+        }
+        fn enable_auto_merge(&self, _: &Request) -> Result<()> {
+            self.calls.borrow_mut().push("auto-merge");
+            Err(Error::local("auto-merge is not allowed".to_string()))
+        }
+    }
+
+    fn request(number: u64) -> Request {
+        Request {
+            number,
+            url: format!("https://forge.example/pull/{number}"),
+            node_id: None,
+        }
+    }
+
+    #[test]
+    fn a_request_opened_by_another_pipeline_meanwhile_is_updated_and_a_refused_auto_merge_is_no_failure()
+     {
+        let forge = Raced {
+            finds: RefCell::new(0),
+            calls: RefCell::new(Vec::new()),
+        };
+        let proposal = Proposal {
+            head: "promote/dev/app".into(),
+            base: "main".into(),
+            title: "promote(dev): app v1 -> v2".into(),
+            body: String::new(),
+            labels: Vec::new(),
+        };
+        let proposed = propose(&forge, &proposal, true).unwrap();
+        assert_eq!(
+            proposed,
+            Proposed {
+                request: request(4),
+                updated: true,
+                auto_merge: false
+            }
+        );
+        assert_eq!(*forge.calls.borrow(), ["create", "update", "auto-merge"]);
+    }
 
     #[test]
     fn rate_limits_are_told_from_permission_errors() {

@@ -461,12 +461,36 @@ impl Workspace {
     }
 
     /// Pushes the last commit to `branch`, refusing anything but a fast-forward.
+    /// The repository as people are shown it.
+    pub fn shown_url(&self) -> String {
+        self.display.clone()
+    }
+
     pub fn push(&self, branch: &str) -> Result<PushOutcome> {
+        self.push_to(branch, false)
+    }
+
+    /// Pushes the last commit onto `branch` whatever it held (or creates it): only for
+    /// the tool's own `promote/` branch of a pull request, never the target.
+    pub fn push_replacing(&self, branch: &str) -> Result<PushOutcome> {
+        if let Target::Checkout(dir) = &self.target {
+            return Err(Error::usage(
+                format!(
+                    "{} is a local repository: a pull request needs a forge",
+                    dir.display()
+                ),
+                "set `repo:` to the repository's https URL on its forge",
+            ));
+        }
+        self.push_to(branch, true)
+    }
+
+    fn push_to(&self, branch: &str, replace: bool) -> Result<PushOutcome> {
         if let Target::Checkout(dir) = &self.target {
             return self.commit_into(dir, branch);
         }
         if self.partial.get() == Some(true) {
-            return self.push_partial(branch);
+            return self.push_partial(branch, replace);
         }
         let refused: RefCell<Option<String>> = RefCell::new(None);
         let progress: RefCell<Vec<u8>> = RefCell::new(Vec::new());
@@ -486,7 +510,8 @@ impl Workspace {
         let mut options = PushOptions::new();
         options.remote_callbacks(callbacks);
         let mut remote = self.anonymous_remote()?;
-        let refspec = format!("{LOCAL_REF}:refs/heads/{branch}");
+        let force = if replace { "+" } else { "" };
+        let refspec = format!("{force}{LOCAL_REF}:refs/heads/{branch}");
         let result = self
             .transport
             .run(|| remote.push(&[refspec], Some(&mut options)));
@@ -518,7 +543,7 @@ impl Workspace {
 impl Workspace {
     /// Pushes the last commit with only what it adds: itself, the trees on the changed
     /// paths and the changed files.
-    fn push_partial(&self, branch: &str) -> Result<PushOutcome> {
+    fn push_partial(&self, branch: &str, replace: bool) -> Result<PushOutcome> {
         let fail = |e: git2::Error| {
             Error::local(format!(
                 "cannot read the new commit in the scratch repository: {}",
@@ -545,7 +570,13 @@ impl Workspace {
         }
         let pushed = self
             .partial_remote()
-            .push(&self.repo, branch, parent.id(), commit.id(), &objects)
+            .push(
+                &self.repo,
+                branch,
+                (!replace).then(|| parent.id()),
+                commit.id(),
+                &objects,
+            )
             .map_err(|e| self.remote_error(&format!("pushing to branch {branch} failed"), e))?;
         Ok(match pushed {
             Pushed::Ok => PushOutcome::Pushed,

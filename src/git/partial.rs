@@ -119,13 +119,14 @@ impl Remote<'_> {
         })
     }
 
-    /// Pushes `new` onto `refs/heads/<branch>` if it still is `old`, sending `objects`
-    /// (the new commit and the trees and files it adds) as one pack.
+    /// Pushes `new` onto `refs/heads/<branch>` if it still is `old` (`None`: whatever it
+    /// is, or a new branch), sending `objects` (the new commit and the trees and files it
+    /// adds) as one pack.
     pub fn push(
         &self,
         repo: &Repository,
         branch: &str,
-        old: Oid,
+        old: Option<Oid>,
         new: Oid,
         objects: &[Oid],
     ) -> Result<Pushed, Failed> {
@@ -152,9 +153,11 @@ impl Remote<'_> {
                     advertised = Some(Oid::from_str(id)?);
                 }
             }
-            if advertised != Some(old) {
-                return Ok(Pushed::Moved);
-            }
+            let old = match old {
+                Some(old) if advertised != Some(old) => return Ok(Pushed::Moved),
+                Some(old) => old,
+                None => advertised.unwrap_or(Oid::ZERO_SHA1),
+            };
             let has = |c: &str| capabilities.split(' ').any(|x| x == c);
             let sideband = has("side-band-64k");
             let mut wanted = String::from("report-status");

@@ -17,7 +17,8 @@ pub fn active() -> bool {
 }
 
 /// Writes the outputs `commit`, `pushed`, `environment`, `changes` (JSON), `up_to_date`,
-/// `skipped` (the reason, as in the JSON result, or empty) and `images` (JSON) to
+/// `skipped` (the reason, as in the JSON result, or empty), `images` (JSON) and
+/// `pull_request_url` and `pull_request_number` (empty without a request) to
 /// `$GITHUB_OUTPUT`, and a Markdown table of the changes to `$GITHUB_STEP_SUMMARY`; when
 /// Argo CD was asked, also `deployed` and a line of what it said.
 pub fn publish(promotion: &Promotion, deployment: Option<&Deployment>) -> Result<()> {
@@ -72,8 +73,12 @@ fn outputs(promotion: &Promotion, delimiter: &str) -> String {
     let json = to_json(promotion);
     let skipped = json["skipped"].as_str().unwrap_or_default();
     let (changes, images) = (json["changes"].to_string(), json["images"].to_string());
+    let (request_url, request_number) = match &promotion.outcome {
+        Outcome::Proposed { url, number, .. } => (url.clone(), number.to_string()),
+        _ => (String::new(), String::new()),
+    };
     format!(
-        "commit={commit}\npushed={}\nenvironment={}\nchanges<<{delimiter}\n{changes}\n{delimiter}\nup_to_date={}\nskipped={skipped}\nimages<<{delimiter}\n{images}\n{delimiter}\n",
+        "commit={commit}\npushed={}\nenvironment={}\nchanges<<{delimiter}\n{changes}\n{delimiter}\nup_to_date={}\nskipped={skipped}\nimages<<{delimiter}\n{images}\n{delimiter}\npull_request_url={request_url}\npull_request_number={request_number}\n",
         !commit.is_empty(),
         promotion.environment,
         json["up_to_date"],
@@ -89,6 +94,15 @@ fn summary(promotion: &Promotion) -> String {
         Outcome::Held { hold } => format!("skipped: held: {}", hold.reason),
         Outcome::Planned { .. } => "plan only, nothing pushed".to_string(),
         Outcome::Pushed { commit } => format!("pushed `{}`", short_sha(commit)),
+        Outcome::Proposed {
+            url,
+            number,
+            updated,
+            ..
+        } => format!(
+            "pull request [#{number}]({url}) {}",
+            if *updated { "updated" } else { "opened" }
+        ),
     };
     let files: Vec<String> = promotion.files.iter().map(|f| format!("`{f}`")).collect();
     let mut out = format!(
@@ -159,15 +173,32 @@ mod tests {
         let text = outputs(&outcome(), "EOF_X");
         assert_eq!(
             text,
-            "commit=0123456789abcdef\npushed=true\nenvironment=dev\nchanges<<EOF_X\n[{\"field\":\"newTag\",\"file\":\"ov/kustomization.yaml\",\"image\":\"reg/app\",\"new\":\"v2\",\"old\":\"v1\"}]\nEOF_X\nup_to_date=false\nskipped=\nimages<<EOF_X\n[]\nEOF_X\n"
+            "commit=0123456789abcdef\npushed=true\nenvironment=dev\nchanges<<EOF_X\n[{\"field\":\"newTag\",\"file\":\"ov/kustomization.yaml\",\"image\":\"reg/app\",\"new\":\"v2\",\"old\":\"v1\"}]\nEOF_X\nup_to_date=false\nskipped=\nimages<<EOF_X\n[]\nEOF_X\npull_request_url=\npull_request_number=\n"
         );
         let mut verified = outcome();
         verified.images = vec![crate::report::fixtures::verified()];
-        assert!(outputs(&verified, "EOF_X").ends_with(&format!(
+        assert!(outputs(&verified, "EOF_X").contains(&format!(
             "images<<EOF_X\n[{{\"digest\":\"{}\",\"image\":\"reg/app\",\"tag\":\"v2\"}}]\nEOF_X\n",
             crate::report::fixtures::DIGEST
         )));
         assert_ne!(delimiter(), delimiter(), "random per call");
+        let mut proposed = outcome();
+        proposed.outcome = Outcome::Proposed {
+            url: "https://github.example/o/r/pull/7".into(),
+            number: 7,
+            branch: "promote/dev/app".into(),
+            commit: "0123456789abcdef".into(),
+            updated: false,
+            auto_merge: false,
+        };
+        let text = outputs(&proposed, "EOF_X");
+        assert!(text.starts_with("commit=\npushed=false\n"), "{text}");
+        assert!(
+            text.ends_with(
+                "pull_request_url=https://github.example/o/r/pull/7\npull_request_number=7\n"
+            ),
+            "{text}"
+        );
     }
 
     #[test]

@@ -70,6 +70,20 @@ pub fn to_json_with(promotion: &Promotion, deployment: Option<&Deployment>) -> V
             json!({"kind": n.kind(), "image": image, "deployed": deployed, "wanted": wanted, "message": n.text()})
         })
         .collect();
+    if let Outcome::Proposed {
+        url,
+        number,
+        branch,
+        commit,
+        updated,
+        auto_merge,
+    } = &promotion.outcome
+    {
+        out["pull_request"] = json!({
+            "url": url, "number": number, "branch": branch, "commit": commit,
+            "updated": updated, "auto_merge": auto_merge,
+        });
+    }
     if let Outcome::Held { hold } = &promotion.outcome {
         out["hold"] = json!({
             "reason": hold.reason, "who": hold.who, "since": hold.since,

@@ -98,6 +98,15 @@ pub fn progress(line: &str) {
     tracing::info!("{}", secrets::redact(line));
 }
 
+/// A promotion through a pull request deploys nothing until the request merges: Argo CD
+/// is neither refreshed nor waited for, and the log says so (a warning, since `--wait`
+/// may have been asked for).
+pub fn not_deployed(app: &str, number: u64) {
+    tracing::warn!(
+        "Argo CD {app}: not refreshed or waited for: nothing deploys until pull request #{number} merges"
+    );
+}
+
 /// The devops branch's promotions (`history`).
 pub fn history(records: &[crate::history::Record], format: Format) {
     match format {

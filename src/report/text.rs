@@ -61,14 +61,27 @@ pub fn to_text(promotion: &Promotion, on_github: bool) -> String {
                 "\nplan only: nothing was committed or pushed to {target}"
             );
         }
-        Outcome::Pushed { commit } => {
-            diverged(&mut out, p);
-            for file in changed_files(p) {
-                let _ = writeln!(out, "{}: {file}", p.environment);
-                for change in p.changes.iter().filter(|c| c.file == file) {
-                    out.push_str(&change_line(change));
-                }
+        Outcome::Proposed {
+            url,
+            number,
+            branch,
+            commit,
+            updated,
+            auto_merge,
+        } => {
+            changed(&mut out, p);
+            let verb = if *updated { "updated" } else { "opened" };
+            let _ = writeln!(
+                out,
+                "{verb} pull request #{number} from {branch} ({}) to {target}: {url}",
+                short_sha(commit)
+            );
+            if *auto_merge {
+                let _ = writeln!(out, "auto-merge is on: it merges once its checks pass");
             }
+        }
+        Outcome::Pushed { commit } => {
+            changed(&mut out, p);
             let _ = writeln!(
                 out,
                 "pushed {} to {target} (attempt {})",
@@ -88,6 +101,17 @@ fn diverged(out: &mut String, p: &Promotion) {
         .filter(|n| matches!(n, Note::Diverged { .. }))
     {
         let _ = writeln!(out, "{}: note: {}", p.environment, note.text());
+    }
+}
+
+/// Each changed file and its changes, after the guard's note on diverged commits.
+fn changed(out: &mut String, p: &Promotion) {
+    diverged(out, p);
+    for file in changed_files(p) {
+        let _ = writeln!(out, "{}: {file}", p.environment);
+        for change in p.changes.iter().filter(|c| c.file == file) {
+            out.push_str(&change_line(change));
+        }
     }
 }
 

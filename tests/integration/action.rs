@@ -324,6 +324,8 @@ fn the_outputs_are_the_promote_steps_outputs() {
         "images",
         "up_to_date",
         "skipped",
+        "pull_request_url",
+        "pull_request_number",
         "deployed",
     ] {
         assert!(outputs.contains(&name.to_string()), "no output {name}");

@@ -351,7 +351,7 @@ fn a_hold_through_the_api_is_read_back_by_the_next_promotion() {
 
 /// An RSA key pair made by openssl: the private key in `format` ("pkcs1" or "pkcs8"), and
 /// the public half for the server.
-fn app_key(dir: &Path, format: &str) -> (PathBuf, PathBuf) {
+pub fn app_key(dir: &Path, format: &str) -> (PathBuf, PathBuf) {
     let key = dir.join(format!("app-{format}.pem"));
     let public = dir.join(format!("app-{format}.pub.pem"));
     let mut genrsa = Command::new("openssl");

@@ -1,8 +1,10 @@
-//! Forge APIs on 127.0.0.1, for the `commit_via: api` tests: GitHub (REST contents and
-//! refs, GraphQL `createCommitOnBranch`, the App token exchange), GitLab (branches, paged
-//! tree, files, commits) and Bitbucket Cloud (branches, paged src, POST src), each
-//! answering as its documentation says, plus the GCE metadata server's token and Cloud
-//! Build's `accessReadWriteToken`.
+//! Forge APIs on 127.0.0.1, for the `commit_via: api` and pull-request tests: GitHub (REST
+//! contents, refs and pulls, GraphQL `createCommitOnBranch` and
+//! `enablePullRequestAutoMerge`, the App token exchange), GitLab (branches, paged tree,
+//! files, commits, merge requests) and Bitbucket Cloud (branches, paged src, POST src, pull
+//! requests), each answering as its documentation says, plus the GCE metadata server's
+//! token and Cloud Build's `accessReadWriteToken`. Pull requests are kept beside the
+//! repository; merging one moves its target branch in the repository.
 //!
 //! The repository is a real bare git repository: a commit made through the API is written
 //! with git plumbing (`hash-object`, `ls-tree` and `mktree` along the changed paths,
@@ -44,6 +46,20 @@ pub const BOT: &str = "tomoda-promote-app[bot]";
 pub const APP_ID: u64 = 424_242;
 pub const INSTALLATION: u64 = 77;
 pub const METADATA_TOKEN: &str = "ya29.metadata-access-token-for-tests";
+
+/// A pull (merge) request as the forge keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pull {
+    pub number: u64,
+    pub head: String,
+    pub base: String,
+    pub title: String,
+    pub body: String,
+    pub labels: Vec<String>,
+    /// `open`, `merged` or `closed`.
+    pub state: &'static str,
+    pub auto_merge: bool,
+}
 
 #[derive(Debug, Clone)]
 pub struct Recorded {
@@ -88,6 +104,8 @@ struct State {
     minted: String,
     /// Cloud Build refuses the exchange (the permission is missing).
     cloudbuild_denied: AtomicBool,
+    /// Pull requests, numbered from 1.
+    pulls: Mutex<Vec<Pull>>,
     /// The next commit request lands, and its answer is never sent (the connection closes).
     lose_commit_answer: AtomicBool,
     scratch: tempfile::TempDir,
@@ -126,6 +144,7 @@ impl ForgeServer {
             app_public_key: Mutex::new(None),
             minted: format!("ghs_minted{}", fastrand::u64(..)),
             cloudbuild_denied: AtomicBool::new(false),
+            pulls: Mutex::new(Vec::new()),
             lose_commit_answer: AtomicBool::new(false),
             scratch: tempfile::tempdir().unwrap(),
             apps: Mutex::new(Vec::new()),
@@ -217,6 +236,44 @@ impl ForgeServer {
 
     pub fn deny_cloudbuild(&self) {
         self.state.cloudbuild_denied.store(true, Ordering::SeqCst);
+    }
+
+    pub fn pulls(&self) -> Vec<Pull> {
+        lock(&self.state.pulls).clone()
+    }
+
+    /// A person merges request `number`: its target branch fast-forwards to its head.
+    pub fn merge_pull(&self, number: u64) {
+        let mut pulls = lock(&self.state.pulls);
+        let pull = pulls.iter_mut().find(|p| p.number == number).unwrap();
+        let tip = head(&self.state, &pull.head).expect("the request's branch");
+        let base = head(&self.state, &pull.base).expect("the target branch");
+        git(
+            &self.state,
+            &["merge-base", "--is-ancestor", &base, &tip],
+            &[],
+            None,
+        )
+        .expect("a fast-forward merge");
+        git(
+            &self.state,
+            &[
+                "update-ref",
+                &format!("refs/heads/{}", pull.base),
+                &tip,
+                &base,
+            ],
+            &[],
+            None,
+        )
+        .unwrap();
+        pull.state = "merged";
+    }
+
+    /// A person closes request `number` without merging it.
+    pub fn close_pull(&self, number: u64) {
+        let mut pulls = lock(&self.state.pulls);
+        pulls.iter_mut().find(|p| p.number == number).unwrap().state = "closed";
     }
 }
 
@@ -645,6 +702,30 @@ fn commit_files(
     message: &str,
     author: (&str, &str),
 ) -> Option<String> {
+    write_commit(state, branch, parent, Some(parent), files, message, author)
+}
+
+/// As `commit_files`, the branch set to the new commit whatever it held (or created).
+fn replace_with_files(
+    state: &State,
+    branch: &str,
+    parent: &str,
+    files: &[(String, Vec<u8>)],
+    message: &str,
+    author: (&str, &str),
+) -> Option<String> {
+    write_commit(state, branch, parent, None, files, message, author)
+}
+
+fn write_commit(
+    state: &State,
+    branch: &str,
+    parent: &str,
+    old: Option<&str>,
+    files: &[(String, Vec<u8>)],
+    message: &str,
+    author: (&str, &str),
+) -> Option<String> {
     let env = [
         ("GIT_AUTHOR_NAME", author.0),
         ("GIT_AUTHOR_EMAIL", author.1),
@@ -671,17 +752,10 @@ fn commit_files(
         Some(message.as_bytes()),
     )?;
     let commit = commit.trim().to_string();
-    git(
-        state,
-        &[
-            "update-ref",
-            &format!("refs/heads/{branch}"),
-            &commit,
-            parent,
-        ],
-        &[],
-        None,
-    )?;
+    let refname = format!("refs/heads/{branch}");
+    let mut update = vec!["update-ref", refname.as_str(), commit.as_str()];
+    update.extend(old);
+    git(state, &update, &[], None)?;
     Some(commit)
 }
 
@@ -753,6 +827,17 @@ fn github(request: &Recorded, state: &State, path: &str) -> Answer {
             None => not_found_github(),
         };
     }
+    if rest == "/git/refs" && request.method == "POST" {
+        return github_create_ref(request, state);
+    }
+    if let Some(branch) = rest.strip_prefix("/git/refs/heads/")
+        && request.method == "PATCH"
+    {
+        return github_update_ref(request, state, &decode(branch));
+    }
+    if rest == "/pulls" || rest.starts_with("/pulls/") || rest.starts_with("/issues/") {
+        return github_pulls(request, state, rest);
+    }
     if let Some(branch) = rest.strip_prefix("/git/ref/heads/") {
         let branch = decode(branch);
         return match head(state, &branch) {
@@ -814,6 +899,9 @@ fn github_graphql(request: &Recorded, state: &State) -> Answer {
         return answer(400, &json!({"message": "Problems parsing JSON"}));
     };
     let query = body["query"].as_str().unwrap_or_default();
+    if query.contains("enablePullRequestAutoMerge") {
+        return github_auto_merge(&body, state);
+    }
     if !query.contains("createCommitOnBranch") {
         return answer(
             200,
@@ -877,6 +965,195 @@ fn github_graphql(request: &Recorded, state: &State) -> Answer {
             &json!({"data": {"createCommitOnBranch": {"commit": {"oid": oid, "url": format!("https://github.example/{OWNER}/{NAME}/commit/{oid}")}}}}),
         ),
         None => stale(),
+    }
+}
+
+fn unprocessable(message: &str) -> Answer {
+    answer(
+        422,
+        &json!({"message": message, "documentation_url": "https://docs.github.com/rest", "status": "422"}),
+    )
+}
+
+fn github_ref(branch: &str, sha: &str) -> Value {
+    json!({"ref": format!("refs/heads/{branch}"), "node_id": "REF_x", "object": {"sha": sha, "type": "commit"}})
+}
+
+/// `POST /git/refs {ref, sha}`: 422 when the reference exists.
+fn github_create_ref(request: &Recorded, state: &State) -> Answer {
+    let body: Value = serde_json::from_str(&request.body).unwrap_or_default();
+    let (Some(name), Some(sha)) = (body["ref"].as_str(), body["sha"].as_str()) else {
+        return unprocessable("Invalid request.");
+    };
+    let Some(branch) = name.strip_prefix("refs/heads/") else {
+        return unprocessable("Reference name must start with 'refs/'.");
+    };
+    if head(state, branch).is_some() {
+        return unprocessable("Reference already exists");
+    }
+    let created = git(state, &["update-ref", name, sha, ""], &[], None);
+    match created {
+        Some(_) => answer(201, &github_ref(branch, sha)),
+        None => unprocessable("Object does not exist"),
+    }
+}
+
+/// `PATCH /git/refs/heads/{b} {sha, force}`: a fast-forward unless `force`.
+fn github_update_ref(request: &Recorded, state: &State, branch: &str) -> Answer {
+    let body: Value = serde_json::from_str(&request.body).unwrap_or_default();
+    let Some(sha) = body["sha"].as_str() else {
+        return unprocessable("Invalid request.");
+    };
+    let Some(old) = head(state, branch) else {
+        return unprocessable("Reference does not exist");
+    };
+    let forward = git(
+        state,
+        &["merge-base", "--is-ancestor", &old, sha],
+        &[],
+        None,
+    )
+    .is_some();
+    if !forward && body["force"] != true {
+        return unprocessable("Update is not a fast forward");
+    }
+    let refname = format!("refs/heads/{branch}");
+    match git(state, &["update-ref", &refname, sha, &old], &[], None) {
+        Some(_) => answer(200, &github_ref(branch, sha)),
+        None => unprocessable("Reference cannot be updated"),
+    }
+}
+
+fn github_pull_json(pull: &Pull, state: &State) -> Value {
+    json!({
+        "number": pull.number,
+        "node_id": format!("PR_node{}", pull.number),
+        "html_url": format!("https://github.example/{OWNER}/{NAME}/pull/{}", pull.number),
+        "state": if pull.state == "open" { "open" } else { "closed" },
+        "merged": pull.state == "merged",
+        "title": pull.title,
+        "body": pull.body,
+        "head": {"ref": pull.head, "sha": head(state, &pull.head), "label": format!("{OWNER}:{}", pull.head)},
+        "base": {"ref": pull.base},
+        "labels": pull.labels.iter().map(|l| json!({"name": l})).collect::<Vec<_>>(),
+        "auto_merge": if pull.auto_merge { json!({"merge_method": "merge"}) } else { Value::Null },
+    })
+}
+
+/// `GET|POST /pulls`, `PATCH /pulls/{n}`, `POST /issues/{n}/labels`.
+fn github_pulls(request: &Recorded, state: &State, rest: &str) -> Answer {
+    let body: Value = serde_json::from_str(&request.body).unwrap_or_default();
+    let mut pulls = lock(&state.pulls);
+    if rest == "/pulls" && request.method == "GET" {
+        // `head` is `owner:branch`; `state` open, closed or all (open by default).
+        let wanted_head = query(&request.target, "head");
+        let base = query(&request.target, "base");
+        let wanted_state = query(&request.target, "state").unwrap_or_else(|| "open".into());
+        let list: Vec<Value> = pulls
+            .iter()
+            .filter(|p| {
+                wanted_head
+                    .as_ref()
+                    .is_none_or(|h| *h == format!("{OWNER}:{}", p.head))
+            })
+            .filter(|p| base.as_ref().is_none_or(|b| *b == p.base))
+            .filter(|p| match wanted_state.as_str() {
+                "all" => true,
+                "closed" => p.state != "open",
+                _ => p.state == "open",
+            })
+            .map(|p| github_pull_json(p, state))
+            .collect();
+        return answer(200, &Value::Array(list));
+    }
+    if rest == "/pulls" && request.method == "POST" {
+        let field = |k: &str| body[k].as_str().unwrap_or_default().to_string();
+        let (head_ref, base) = (field("head"), field("base"));
+        let head_ref = head_ref
+            .strip_prefix(&format!("{OWNER}:"))
+            .unwrap_or(&head_ref)
+            .to_string();
+        if field("title").is_empty() || head(state, &head_ref).is_none() {
+            return unprocessable("Validation Failed");
+        }
+        if pulls
+            .iter()
+            .any(|p| p.head == head_ref && p.base == base && p.state == "open")
+        {
+            return unprocessable(&format!(
+                "A pull request already exists for {OWNER}:{head_ref}."
+            ));
+        }
+        let pull = Pull {
+            number: pulls.len() as u64 + 1,
+            head: head_ref,
+            base,
+            title: field("title"),
+            body: field("body"),
+            labels: Vec::new(),
+            state: "open",
+            auto_merge: false,
+        };
+        let json = github_pull_json(&pull, state);
+        pulls.push(pull);
+        return answer(201, &json);
+    }
+    let (kind, tail) = rest[1..].split_once('/').unwrap_or_default();
+    let (number, labels) = tail.split_once('/').unwrap_or((tail, ""));
+    let Some(pull) = number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| pulls.iter_mut().find(|p| p.number == n))
+    else {
+        return not_found_github();
+    };
+    match (kind, labels, request.method.as_str()) {
+        ("pulls", "", "PATCH") => {
+            if let Some(title) = body["title"].as_str() {
+                pull.title = title.to_string();
+            }
+            if let Some(text) = body["body"].as_str() {
+                pull.body = text.to_string();
+            }
+            answer(200, &github_pull_json(pull, state))
+        }
+        ("issues", "labels", "POST") => {
+            for label in body["labels"].as_array().into_iter().flatten() {
+                let label = label.as_str().unwrap_or_default().to_string();
+                if !pull.labels.contains(&label) {
+                    pull.labels.push(label);
+                }
+            }
+            let list: Vec<Value> = pull.labels.iter().map(|l| json!({"name": l})).collect();
+            answer(200, &Value::Array(list))
+        }
+        _ => not_found_github(),
+    }
+}
+
+/// `enablePullRequestAutoMerge(input: {pullRequestId})`: refused on a request not open.
+fn github_auto_merge(body: &Value, state: &State) -> Answer {
+    let id = body["variables"]["id"].as_str().unwrap_or_default();
+    let mut pulls = lock(&state.pulls);
+    let found = pulls
+        .iter_mut()
+        .find(|p| format!("PR_node{}", p.number) == id);
+    match found {
+        Some(pull) if pull.state == "open" => {
+            pull.auto_merge = true;
+            answer(
+                200,
+                &json!({"data": {"enablePullRequestAutoMerge": {"pullRequest": {"number": pull.number}}}}),
+            )
+        }
+        Some(_) => answer(
+            200,
+            &json!({"data": {"enablePullRequestAutoMerge": null}, "errors": [{"type": "UNPROCESSABLE", "message": "Pull request is not in the correct state to enable auto-merge"}]}),
+        ),
+        None => answer(
+            200,
+            &json!({"data": {"enablePullRequestAutoMerge": null}, "errors": [{"type": "NOT_FOUND", "message": format!("Could not resolve to a node with the global id of '{id}'")}]}),
+        ),
     }
 }
 
@@ -995,8 +1272,14 @@ fn cloudbuild(request: &Recorded, state: &State, path: &str) -> Answer {
 fn gitlab(request: &Recorded, state: &State, path: &str) -> Answer {
     let not_found = |what: &str| answer(404, &json!({"message": format!("404 {what} Not Found")}));
     // The project id is the path, URL-encoded: split before decoding.
-    let Some(rest) = path.strip_prefix(&format!("/api/v4/projects/{OWNER}%2F{NAME}/repository/"))
-    else {
+    let project = format!("/api/v4/projects/{OWNER}%2F{NAME}/");
+    if let Some(rest) = path
+        .strip_prefix(&project)
+        .and_then(|r| r.strip_prefix("merge_requests"))
+    {
+        return gitlab_merge_requests(request, state, rest);
+    }
+    let Some(rest) = path.strip_prefix(&format!("{project}repository/")) else {
         return not_found("Project");
     };
     if let Some(branch) = rest.strip_prefix("branches/") {
@@ -1086,7 +1369,16 @@ fn gitlab_commit(request: &Recorded, state: &State) -> Answer {
     let branch = body["branch"].as_str().unwrap_or_default().to_string();
     run_before_commit(state);
     let _one_at_a_time = lock(&state.commit_lock);
-    let Some(tip) = head(state, &branch) else {
+    // `start_sha` starts a new branch there; with `force`, an existing one is overwritten.
+    let start = body["start_sha"].as_str().map(str::to_string);
+    let force = body["force"] == true;
+    if start.is_some() && head(state, &branch).is_some() && !force {
+        return answer(
+            400,
+            &json!({"message": format!("A branch called '{branch}' already exists. Switch to that branch in order to make changes")}),
+        );
+    }
+    let Some(tip) = start.clone().or_else(|| head(state, &branch)) else {
         return answer(
             400,
             &json!({"message": "You can only create or edit files when you are on a branch"}),
@@ -1140,7 +1432,12 @@ fn gitlab_commit(request: &Recorded, state: &State) -> Answer {
             .as_str()
             .unwrap_or("user@gitlab.example"),
     );
-    match commit_files(state, &branch, &tip, &files, message, author) {
+    let made = if start.is_some() {
+        replace_with_files(state, &branch, &tip, &files, message, author)
+    } else {
+        commit_files(state, &branch, &tip, &files, message, author)
+    };
+    match made {
         Some(id) => answer(
             201,
             &json!({"id": id, "short_id": &id[..8], "title": message.lines().next(), "message": message}),
@@ -1149,6 +1446,112 @@ fn gitlab_commit(request: &Recorded, state: &State) -> Answer {
             400,
             &json!({"message": "9:Could not update refs/heads/main."}),
         ),
+    }
+}
+
+fn gitlab_mr_json(pull: &Pull) -> Value {
+    json!({
+        "id": 1000 + pull.number,
+        "iid": pull.number,
+        "web_url": format!("https://gitlab.example/{OWNER}/{NAME}/-/merge_requests/{}", pull.number),
+        "state": match pull.state { "open" => "opened", other => other },
+        "source_branch": pull.head,
+        "target_branch": pull.base,
+        "title": pull.title,
+        "description": pull.body,
+        "labels": pull.labels,
+        "merge_when_pipeline_succeeds": pull.auto_merge,
+    })
+}
+
+/// `GET|POST /merge_requests`, `PUT /merge_requests/:iid`, `PUT …/:iid/merge`.
+fn gitlab_merge_requests(request: &Recorded, state: &State, rest: &str) -> Answer {
+    let body: Value = serde_json::from_str(&request.body).unwrap_or_default();
+    let field = |k: &str| body[k].as_str().unwrap_or_default().to_string();
+    let labels = |k: &str| -> Vec<String> {
+        field(k)
+            .split(',')
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect()
+    };
+    let mut pulls = lock(&state.pulls);
+    match (rest, request.method.as_str()) {
+        ("", "GET") => {
+            let source = query(&request.target, "source_branch");
+            let target = query(&request.target, "target_branch");
+            let wanted = query(&request.target, "state").unwrap_or_else(|| "all".into());
+            let list: Vec<Value> = pulls
+                .iter()
+                .map(gitlab_mr_json)
+                .filter(|mr| source.as_ref().is_none_or(|s| mr["source_branch"] == *s))
+                .filter(|mr| target.as_ref().is_none_or(|t| mr["target_branch"] == *t))
+                .filter(|mr| wanted == "all" || mr["state"] == wanted)
+                .collect();
+            answer(200, &Value::Array(list))
+        }
+        ("", "POST") => {
+            let (source, target) = (field("source_branch"), field("target_branch"));
+            if head(state, &source).is_none() || field("title").is_empty() {
+                return answer(400, &json!({"message": {"source_branch": ["is invalid"]}}));
+            }
+            if let Some(open) = pulls
+                .iter()
+                .find(|p| p.head == source && p.base == target && p.state == "open")
+            {
+                return answer(
+                    409,
+                    &json!({"message": [format!("Another open merge request already exists for this source branch: !{}", open.number)]}),
+                );
+            }
+            let pull = Pull {
+                number: pulls.len() as u64 + 1,
+                head: source,
+                base: target,
+                title: field("title"),
+                body: field("description"),
+                labels: labels("labels"),
+                state: "open",
+                auto_merge: false,
+            };
+            let json = gitlab_mr_json(&pull);
+            pulls.push(pull);
+            answer(201, &json)
+        }
+        (tail, "PUT") => {
+            let tail = tail.trim_start_matches('/');
+            let (number, merge) = tail.split_once('/').unwrap_or((tail, ""));
+            let Some(pull) = number
+                .parse::<u64>()
+                .ok()
+                .and_then(|n| pulls.iter_mut().find(|p| p.number == n))
+            else {
+                return answer(404, &json!({"message": "404 Not found"}));
+            };
+            if merge == "merge" {
+                if pull.state != "open" {
+                    return answer(405, &json!({"message": "405 Method Not Allowed"}));
+                }
+                // A pipeline runs: the request merges when it succeeds, not now.
+                pull.auto_merge =
+                    body["merge_when_pipeline_succeeds"] == true || body["auto_merge"] == true;
+                return answer(200, &gitlab_mr_json(pull));
+            }
+            if !field("title").is_empty() {
+                pull.title = field("title");
+            }
+            if body.get("description").is_some() {
+                pull.body = field("description");
+            }
+            for label in labels("add_labels") {
+                if !pull.labels.contains(&label) {
+                    pull.labels.push(label);
+                }
+            }
+            answer(200, &gitlab_mr_json(pull))
+        }
+        _ => answer(404, &json!({"message": "404 Not found"})),
     }
 }
 
@@ -1164,6 +1567,21 @@ fn bitbucket(request: &Recorded, state: &State, path: &str) -> Answer {
     let Some(rest) = path.strip_prefix(&format!("/2.0/repositories/{OWNER}/{NAME}/")) else {
         return not_found();
     };
+    if rest.starts_with("pullrequests") {
+        return bitbucket_pulls(request, state, rest);
+    }
+    if let Some(branch) = rest.strip_prefix("refs/branches/")
+        && request.method == "DELETE"
+    {
+        let refname = format!("refs/heads/{}", decode(branch));
+        return match git(state, &["update-ref", "-d", &refname], &[], None) {
+            Some(_) if head(state, &decode(branch)).is_none() => raw(204, "text/plain", Vec::new()),
+            _ => answer(
+                404,
+                &json!({"type": "error", "error": {"message": "Branch not found"}}),
+            ),
+        };
+    }
     if let Some(branch) = rest.strip_prefix("refs/branches/") {
         let branch = decode(branch);
         return match head(state, &branch) {
@@ -1270,8 +1688,10 @@ fn bitbucket_commit(request: &Recorded, state: &State) -> Answer {
     }
     run_before_commit(state);
     let _one_at_a_time = lock(&state.commit_lock);
-    let tip = head(state, &branch).unwrap_or_default();
-    if !parents.is_empty() && parents != tip {
+    // A new branch with a parent is made on that parent, whatever the main branch is.
+    let existing = head(state, &branch);
+    let tip = existing.clone().unwrap_or_else(|| parents.clone());
+    if existing.is_some() && !parents.is_empty() && parents != tip {
         return answer(
             409,
             &json!({"type": "error", "error": {"message": "The commit's parents don't match the branch's head; the branch was modified."}}),
@@ -1282,7 +1702,12 @@ fn bitbucket_commit(request: &Recorded, state: &State) -> Answer {
         .map_or(("Bitbucket", "bb@example.com"), |(n, e)| {
             (n, e.trim_end_matches('>'))
         });
-    match commit_files(state, &branch, &tip, &files, &message, (name, email)) {
+    let made = if existing.is_some() {
+        commit_files(state, &branch, &tip, &files, &message, (name, email))
+    } else {
+        replace_with_files(state, &branch, &tip, &files, &message, (name, email))
+    };
+    match made {
         Some(hash) => {
             let host = request.header("host").unwrap_or("127.0.0.1");
             let mut reply = raw(201, "text/plain", Vec::new());
@@ -1295,6 +1720,120 @@ fn bitbucket_commit(request: &Recorded, state: &State) -> Answer {
         None => answer(
             409,
             &json!({"type": "error", "error": {"message": "the branch was modified"}}),
+        ),
+    }
+}
+
+fn bitbucket_pull_json(pull: &Pull) -> Value {
+    json!({
+        "type": "pullrequest",
+        "id": pull.number,
+        "title": pull.title,
+        "description": pull.body,
+        "state": match pull.state { "open" => "OPEN", "merged" => "MERGED", _ => "DECLINED" },
+        "source": {"branch": {"name": pull.head}},
+        "destination": {"branch": {"name": pull.base}},
+        "links": {"html": {"href": format!("https://bitbucket.example/{OWNER}/{NAME}/pull-requests/{}", pull.number)}},
+    })
+}
+
+/// The `field="value"` terms of a BBQL filter joined by AND (all this server reads).
+fn bbql_terms(q: &str) -> Vec<(String, String)> {
+    q.split(" AND ")
+        .filter_map(|term| {
+            let (k, v) = term.split_once('=')?;
+            Some((k.trim().to_string(), v.trim().trim_matches('"').to_string()))
+        })
+        .collect()
+}
+
+/// `GET|POST /pullrequests`, `PUT /pullrequests/{id}`: without `q`, only open ones are
+/// listed, as documented.
+fn bitbucket_pulls(request: &Recorded, state: &State, rest: &str) -> Answer {
+    let body: Value = serde_json::from_str(&request.body).unwrap_or_default();
+    let mut pulls = lock(&state.pulls);
+    let tail = rest
+        .trim_start_matches("pullrequests")
+        .trim_start_matches('/');
+    match (tail, request.method.as_str()) {
+        ("", "GET") => {
+            let terms = query(&request.target, "q").map_or_else(
+                || vec![("state".to_string(), "OPEN".to_string())],
+                |q| bbql_terms(&q),
+            );
+            let values: Vec<Value> = pulls
+                .iter()
+                .map(bitbucket_pull_json)
+                .filter(|pr| {
+                    terms.iter().all(|(k, v)| match k.as_str() {
+                        "state" => pr["state"] == *v,
+                        "source.branch.name" => pr["source"]["branch"]["name"] == *v,
+                        "destination.branch.name" => pr["destination"]["branch"]["name"] == *v,
+                        _ => false,
+                    })
+                })
+                .collect();
+            answer(
+                200,
+                &json!({"pagelen": 10, "page": 1, "size": values.len(), "values": values}),
+            )
+        }
+        ("", "POST") => {
+            let source = body["source"]["branch"]["name"]
+                .as_str()
+                .unwrap_or_default();
+            let target = body["destination"]["branch"]["name"]
+                .as_str()
+                .unwrap_or("main");
+            if head(state, source).is_none() {
+                return answer(
+                    400,
+                    &json!({"type": "error", "error": {"message": "source: Branch not found"}}),
+                );
+            }
+            // An open request of the same branches is answered as it stands.
+            if let Some(open) = pulls
+                .iter()
+                .find(|p| p.head == source && p.base == target && p.state == "open")
+            {
+                return answer(200, &bitbucket_pull_json(open));
+            }
+            let pull = Pull {
+                number: pulls.len() as u64 + 1,
+                head: source.to_string(),
+                base: target.to_string(),
+                title: body["title"].as_str().unwrap_or_default().to_string(),
+                body: body["description"].as_str().unwrap_or_default().to_string(),
+                labels: Vec::new(),
+                state: "open",
+                auto_merge: false,
+            };
+            let json = bitbucket_pull_json(&pull);
+            pulls.push(pull);
+            answer(201, &json)
+        }
+        (number, "PUT") => {
+            let Some(pull) = number
+                .parse::<u64>()
+                .ok()
+                .and_then(|n| pulls.iter_mut().find(|p| p.number == n))
+            else {
+                return answer(
+                    404,
+                    &json!({"type": "error", "error": {"message": "Not found"}}),
+                );
+            };
+            if let Some(title) = body["title"].as_str() {
+                pull.title = title.to_string();
+            }
+            if let Some(text) = body["description"].as_str() {
+                pull.body = text.to_string();
+            }
+            answer(200, &bitbucket_pull_json(pull))
+        }
+        _ => answer(
+            404,
+            &json!({"type": "error", "error": {"message": "Not found"}}),
         ),
     }
 }

@@ -26,6 +26,7 @@ mod layout;
 mod local;
 mod ordering;
 mod promote;
+mod pull_request;
 mod registry;
 mod secrets;
 mod targets;
