@@ -34,6 +34,8 @@ pub struct Args {
     pub log_format: Format,
     pub token: TokenSource,
     pub allow_downgrade: bool,
+    /// `--fail-if-skipped`: a skipped promotion (older, held) exits 3, not 0.
+    pub fail_if_skipped: bool,
     pub source_repo: Option<PathBuf>,
     pub max_attempts: u32,
     pub timeout: Duration,
@@ -123,6 +125,9 @@ pub struct TokenSource {
     /// `--cloudbuild-repository`: a Cloud Build 2nd-gen repository resource, whose
     /// connection hands out a read-write token.
     pub cloudbuild_repository: Option<String>,
+    /// `SOURCE_GIT_TOKEN`: reads the app's repository on its forge (the ordering guard);
+    /// a secret. Without it, the devops token is tried.
+    pub source_token: Option<String>,
 }
 
 impl std::fmt::Debug for TokenSource {
@@ -138,6 +143,7 @@ impl std::fmt::Debug for TokenSource {
                 &self.github_app_key.as_ref().map(|_| "***"),
             )
             .field("cloudbuild_repository", &self.cloudbuild_repository)
+            .field("source_token", &self.source_token.as_ref().map(|_| "***"))
             .finish()
     }
 }
@@ -225,8 +231,10 @@ impl From<Cli> for Args {
                 github_app_key_file: cli.github_app_key_file,
                 github_app_key: cli.github_app_private_key,
                 cloudbuild_repository: cli.cloudbuild_repository,
+                source_token: cli.source_token,
             },
             allow_downgrade: cli.allow_downgrade,
+            fail_if_skipped: cli.fail_if_skipped,
             source_repo: cli.source_repo,
             max_attempts: cli.max_attempts,
             timeout: Duration::from_secs(cli.timeout),
@@ -375,7 +383,8 @@ tomoda-promote --repo https://github.com/acme/infra.git \\\n      \
 --set charts/api/values-dev.yaml:image.tag=4d5e6f7\n\n\
 EXIT CODES:\n  0  promoted, already up to date, skipped, or plan printed\n  \
 2  usage, config or input error (nothing was pushed)\n  \
-1  anything else: network, authentication, push still refused after the last attempt\n\n\
+1  anything else: network, authentication, push still refused after the last attempt\n  \
+3  skipped (older than the deployed build, or held) with --fail-if-skipped (nothing was pushed)\n\n\
 AUTHENTICATION:\n  GIT_TOKEN (or --git-token-file) is sent as HTTP basic auth with user GIT_USERNAME \
 (default x-access-token, as GitHub App tokens use). It never appears in any output.\n  \
 Without a stored token: --github-app-id with --github-app-key-file (or GITHUB_APP_PRIVATE_KEY) \
@@ -530,9 +539,26 @@ struct Cli {
     #[arg(long, env = "PROMOTE_ALLOW_DOWNGRADE")]
     allow_downgrade: bool,
 
+    /// Exit 3 instead of 0 when the promotion is skipped (older than the deployed build, or
+    /// held), for a build that should go red
+    #[arg(long, env = "PROMOTE_FAIL_IF_SKIPPED", value_parser = BoolishValueParser::new())]
+    fail_if_skipped: bool,
+
     /// The application's checkout, to tell older commits from newer ones [default: the working directory]
     #[arg(long, env = "PROMOTE_SOURCE_REPO", value_name = "DIR")]
     source_repo: Option<PathBuf>,
+
+    /// Token that may read the app's repository on its forge (source_repo: in promote.yaml,
+    /// GITHUB_REPOSITORY, REPO_FULL_NAME), asked for the order of two commits when no
+    /// checkout here holds them [default: the devops token, where the app is on the devops
+    /// repository's own API]
+    #[arg(
+        long,
+        env = "SOURCE_GIT_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    source_token: Option<String>,
 
     /// Push attempts before giving up when other pipelines keep moving the branch
     #[arg(global = true, long, env = "PROMOTE_MAX_ATTEMPTS", default_value_t = 30, value_name = "N",

@@ -337,6 +337,8 @@ fn rollback(
         digests: Vec::new(),
         argocd: place.argocd.clone(),
         holds_file: place.holds_file.clone(),
+        // A rollback passes the ordering guard: nothing to ask.
+        app_repo: crate::plan::AppRepo::Unknown("a rollback is not ordered".into()),
         // A rollback is pushed: it is the way back when a request would be too slow.
         pull_request: None,
     };
@@ -475,7 +477,14 @@ fn commit_access(place: &Place, args: &Args, transport: &HttpTransport) -> Resul
 struct NoHistory;
 
 impl crate::ordering::History for NoHistory {
-    fn is_ancestor(&self, _: &str, _: &str) -> Option<bool> {
-        None
+    fn order(&self, _: &str, _: &str) -> Result<crate::ordering::Order, crate::ordering::Unknown> {
+        Err(crate::ordering::Unknown {
+            why: "a holds commit orders nothing".into(),
+            foreign: true,
+        })
+    }
+
+    fn name(&self) -> String {
+        "nothing".into()
     }
 }

@@ -21,6 +21,9 @@ pub struct Config {
     pub delivery: Delivery,
     /// Where holds are kept in the devops repo (`.promote/holds.yaml` unless moved).
     pub holds_file: Option<String>,
+    /// `source_repo:`: the app's repository on its forge (`owner/repo`, or its https URL),
+    /// asked for the order of two commits when no checkout here holds them; and its line.
+    pub source_repo: Option<(String, usize)>,
     pub environments: Vec<Environment>,
 }
 
@@ -302,8 +305,9 @@ fn placeholder_hint() -> String {
     format!("placeholders are {}", names.join(", "))
 }
 
-const TOP_KEYS: [&str; 8] = [
+const TOP_KEYS: [&str; 9] = [
     "repo",
+    "source_repo",
     "branch",
     "author",
     "holds_file",
@@ -400,6 +404,10 @@ impl Config {
             author: reader.opt_string(top, "author")?,
             delivery: reader.delivery(top)?,
             holds_file: reader.opt_string(top, "holds_file")?,
+            source_repo: top
+                .get("source_repo")
+                .map(|(_, node)| Ok::<_, Error>((reader.string(node)?, node.line())))
+                .transpose()?,
             environments,
         })
     }

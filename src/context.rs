@@ -14,6 +14,15 @@ pub struct BuildContext {
     pub build_id: Option<String>,
     pub project_id: Option<String>,
     pub repo_name: Option<String>,
+    /// The app's `owner/repo` on GitHub Actions (GITHUB_REPOSITORY).
+    pub github_repository: Option<String>,
+    /// The app's `owner/repo` in Cloud Build (REPO_FULL_NAME, for GitHub and Bitbucket
+    /// triggers and 2nd-gen repositories).
+    pub repo_full_name: Option<String>,
+    /// Where the GitHub of an Actions run is (GITHUB_SERVER_URL) and its REST API
+    /// (GITHUB_API_URL): github.com, or a GitHub Enterprise Server.
+    pub github_server_url: Option<String>,
+    pub github_api_url: Option<String>,
     /// Where the build's log is read (GitHub Actions' run page, Cloud Build's console).
     pub log_url: Option<String>,
 }
@@ -77,6 +86,10 @@ impl BuildContext {
             build_id: get("BUILD_ID").or_else(github_build),
             project_id: get("PROJECT_ID"),
             repo_name: get("REPO_NAME").or_else(|| get("GITHUB_REPOSITORY")),
+            github_repository: get("GITHUB_REPOSITORY"),
+            repo_full_name: get("REPO_FULL_NAME"),
+            github_server_url: get("GITHUB_SERVER_URL"),
+            github_api_url: get("GITHUB_API_URL"),
             commit_sha,
             tag_name,
         }

@@ -72,6 +72,9 @@ pub fn with_retries<T>(
 
 /// Exit code for everything else (network, auth, a push still refused).
 pub const EXIT_FAILURE: u8 = 1;
+/// Exit code of a promotion skipped (older, or held) under `--fail-if-skipped`: nothing
+/// failed, but the build asked to go red.
+pub const EXIT_SKIPPED: u8 = 3;
 
 #[derive(Debug)]
 pub enum Error {
@@ -110,6 +113,9 @@ pub enum Error {
     },
     /// Local I/O or libgit2 failed on this machine.
     Local { message: String },
+    /// Nothing was changed because the promotion was skipped, and `--fail-if-skipped` asks
+    /// for a failure.
+    Skipped { environment: String, reason: String },
 }
 
 impl Error {
@@ -147,6 +153,7 @@ impl Error {
             | Error::PushRejected { .. }
             | Error::PushRefused { .. }
             | Error::Local { .. } => EXIT_FAILURE,
+            Error::Skipped { .. } => EXIT_SKIPPED,
         }
     }
 
@@ -255,6 +262,13 @@ impl fmt::Display for Error {
                 write!(f, "\n  hint: nothing was changed on the remote; {why}")
             }
             Error::Local { message } => write!(f, "{message}"),
+            Error::Skipped {
+                environment,
+                reason,
+            } => write!(
+                f,
+                "{environment}: skipped: {reason} (--fail-if-skipped)\n  hint: nothing was pushed; the result above says how to promote anyway (--allow-downgrade, unhold), or drop --fail-if-skipped (PROMOTE_FAIL_IF_SKIPPED) to let a skip pass"
+            ),
         }
     }
 }
@@ -281,6 +295,19 @@ mod tests {
         );
         assert_eq!(e.exit_code(), 2);
         assert_eq!(e.summary(), "promote.yaml:7: unknown key `overlays`");
+    }
+
+    #[test]
+    fn a_skip_under_fail_if_skipped_exits_3() {
+        let e = Error::Skipped {
+            environment: "dev".into(),
+            reason: "app stays at v2: version v1 is older than v2".into(),
+        };
+        assert_eq!(e.exit_code(), 3);
+        assert_eq!(
+            e.summary(),
+            "dev: skipped: app stays at v2: version v1 is older than v2 (--fail-if-skipped)"
+        );
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub fn plan(args: &Args, cwd: &Path) -> Result<Plan> {
     let config_repos = config.iter().flat_map(|(c, _)| {
         c.repo
             .iter()
+            .chain(c.source_repo.iter().map(|(url, _)| url))
             .chain(c.environments.iter().filter_map(|e| e.repo.as_ref()))
     });
     // Before anything can show a repo URL, even one too mistyped to parse: the flag's,
@@ -110,6 +111,9 @@ pub fn current_dir() -> Result<PathBuf> {
 /// GIT_TOKEN (or --git-token), else the file named by --git-token-file; registered as a
 /// secret before anything can print it.
 pub fn read_token(source: &TokenSource) -> Result<Option<String>> {
+    if let Some(token) = &source.source_token {
+        secrets::register(token);
+    }
     let token = match (&source.value, &source.file) {
         (Some(token), _) => Some(token.trim().to_string()),
         (None, Some(file)) => {

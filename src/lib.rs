@@ -70,9 +70,18 @@ pub fn run(args: &Args) -> Result<()> {
         plan.pull_request.is_some(),
     )?;
     let requests = promote::requests_for(&plan, token.clone(), &args.token.username, args.timeout)?;
-    let access = promote::Access::for_plan(&plan, token, &args.token.username, args.timeout)?;
+    // The app's history: a checkout here first, then the app repository's forge.
     let source_repo = cwd.join(args.source_repo.as_deref().unwrap_or(Path::new(".")));
-    let history = git::AppHistory::discover(&source_repo);
+    let local = git::AppHistory::discover(&source_repo);
+    let forge = forge::for_app(
+        &plan.app_repo,
+        args.token.source_token.clone(),
+        token.clone(),
+        &args.token.username,
+        args.timeout,
+    );
+    let history = ordering::Sources(vec![&local, forge.as_ref()]);
+    let access = promote::Access::for_plan(&plan, token, &args.token.username, args.timeout)?;
     let promotion = promote::promote(
         &plan,
         &promote::Settings {
@@ -86,5 +95,12 @@ pub fn run(args: &Args) -> Result<()> {
             verify: check.as_ref().map(|c| c as &promote::Check),
         },
     )?;
-    commands::report_and_deploy(&plan, &promotion, args)
+    commands::report_and_deploy(&plan, &promotion, args)?;
+    match promotion.skipped_because() {
+        Some(reason) if args.fail_if_skipped => Err(error::Error::Skipped {
+            environment: promotion.environment,
+            reason,
+        }),
+        _ => Ok(()),
+    }
 }

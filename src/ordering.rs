@@ -15,24 +15,205 @@ pub struct Older {
     pub reason: String,
 }
 
-/// Answers whether `ancestor` is an ancestor of `descendant` in the app's history;
-/// `None` when that cannot be known (no checkout, a shallow clone, an unknown commit).
-pub trait History {
-    fn is_ancestor(&self, ancestor: &str, descendant: &str) -> Option<bool>;
+/// How a new commit stands to the deployed one in the app's history (GitHub's compare
+/// words: the new commit is ahead of, behind, identical to or diverged from the deployed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    /// The new commit descends from the deployed one.
+    Ahead,
+    /// Both tags name one commit.
+    Identical,
+    /// The new commit is an ancestor of the deployed one: an older build.
+    Behind,
+    /// Neither descends from the other: a hotfix branch, say.
+    Diverged,
+}
 
-    /// A checkout that lacks the build's own commit is some other repository (the
-    /// README's quick start runs in tomoda-promote's clone): not being able to order
-    /// commits there is no news worth a line.
-    fn is_foreign(&self, _built: &str) -> bool {
-        false
+/// Why a source of history cannot order two commits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unknown {
+    pub why: String,
+    /// No news by itself: a checkout that lacks the build's own commit is some other
+    /// repository (the README's quick start runs in tomoda-promote's clone), and no app
+    /// repository named is nothing to warn of when no checkout was expected either. The
+    /// reasons become a warning when any source that was asked is not foreign.
+    pub foreign: bool,
+}
+
+/// No app repository is named on a forge: the reason, for the warning.
+pub struct Unnamed(pub String);
+
+impl History for Unnamed {
+    fn order(&self, _: &str, _: &str) -> Result<Order, Unknown> {
+        Err(Unknown {
+            why: self.0.clone(),
+            foreign: true,
+        })
+    }
+
+    fn name(&self) -> String {
+        "no forge".into()
+    }
+}
+
+impl Unknown {
+    pub fn because(why: impl Into<String>) -> Unknown {
+        Unknown {
+            why: why.into(),
+            foreign: false,
+        }
+    }
+}
+
+/// A place that knows the app's history: a local checkout, the app repository's forge.
+pub trait History {
+    /// How `wanted` stands to `deployed` (both commits, full or abbreviated), or why this
+    /// source cannot tell.
+    fn order(&self, deployed: &str, wanted: &str) -> Result<Order, Unknown>;
+
+    /// The source as messages name it: "the checkout here", "GitHub (tomoda/app)".
+    fn name(&self) -> String;
+}
+
+/// Sources asked in turn (the local checkout first, then the forge): the first that can
+/// tell decides; when none can, every reason is kept.
+pub struct Sources<'a>(pub Vec<&'a dyn History>);
+
+impl History for Sources<'_> {
+    fn order(&self, deployed: &str, wanted: &str) -> Result<Order, Unknown> {
+        let mut reasons: Vec<Unknown> = Vec::new();
+        for source in &self.0 {
+            match source.order(deployed, wanted) {
+                Ok(order) => return Ok(order),
+                Err(unknown) => reasons.push(unknown),
+            }
+        }
+        Err(Unknown {
+            foreign: !reasons.is_empty() && reasons.iter().all(|r| r.foreign),
+            why: reasons
+                .iter()
+                .map(|r| r.why.as_str())
+                .collect::<Vec<_>>()
+                .join("; "),
+        })
+    }
+
+    fn name(&self) -> String {
+        self.0
+            .iter()
+            .map(|s| s.name())
+            .collect::<Vec<_>>()
+            .join(", then ")
+    }
+}
+
+/// What the guard says about a promotion of commits it could not simply pass or skip.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Note {
+    /// The new commit is on another line of history than the deployed one: promoted.
+    Diverged {
+        image: String,
+        deployed: String,
+        wanted: String,
+    },
+    /// The order could not be told: promoted, and the reason is a warning.
+    Unknowable {
+        image: String,
+        deployed: String,
+        wanted: String,
+        why: String,
+    },
+}
+
+impl Note {
+    /// One sentence for people.
+    pub fn text(&self) -> String {
+        match self {
+            Note::Diverged {
+                image,
+                deployed,
+                wanted,
+            } => format!(
+                "{image}: commit {wanted} and the deployed {deployed} have diverged (neither descends from the other: a hotfix branch?); promoted as asked"
+            ),
+            Note::Unknowable {
+                image,
+                deployed,
+                wanted,
+                why,
+            } => format!(
+                "{image}: cannot tell whether commit {wanted} is older than the deployed {deployed}: {why}; promoted without the ordering guard"
+            ),
+        }
+    }
+
+    /// `diverged` or `unknown`, as the JSON result names it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Note::Diverged { .. } => "diverged",
+            Note::Unknowable { .. } => "unknown",
+        }
+    }
+}
+
+/// What the guard found: the change that would move an image backwards, if any, and what
+/// it has to say about the others.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Verdict {
+    pub older: Option<Older>,
+    pub notes: Vec<Note>,
+}
+
+/// Two spellings of one commit: one hash abbreviates the other.
+pub fn same_commit(a: &str, b: &str) -> bool {
+    let (a, b) = (a.to_ascii_lowercase(), b.to_ascii_lowercase());
+    a.starts_with(&b) || b.starts_with(&a)
+}
+
+/// The order from the commits each side has that the other lacks (GitLab's compare, asked
+/// both ways); `None` when neither has any, which two different commits cannot be.
+pub fn from_own_commits(wanted_has_own: bool, deployed_has_own: bool) -> Option<Order> {
+    match (wanted_has_own, deployed_has_own) {
+        (true, true) => Some(Order::Diverged),
+        (true, false) => Some(Order::Ahead),
+        (false, true) => Some(Order::Behind),
+        (false, false) => None,
+    }
+}
+
+/// The order from the best common ancestor of the two commits (Bitbucket's merge-base).
+pub fn from_merge_base(base: &str, deployed: &str, wanted: &str) -> Order {
+    match (same_commit(base, wanted), same_commit(base, deployed)) {
+        (true, true) => Order::Identical,
+        (true, false) => Order::Behind,
+        (false, true) => Order::Ahead,
+        (false, false) => Order::Diverged,
+    }
+}
+
+/// GitHub's compare `status` of head `wanted` against base `deployed`.
+pub fn from_compare_status(status: &str) -> Option<Order> {
+    match status {
+        "ahead" => Some(Order::Ahead),
+        "behind" => Some(Order::Behind),
+        "identical" => Some(Order::Identical),
+        "diverged" => Some(Order::Diverged),
+        _ => None,
     }
 }
 
 /// The first tag change that would move an image backwards, if any.
 pub fn find_older(changes: &[Change], history: &dyn History) -> Option<Older> {
-    changes.iter().filter(|c| c.field == Field::NewTag).find_map(|change| {
+    judge(changes, history).older
+}
+
+/// The guard over every tag change: tags of one orderable shape by themselves, tags
+/// holding commits through `history`. Stops at the first change that is older.
+pub fn judge(changes: &[Change], history: &dyn History) -> Verdict {
+    let mut verdict = Verdict::default();
+    for change in changes.iter().filter(|c| c.field == Field::NewTag) {
         let (Some(deployed), Some(wanted)) = (&change.old, &change.new) else {
-            return None;
+            continue;
         };
         let older = |reason: String| Older {
             image: change.image.clone(),
@@ -41,23 +222,46 @@ pub fn find_older(changes: &[Change], history: &dyn History) -> Option<Older> {
             reason,
         };
         if let Some((order, kind)) = compare_by_shape(deployed, wanted) {
-            return (order == Ordering::Less)
-                .then(|| older(format!("{kind} {wanted} is older than {deployed}")));
-        }
-        let (d, w) = (commit_in_tag(deployed)?, commit_in_tag(wanted)?);
-        match history.is_ancestor(w, d) {
-            Some(true) => Some(older(format!("commit {w} is an ancestor of the deployed {d}"))),
-            Some(false) => None,
-            None if history.is_foreign(w) => {
-                tracing::debug!("cannot tell whether {w} is older than the deployed {d}: the checkout here does not hold {w}; promoting");
-                None
+            if order == Ordering::Less {
+                verdict.older = Some(older(format!("{kind} {wanted} is older than {deployed}")));
+                return verdict;
             }
-            None => {
-                tracing::info!("cannot tell whether {w} is older than the deployed {d} (no checkout of the app here holds both commits); promoting");
-                None
-            }
+            continue;
         }
-    })
+        let (Some(d), Some(w)) = (commit_in_tag(deployed), commit_in_tag(wanted)) else {
+            continue;
+        };
+        if same_commit(d, w) {
+            continue;
+        }
+        match history.order(d, w) {
+            Ok(Order::Behind) => {
+                verdict.older = Some(older(format!(
+                    "commit {w} is an ancestor of the deployed {d}"
+                )));
+                return verdict;
+            }
+            Ok(Order::Ahead | Order::Identical) => {}
+            Ok(Order::Diverged) => verdict.notes.push(Note::Diverged {
+                image: change.image.clone(),
+                deployed: d.to_string(),
+                wanted: w.to_string(),
+            }),
+            Err(unknown) if unknown.foreign => {
+                tracing::debug!(
+                    "cannot tell whether {w} is older than the deployed {d}: {}; promoting",
+                    unknown.why
+                );
+            }
+            Err(unknown) => verdict.notes.push(Note::Unknowable {
+                image: change.image.clone(),
+                deployed: d.to_string(),
+                wanted: w.to_string(),
+                why: unknown.why,
+            }),
+        }
+    }
+    verdict
 }
 
 /// How `wanted` orders against `deployed` when both tags are of one shape that orders by
@@ -126,13 +330,35 @@ mod tests {
     struct Linear(&'static [&'static str]);
 
     impl History for Linear {
-        fn is_ancestor(&self, ancestor: &str, descendant: &str) -> Option<bool> {
+        fn order(&self, deployed: &str, wanted: &str) -> Result<Order, Unknown> {
             let at = |sha: &str| {
                 self.0
                     .iter()
                     .position(|c| c.starts_with(sha) || sha.starts_with(c))
+                    .ok_or_else(|| Unknown::because(format!("no commit {sha}")))
             };
-            Some(at(ancestor)? < at(descendant)?)
+            Ok(match at(wanted)?.cmp(&at(deployed)?) {
+                Ordering::Less => Order::Behind,
+                Ordering::Equal => Order::Identical,
+                Ordering::Greater => Order::Ahead,
+            })
+        }
+
+        fn name(&self) -> String {
+            "a line".into()
+        }
+    }
+
+    /// A source that knows one answer for every pair, or none.
+    struct Fixed(Result<Order, Unknown>);
+
+    impl History for Fixed {
+        fn order(&self, _: &str, _: &str) -> Result<Order, Unknown> {
+            self.0.clone()
+        }
+
+        fn name(&self) -> String {
+            "fixed".into()
         }
     }
 
@@ -234,6 +460,76 @@ mod tests {
             find_older(&tag("ccccccc", "ddddddd"), &HISTORY).is_none(),
             "unknown commits proceed"
         );
+    }
+
+    #[test]
+    fn diverged_and_unknowable_commits_are_promoted_with_a_note() {
+        let diverged = judge(&tag("ccccccc", "ddddddd"), &Fixed(Ok(Order::Diverged)));
+        assert_eq!(diverged.older, None);
+        assert_eq!(diverged.notes[0].kind(), "diverged");
+        assert!(
+            diverged.notes[0].text().contains("have diverged"),
+            "{}",
+            diverged.notes[0].text()
+        );
+        let unknown = judge(
+            &tag("ccccccc", "ddddddd"),
+            &Fixed(Err(Unknown::because("the forge did not answer"))),
+        );
+        assert_eq!(unknown.older, None);
+        assert_eq!(
+            unknown.notes[0].text(),
+            "app: cannot tell whether commit ddddddd is older than the deployed ccccccc: the forge did not answer; promoted without the ordering guard"
+        );
+        let quiet = judge(
+            &tag("ccccccc", "ddddddd"),
+            &Fixed(Err(Unknown {
+                why: "not the app's checkout".into(),
+                foreign: true,
+            })),
+        );
+        assert_eq!(
+            quiet,
+            Verdict::default(),
+            "a foreign checkout alone is no news"
+        );
+        let same = judge(&tag("main-ccccccc", "sha-ccccccc"), &HISTORY);
+        assert_eq!(same, Verdict::default());
+    }
+
+    #[test]
+    fn the_first_source_that_can_tell_decides_and_every_reason_is_kept() {
+        let local = Fixed(Err(Unknown {
+            why: "no checkout here holds ccccccc".into(),
+            foreign: true,
+        }));
+        let forge = Fixed(Ok(Order::Behind));
+        let both = Sources(vec![&local, &forge]);
+        assert!(judge(&tag("ccccccc", "aaaaaaa"), &both).older.is_some());
+        let down = Fixed(Err(Unknown::because("GitHub did not answer")));
+        let neither = Sources(vec![&local, &down]);
+        let unknown = neither.order("c", "a").unwrap_err();
+        assert_eq!(
+            unknown.why,
+            "no checkout here holds ccccccc; GitHub did not answer"
+        );
+        assert!(!unknown.foreign, "a forge was asked: the warning is news");
+        assert!(Sources(vec![&local]).order("c", "a").unwrap_err().foreign);
+    }
+
+    #[test]
+    fn each_forge_answer_reads_as_an_order() {
+        assert_eq!(from_compare_status("behind"), Some(Order::Behind));
+        assert_eq!(from_compare_status("diverged"), Some(Order::Diverged));
+        assert_eq!(from_compare_status("unheard-of"), None);
+        assert_eq!(from_own_commits(true, false), Some(Order::Ahead));
+        assert_eq!(from_own_commits(false, true), Some(Order::Behind));
+        assert_eq!(from_own_commits(true, true), Some(Order::Diverged));
+        assert_eq!(from_own_commits(false, false), None);
+        let (old, new) = ("aaaaaaa1111", "bbbbbbb2222");
+        assert_eq!(from_merge_base("aaaaaaa1111ffff", old, new), Order::Ahead);
+        assert_eq!(from_merge_base("BBBBBBB2222ffff", old, new), Order::Behind);
+        assert_eq!(from_merge_base("ccccccc", old, new), Order::Diverged);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use crate::context::BuildContext;
 use crate::error::{Error, Result};
 use crate::image;
 use crate::kustomize::ImageSpec;
-use crate::repo::{ForgeRepo, RepoLocation, forge_repo, parse_repo};
+use crate::repo::{Forge, ForgeRepo, RepoLocation, forge_repo, parse_repo};
 use crate::values::KeyPath;
 
 pub const DEFAULT_BRANCH: &str = "main";
@@ -46,6 +46,9 @@ pub struct Plan {
     pub argocd: Option<ArgoApp>,
     /// The devops repo's file of held environments.
     pub holds_file: String,
+    /// The app's repository on its forge, asked for the order of two commits when no
+    /// checkout here holds them.
+    pub app_repo: AppRepo,
     /// `pull_request: true`: the change goes through a request, not straight to `branch`.
     pub pull_request: Option<PullRequest>,
 }
@@ -57,6 +60,21 @@ pub struct PullRequest {
     pub branch: String,
     pub labels: Vec<String>,
     pub auto_merge: bool,
+}
+
+/// Where the app's history is, besides a checkout here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AppRepo {
+    /// On this forge, as `named_by` said (`source_repo:`, GITHUB_REPOSITORY, ...).
+    Forge {
+        repo: ForgeRepo,
+        named_by: &'static str,
+        /// Its API is the devops repository's: the devops token may be tried there. It
+        /// never goes to another host.
+        same_api: bool,
+    },
+    /// None is known: why, for the ordering guard's warning.
+    Unknown(String),
 }
 
 /// A `files:` entry with `set:` and `image:`: the image the registry checks, and the
@@ -293,6 +311,7 @@ pub fn resolve(
     }
 
     let place = place_of(flags, config, environment, bases)?;
+    let app_repo = app_repo(config, &context, place.forge.as_ref(), &place.repo)?;
     let pull_request = pull_request(flags, environment, &place, &targets, &digests, file)?;
     Ok(Plan {
         environment: place.environment,
@@ -306,6 +325,7 @@ pub fn resolve(
         digests,
         argocd: place.argocd,
         holds_file: place.holds_file,
+        app_repo,
         pull_request,
     })
 }
@@ -371,6 +391,152 @@ fn pull_request(
         labels: review.labels,
         auto_merge: review.auto_merge,
     }))
+}
+
+/// The app's repository: `source_repo:` (an https URL, or `owner/repo` on the devops
+/// repository's forge or the GitHub of the run), else GitHub Actions' GITHUB_REPOSITORY,
+/// else Cloud Build's REPO_FULL_NAME (on the devops repository's forge).
+pub fn app_repo(
+    config: Option<&Config>,
+    context: &BuildContext,
+    devops: Option<&ForgeRepo>,
+    devops_location: &RepoLocation,
+) -> Result<AppRepo> {
+    let github = github_of_run(context);
+    if let Some((config, (text, line))) = config.and_then(|c| Some((c, c.source_repo.as_ref()?))) {
+        let bad =
+            |message: String, hint: &str| Error::input(&config.file, Some(*line), message, hint);
+        let text = text.trim();
+        let lower = text.to_ascii_lowercase();
+        let repo = if lower.starts_with("https://") || lower.starts_with("http://") {
+            let location = parse_repo(text, Path::new("."))?;
+            let mut found = None;
+            let same_host =
+                origin(&location).is_some() && origin(&location) == origin(devops_location);
+            if let Some(d) = devops.filter(|_| same_host) {
+                found = forge_repo(&location, Some(d.forge), Some(&d.api_url))?;
+            }
+            if found.is_none() {
+                found = forge_repo(&location, None, None)?;
+            }
+            if found.is_none()
+                && let Some((server, api)) = &github
+                && origin(&location) == origin(&parse_repo(server, Path::new("."))?)
+            {
+                found = forge_repo(&location, Some(Forge::GitHub), Some(api))?;
+            }
+            found.ok_or_else(|| {
+                bad(
+                    format!("cannot tell which forge hosts source_repo: {}", location.display()),
+                    "write source_repo: as owner/repo on the devops repository's forge (with `forge:` and `api_url:` for a self-hosted one), or as the app's URL on github.com, gitlab.com or bitbucket.org",
+                )
+            })?
+        } else {
+            let forge = devops
+                .map(|d| (d.forge, d.api_url.clone()))
+                .or_else(|| github.as_ref().map(|(_, api)| (Forge::GitHub, api.clone())))
+                .ok_or_else(|| {
+                    bad(
+                        format!("source_repo: {text} names no forge: the devops repository's forge is unknown"),
+                        "add `forge:` (and `api_url:`) for the devops repository, or write source_repo: as the app's https URL on github.com, gitlab.com or bitbucket.org",
+                    )
+                })?;
+            owner_repo(forge, text).ok_or_else(|| {
+                bad(
+                    format!("source_repo: {text} is not owner/repo"),
+                    "write the app's repository as owner/repo (GitLab: group/project), or as its https URL",
+                )
+            })?
+        };
+        return Ok(AppRepo::Forge {
+            same_api: same_api(&repo, devops),
+            repo,
+            named_by: "source_repo: in promote.yaml",
+        });
+    }
+    if let Some(name) = &context.github_repository {
+        let api = github.map_or_else(
+            || match devops {
+                Some(d) if d.forge == Forge::GitHub => d.api_url.clone(),
+                _ => "https://api.github.com".to_string(),
+            },
+            |(_, api)| api,
+        );
+        if let Some(repo) = owner_repo((Forge::GitHub, api), name) {
+            return Ok(AppRepo::Forge {
+                same_api: same_api(&repo, devops),
+                repo,
+                named_by: "GITHUB_REPOSITORY",
+            });
+        }
+    }
+    if let Some(name) = &context.repo_full_name {
+        return Ok(
+            match devops.and_then(|d| owner_repo((d.forge, d.api_url.clone()), name)) {
+                Some(repo) => AppRepo::Forge {
+                    repo,
+                    named_by: "REPO_FULL_NAME",
+                    same_api: true,
+                },
+                None => AppRepo::Unknown(format!(
+                    "REPO_FULL_NAME names {name}, but the devops repository's forge is unknown (set source_repo: to the app's https URL)"
+                )),
+            },
+        );
+    }
+    Ok(AppRepo::Unknown(
+        "no app repository on a forge is named (set source_repo: in promote.yaml, or map REPO_FULL_NAME in Cloud Build)".into(),
+    ))
+}
+
+fn same_api(repo: &ForgeRepo, devops: Option<&ForgeRepo>) -> bool {
+    devops.is_some_and(|d| d.forge == repo.forge && d.api_url == repo.api_url)
+}
+
+/// The GitHub an Actions run belongs to: its web URL and REST API URL.
+fn github_of_run(context: &BuildContext) -> Option<(String, String)> {
+    let server = context.github_server_url.clone()?;
+    let server = server.trim_end_matches('/').to_string();
+    let api = context.github_api_url.clone().map_or_else(
+        || {
+            if server == "https://github.com" {
+                "https://api.github.com".to_string()
+            } else {
+                format!("{server}/api/v3")
+            }
+        },
+        |a| a.trim_end_matches('/').to_string(),
+    );
+    Some((server, api))
+}
+
+/// `owner/repo` (GitLab: `group/…/project`) on a forge.
+fn owner_repo((forge, api_url): (Forge, String), text: &str) -> Option<ForgeRepo> {
+    let path = text.trim().trim_matches('/');
+    let path = path.strip_suffix(".git").unwrap_or(path);
+    let parts: Vec<&str> = path.split('/').collect();
+    let fits = match forge {
+        Forge::GitHub | Forge::Bitbucket => parts.len() == 2,
+        Forge::GitLab => parts.len() >= 2,
+    };
+    (fits
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && !p.contains(char::is_whitespace)))
+    .then(|| ForgeRepo {
+        forge,
+        api_url,
+        path: path.to_string(),
+    })
+}
+
+/// `scheme://host[:port]` of a remote repository.
+fn origin(location: &RepoLocation) -> Option<String> {
+    let RepoLocation::Remote { url, .. } = location else {
+        return None;
+    };
+    let parsed = reqwest::Url::parse(url).ok()?;
+    Some(parsed.origin().ascii_serialization())
 }
 
 /// Where an environment lives, without what a build would set there: what `history`,
@@ -1382,5 +1548,113 @@ environments:
             typo.to_string().contains("`htps://` is not a scheme"),
             "{typo}"
         );
+    }
+
+    /// `app_repo` for a promote.yaml with `top` above a devops repo on GitLab, in `env`.
+    fn app(top: &str, env: &[(&str, &str)]) -> Result<AppRepo> {
+        let text = format!(
+            "{top}repo: https://gitlab.example/ops/devops.git\n{}",
+            &CONFIG[CONFIG.find("environments").unwrap()..]
+        );
+        let config = Config::parse("promote.yaml", &text).unwrap();
+        let get = |k: &str| {
+            env.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| (*v).to_string())
+        };
+        let context = BuildContext {
+            github_repository: get("GITHUB_REPOSITORY"),
+            repo_full_name: get("REPO_FULL_NAME"),
+            github_server_url: get("GITHUB_SERVER_URL"),
+            github_api_url: get("GITHUB_API_URL"),
+            ..Default::default()
+        };
+        let location = parse_repo("https://gitlab.example/ops/devops.git", Path::new("/")).unwrap();
+        let devops = forge_repo(&location, Some(Forge::GitLab), None).unwrap();
+        app_repo(Some(&config), &context, devops.as_ref(), &location)
+    }
+
+    fn named(app: Result<AppRepo>) -> (Forge, String, String, &'static str) {
+        match app.unwrap() {
+            AppRepo::Forge { repo, named_by, .. } => {
+                (repo.forge, repo.api_url, repo.path, named_by)
+            }
+            AppRepo::Unknown(why) => panic!("unknown: {why}"),
+        }
+    }
+
+    #[test]
+    fn the_app_repository_comes_from_source_repo_then_the_ci() {
+        let gitlab = (Forge::GitLab, "https://gitlab.example/api/v4".to_string());
+        assert_eq!(
+            named(app(
+                "source_repo: apps/api\n",
+                &[("GITHUB_REPOSITORY", "x/y")]
+            )),
+            (
+                gitlab.0,
+                gitlab.1.clone(),
+                "apps/api".into(),
+                "source_repo: in promote.yaml"
+            )
+        );
+        assert_eq!(
+            named(app(
+                "source_repo: https://gitlab.example/apps/api.git\n",
+                &[]
+            ))
+            .2,
+            "apps/api",
+            "a URL on the devops repository's host is on its forge"
+        );
+        assert_eq!(
+            named(app("source_repo: https://github.com/tomoda/api\n", &[])),
+            (
+                Forge::GitHub,
+                "https://api.github.com".into(),
+                "tomoda/api".into(),
+                "source_repo: in promote.yaml"
+            )
+        );
+        assert_eq!(
+            named(app(
+                "",
+                &[
+                    ("GITHUB_REPOSITORY", "tomoda/api"),
+                    ("GITHUB_SERVER_URL", "https://ghe.corp")
+                ]
+            )),
+            (
+                Forge::GitHub,
+                "https://ghe.corp/api/v3".into(),
+                "tomoda/api".into(),
+                "GITHUB_REPOSITORY"
+            )
+        );
+        assert_eq!(
+            named(app("", &[("REPO_FULL_NAME", "apps/api")])),
+            (gitlab.0, gitlab.1, "apps/api".into(), "REPO_FULL_NAME")
+        );
+        let AppRepo::Unknown(why) = app("", &[]).unwrap() else {
+            panic!("nothing named");
+        };
+        assert!(why.contains("set source_repo:"), "{why}");
+        let error = app("source_repo: https://git.corp/apps/api.git\n", &[]).unwrap_err();
+        assert!(
+            error.to_string().starts_with("promote.yaml:1: cannot tell which forge hosts source_repo: https://git.corp/apps/api.git"),
+            "{error}"
+        );
+        assert_eq!(error.exit_code(), 2);
+        let AppRepo::Forge { same_api, .. } =
+            app("source_repo: https://github.com/tomoda/api\n", &[]).unwrap()
+        else {
+            panic!("on github.com");
+        };
+        assert!(
+            !same_api,
+            "the GitLab token of the devops repo never goes to GitHub"
+        );
+        let error = app("source_repo: api\n", &[]).unwrap_err();
+        assert!(error.to_string().contains("is not owner/repo"), "{error}");
     }
 }

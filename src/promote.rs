@@ -18,7 +18,7 @@ use crate::forge::{ForgeApi, Proposal};
 use crate::git::{self, HttpTransport, Refusal, Workspace};
 use crate::holds::Hold;
 use crate::message::{commit_message, request_body};
-use crate::ordering::{self, History, Older};
+use crate::ordering::{self, History, Note, Older};
 use crate::overlay::Entry;
 use crate::plan::{Plan, PullRequest};
 use crate::pulled::{self, Pulled};
@@ -86,6 +86,9 @@ pub struct Promotion {
     pub outcome: Outcome,
     /// The images the registry check found, with their digests (empty without it).
     pub images: Vec<Verified>,
+    /// What the ordering guard says of a promotion it let through: commits on diverged
+    /// lines, or an order it could not tell (a warning).
+    pub notes: Vec<Note>,
 }
 
 /// How a promotion ended; exactly one of these happened.
@@ -112,6 +115,23 @@ pub enum Outcome {
         /// Auto-merge was asked for and enabled.
         auto_merge: bool,
     },
+}
+
+impl Promotion {
+    /// Why nothing was changed, when the promotion was skipped (older, or held).
+    pub fn skipped_because(&self) -> Option<String> {
+        match &self.outcome {
+            Outcome::Skipped { older } => Some(format!(
+                "{} stays at {}: {}",
+                older.image, older.deployed, older.reason
+            )),
+            Outcome::Held { hold } => Some(format!(
+                "held since {} by {}: {}",
+                hold.since, hold.who, hold.reason
+            )),
+            _ => None,
+        }
+    }
 }
 
 impl Access {
@@ -344,25 +364,27 @@ impl Round<Box<Promotion>> {
             place,
         ))?;
         let plan = plan.as_ref();
-        let done = |outcome| {
+        let done = |outcome, notes| {
             let mut promotion = promotion(plan, &edits, attempt, settings.dry_run, outcome);
             promotion.images.clone_from(&images);
+            promotion.notes = notes;
             Ok(Round::Done(Box::new(promotion)))
         };
         // A push whose answer was lost may have landed all the same.
         if branch.landed_unanswered(&tip)? {
-            return done(Outcome::Pushed { commit: tip });
+            return done(Outcome::Pushed { commit: tip }, Vec::new());
         }
         if let Some(hold) = snapshot.read(held(|p| snapshot.lookup(p), plan, settings))? {
-            return done(Outcome::Held { hold });
+            return done(Outcome::Held { hold }, Vec::new());
         }
-        let message = match decide(&edits, plan, settings)? {
-            Decision::End(outcome) => return done(outcome),
+        let (decision, notes) = decide(&edits, plan, settings)?;
+        let message = match decision {
+            Decision::End(outcome) => return done(outcome, notes),
             Decision::Commit(message) => message,
         };
         if let Some(request) = &plan.pull_request {
             let outcome = propose(branch, plan, settings, request, &tip, &edits, &message)?;
-            return done(outcome);
+            return done(outcome, notes);
         }
         let files: Vec<(&str, &[u8])> = edits
             .iter()
@@ -370,7 +392,7 @@ impl Round<Box<Promotion>> {
             .map(|e| (e.path.as_str(), e.new.as_bytes()))
             .collect();
         match branch.commit(&plan.branch, &tip, &files, &message, &plan.author)? {
-            Landed::Commit(commit) => done(Outcome::Pushed { commit }),
+            Landed::Commit(commit) => done(Outcome::Pushed { commit }, notes),
             Landed::Refused(refusal) => Ok(Round::Rejected(Rejected { tip, refusal })),
         }
     }
@@ -467,23 +489,25 @@ fn all_changes(edits: &[Edit]) -> Vec<Change> {
 
 /// The same rules for git and directory sources: nothing to do, an older build, a plan
 /// (which gets the diffs and the message), or a commit to push. The run is up to date
-/// only when no target changes anything; the ordering guard reads the kustomization tags.
-fn decide(edits: &[Edit], plan: &Plan, settings: &Settings) -> Result<Decision> {
+/// only when no target changes anything; the ordering guard reads the kustomization tags,
+/// and its notes on what it let through come along.
+fn decide(edits: &[Edit], plan: &Plan, settings: &Settings) -> Result<(Decision, Vec<Note>)> {
     let changes = all_changes(edits);
     if changes.is_empty() {
         let paths: Vec<&str> = edits.iter().map(|e| e.path.as_str()).collect();
         let verb = if paths.len() == 1 { "holds" } else { "hold" };
         tracing::info!("{} already {verb} the wanted values", paths.join(", "));
-        return Ok(Decision::End(Outcome::AlreadyUpToDate));
+        return Ok((Decision::End(Outcome::AlreadyUpToDate), Vec::new()));
     }
     let tags: Vec<crate::kustomize::Change> =
         changes.iter().filter_map(Change::entry_change).collect();
-    if !settings.allow_downgrade
-        && settings.purpose == Purpose::Promote
-        && let Some(older) = ordering::find_older(&tags, settings.history)
-    {
-        tracing::warn!("not promoting {}: {}", older.image, older.reason);
-        return Ok(Decision::End(Outcome::Skipped { older }));
+    let mut notes = Vec::new();
+    if !settings.allow_downgrade && settings.purpose == Purpose::Promote {
+        let verdict = ordering::judge(&tags, settings.history);
+        if let Some(older) = verdict.older {
+            return Ok((Decision::End(Outcome::Skipped { older }), Vec::new()));
+        }
+        notes = verdict.notes;
     }
     let message = dress(
         commit_message(&plan.environment, plan.images(), &changes, &plan.context),
@@ -494,9 +518,9 @@ fn decide(edits: &[Edit], plan: &Plan, settings: &Settings) -> Result<Decision> 
         for edit in edits.iter().filter(|e| e.changed()) {
             diff.push_str(&git::unified_diff(&edit.path, &edit.old, &edit.new)?);
         }
-        return Ok(Decision::End(Outcome::Planned { diff, message }));
+        return Ok((Decision::End(Outcome::Planned { diff, message }), notes));
     }
-    Ok(Decision::Commit(message))
+    Ok((Decision::Commit(message), notes))
 }
 
 fn promotion(
@@ -516,6 +540,7 @@ fn promotion(
         dry_run,
         outcome,
         images: Vec::new(),
+        notes: Vec::new(),
     }
 }
 
@@ -551,17 +576,18 @@ fn promote_directory(plan: &Plan, root: &Path, settings: &Settings) -> Result<Pr
     };
     let (plan, edits, images) = checked_edits(&lookup, plan, settings, &place)?;
     let plan = plan.as_ref();
-    let outcome = if let Some(hold) = held(lookup, plan, settings)? {
-        Outcome::Held { hold }
+    let (outcome, notes) = if let Some(hold) = held(lookup, plan, settings)? {
+        (Outcome::Held { hold }, Vec::new())
     } else {
         // Always a plan here (checked above): `decide` never asks for a commit.
         match decide(&edits, plan, settings)? {
-            Decision::End(outcome) => outcome,
-            Decision::Commit(_) => unreachable!("a directory is only planned"),
+            (Decision::End(outcome), notes) => (outcome, notes),
+            (Decision::Commit(_), _) => unreachable!("a directory is only planned"),
         }
     };
     let mut promotion = promotion(plan, &edits, 0, true, outcome);
     promotion.images = images;
+    promotion.notes = notes;
     Ok(promotion)
 }
 

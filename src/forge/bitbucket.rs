@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use super::{Api, Dir, ForgeApi, Kind, Listing, Proposal, Request, escape_path, lost_race};
 use crate::branch::Landed;
 use crate::error::{Error, Result, Retry};
+use crate::ordering::{self, Order};
 use crate::plan::Identity;
 use crate::repo::{Forge, ForgeRepo};
 
@@ -152,6 +153,24 @@ impl ForgeApi for Bitbucket {
             .flatten()
             .filter_map(|p| p["hash"].as_str().map(str::to_string))
             .collect())
+    }
+
+    /// `GET …/merge-base/{deployed}..{wanted}`: the best common ancestor, which is the
+    /// older of the two when one descends from the other.
+    fn order(&self, deployed: &str, wanted: &str) -> Result<Option<Order>> {
+        let url = format!("{}/merge-base/{deployed}..{wanted}", self.repo_url);
+        let answer = self.get(&url)?;
+        if answer.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !answer.status().is_success() {
+            return Err(Api::status_error(answer, &url, Forge::Bitbucket));
+        }
+        let body = Api::json(answer, &url)?;
+        let base = body["hash"]
+            .as_str()
+            .ok_or_else(|| bad_answer(&url, "no hash"))?;
+        Ok(Some(ordering::from_merge_base(base, deployed, wanted)))
     }
 
     fn commit(

@@ -18,6 +18,7 @@ use super::{
 use crate::branch::Landed;
 use crate::error::{Error, Result, Retry};
 use crate::git::Refusal;
+use crate::ordering::{self, Order};
 use crate::plan::Identity;
 use crate::repo::{Forge, ForgeRepo, sanitize};
 
@@ -227,6 +228,24 @@ impl ForgeApi for GitHub {
             .flatten()
             .filter_map(|p| p["sha"].as_str().map(str::to_string))
             .collect())
+    }
+
+    /// `GET /repos/{o}/{r}/compare/{deployed}...{wanted}`: its `status` is how the head
+    /// stands to the base. One commit a page: only the status is read.
+    fn order(&self, deployed: &str, wanted: &str) -> Result<Option<Order>> {
+        let url = format!("{}/compare/{deployed}...{wanted}?per_page=1", self.repo_url);
+        let answer = self.get(&url, JSON)?;
+        if answer.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !answer.status().is_success() {
+            return Err(Api::status_error(answer, &url, Forge::GitHub));
+        }
+        let body = Api::json(answer, &url)?;
+        let status = body["status"].as_str().unwrap_or_default();
+        ordering::from_compare_status(status)
+            .map(Some)
+            .ok_or_else(|| bad_answer(&url, &format!("compare status `{status}`")))
     }
 
     fn commit(

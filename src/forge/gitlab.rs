@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 use super::{Api, Dir, ForgeApi, Kind, Listing, Proposal, Request, escape_segment, lost_race};
 use crate::branch::Landed;
 use crate::error::{Error, Result, Retry};
+use crate::ordering::{self, Order};
 use crate::plan::Identity;
 use crate::repo::{Forge, ForgeRepo};
 
@@ -169,6 +170,36 @@ impl ForgeApi for GitLab {
             .flatten()
             .filter_map(|p| p.as_str().map(str::to_string))
             .collect())
+    }
+
+    /// `GET /projects/:id/repository/compare?from=&to=` asked both ways: its `commits` are
+    /// those of `to` since the merge base, so each side's own commits tell the order.
+    fn order(&self, deployed: &str, wanted: &str) -> Result<Option<Order>> {
+        let own_commits = |from: &str, to: &str| -> Result<Option<bool>> {
+            let url = format!(
+                "{}/repository/compare?from={from}&to={to}",
+                self.project_url
+            );
+            let answer = self.get(&url)?;
+            if answer.status() == StatusCode::NOT_FOUND {
+                return Ok(None);
+            }
+            if !answer.status().is_success() {
+                return Err(Api::status_error(answer, &url, Forge::GitLab));
+            }
+            let body = Api::json(answer, &url)?;
+            let commits = body["commits"]
+                .as_array()
+                .ok_or_else(|| bad_answer(&url, "no commits"))?;
+            Ok(Some(!commits.is_empty()))
+        };
+        let Some(wanted_has_own) = own_commits(deployed, wanted)? else {
+            return Ok(None);
+        };
+        let Some(deployed_has_own) = own_commits(wanted, deployed)? else {
+            return Ok(None);
+        };
+        Ok(ordering::from_own_commits(wanted_has_own, deployed_has_own))
     }
 
     fn commit(

@@ -10,6 +10,7 @@
 mod bitbucket;
 mod github;
 mod gitlab;
+mod history;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -23,6 +24,7 @@ use reqwest::header::HeaderMap;
 use crate::branch::{DevopsBranch, Landed};
 use crate::error::{Error, Result, Retry};
 use crate::git::http::{causes, error_chain, retry_after, tls_config};
+use crate::ordering::Order;
 use crate::overlay::{Entry, MAX_FILE_BYTES};
 use crate::plan::Identity;
 use crate::repo::{Forge, ForgeRepo, sanitize};
@@ -30,6 +32,7 @@ use crate::repo::{Forge, ForgeRepo, sanitize};
 pub use self::bitbucket::Bitbucket;
 pub use self::github::GitHub;
 pub use self::gitlab::GitLab;
+pub use self::history::{AppRepoHistory, for_app};
 
 /// The user name that means "a bare token" (GitHub App and Actions tokens use it for
 /// git); any other is sent with the token as HTTP Basic where a forge takes that
@@ -95,6 +98,12 @@ pub trait ForgeApi {
     fn read(&self, head: &str, path: &str) -> Result<Option<Vec<u8>>>;
     /// The parents of `commit`.
     fn parents(&self, commit: &str) -> Result<Vec<String>>;
+    /// How commit `wanted` stands to `deployed` in this repository's history (the app's,
+    /// for the ordering guard); `None` when the forge knows either not, or the token may
+    /// not read the repository.
+    fn order(&self, _deployed: &str, _wanted: &str) -> Result<Option<Order>> {
+        Ok(None)
+    }
     /// One commit of `files` onto `branch`, refused unless the branch (or, on GitLab, each
     /// file) is still as read at `head`.
     fn commit(
@@ -198,19 +207,27 @@ pub fn open(
             "set GIT_TOKEN (or --git-token-file), or mint one with --github-app-id or --cloudbuild-repository",
         ));
     };
-    let auth = match (repo.forge, username) {
+    let api = Api::new(auth(repo.forge, token, username), timeout)?;
+    Ok(client(repo, api))
+}
+
+/// `token` as `forge` takes it: Bearer, or Basic with a Bitbucket user name.
+fn auth(forge: Forge, token: String, username: &str) -> Auth {
+    match (forge, username) {
         (Forge::Bitbucket, user) if user != TOKEN_USERNAME => Auth::Basic {
             username: user.to_string(),
             password: token,
         },
         _ => Auth::Bearer(token),
-    };
-    let api = Api::new(auth, timeout)?;
-    Ok(match repo.forge {
+    }
+}
+
+fn client(repo: &ForgeRepo, api: Api) -> Box<dyn ForgeApi> {
+    match repo.forge {
         Forge::GitHub => Box::new(GitHub::new(api, repo)),
         Forge::GitLab => Box::new(GitLab::new(api, repo)),
         Forge::Bitbucket => Box::new(Bitbucket::new(api, repo)),
-    })
+    }
 }
 
 /// How requests authenticate; the token never goes into a URL.

@@ -20,6 +20,7 @@ use git2::{
 use self::http::Failed;
 use self::partial::Pushed;
 use crate::error::{Error, Result, Retry};
+use crate::ordering::{Order, Unknown};
 use crate::overlay::Entry;
 use crate::plan::Identity;
 use crate::repo::RepoLocation;
@@ -966,27 +967,46 @@ impl AppHistory {
 }
 
 impl crate::ordering::History for AppHistory {
-    fn is_ancestor(&self, ancestor: &str, descendant: &str) -> Option<bool> {
-        let repo = self.repo.as_ref()?;
+    fn order(&self, deployed: &str, wanted: &str) -> Result<Order, Unknown> {
+        let Some(repo) = self.repo.as_ref() else {
+            return Err(Unknown::because("no git checkout of the app here"));
+        };
         let id = |rev: &str| {
             repo.revparse_single(rev)
                 .and_then(|o| o.peel_to_commit())
                 .map(|c| c.id())
                 .ok()
         };
-        let (ancestor, descendant) = (id(ancestor)?, id(descendant)?);
-        let descends = repo.graph_descendant_of(descendant, ancestor).ok()?;
-        // In a shallow clone, "no" may only mean that the history is cut.
-        if !descends && repo.is_shallow() {
-            return None;
+        let Some(new) = id(wanted) else {
+            return Err(Unknown {
+                why: format!("the checkout here does not hold commit {wanted}"),
+                foreign: true,
+            });
+        };
+        let Some(old) = id(deployed) else {
+            return Err(Unknown::because(format!(
+                "the checkout here does not hold the deployed commit {deployed}"
+            )));
+        };
+        let descends = |a, b| repo.graph_descendant_of(a, b).unwrap_or(false);
+        if new == old {
+            Ok(Order::Identical)
+        } else if descends(new, old) {
+            Ok(Order::Ahead)
+        } else if descends(old, new) {
+            Ok(Order::Behind)
+        } else if repo.is_shallow() {
+            // Neither way may only mean that the history is cut.
+            Err(Unknown::because(
+                "the checkout here is shallow (check out with fetch-depth: 0)",
+            ))
+        } else {
+            Ok(Order::Diverged)
         }
-        Some(descends)
     }
 
-    fn is_foreign(&self, built: &str) -> bool {
-        self.repo
-            .as_ref()
-            .is_some_and(|repo| repo.revparse_single(built).is_err())
+    fn name(&self) -> String {
+        "the checkout here".into()
     }
 }
 

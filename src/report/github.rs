@@ -112,6 +112,9 @@ fn summary(promotion: &Promotion) -> String {
         promotion.branch,
         promotion.repo
     );
+    for note in &promotion.notes {
+        out.push_str(&format!("> {}\n\n", note.text()));
+    }
     // One file is named above; several get a column of their own.
     let several = changed_files(promotion).len() > 1;
     if !promotion.changes.is_empty() {
@@ -142,11 +145,16 @@ fn summary(promotion: &Promotion) -> String {
 /// An `::error::` workflow command. Redacted before it is escaped (`%`, CR and LF), so
 /// that a secret is masked in the form it was registered in.
 pub fn annotation(error: &Error) -> String {
-    let message = secrets::redact(&error.to_string())
+    workflow_command("error", &error.to_string())
+}
+
+/// A `::warning::` or `::notice::` annotation, as [`annotation`] escapes it.
+pub fn workflow_command(kind: &str, text: &str) -> String {
+    let message = secrets::redact(text)
         .replace('%', "%25")
         .replace('\r', "%0D")
         .replace('\n', "%0A");
-    format!("::error title=tomoda-promote::{message}")
+    format!("::{kind} title=tomoda-promote::{message}")
 }
 
 /// Folds the diff into a collapsible group of the job log.

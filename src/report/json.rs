@@ -4,6 +4,7 @@
 use serde_json::{Value, json};
 
 use crate::argocd::Deployment;
+use crate::ordering::Note;
 use crate::promote::{Outcome, Promotion};
 
 pub fn to_json(promotion: &Promotion) -> Value {
@@ -51,6 +52,24 @@ pub fn to_json_with(promotion: &Promotion, deployment: Option<&Deployment>) -> V
             _ => None,
         },
     });
+    out["notes"] = promotion
+        .notes
+        .iter()
+        .map(|n| {
+            let (Note::Diverged {
+                image,
+                deployed,
+                wanted,
+            }
+            | Note::Unknowable {
+                image,
+                deployed,
+                wanted,
+                ..
+            }) = n;
+            json!({"kind": n.kind(), "image": image, "deployed": deployed, "wanted": wanted, "message": n.text()})
+        })
+        .collect();
     if let Outcome::Proposed {
         url,
         number,
@@ -125,6 +144,7 @@ mod tests {
                 "attempts": 1,
                 "plan": false,
                 "skipped": null,
+                "notes": [],
             })
         );
     }

@@ -8,7 +8,8 @@ mod text;
 
 use crate::argocd::Deployment;
 use crate::error::Error;
-use crate::promote::{Committed, Promotion};
+use crate::ordering::Note;
+use crate::promote::{Committed, Outcome, Promotion};
 use crate::secrets;
 
 pub use json::to_json;
@@ -30,6 +31,9 @@ pub fn result(
     format: Format,
 ) -> crate::error::Result<()> {
     let on_github = github::active();
+    for (kind, text) in warnings(promotion) {
+        warn(kind, &text, on_github);
+    }
     match format {
         Format::Text => {
             print(&to_text(promotion, on_github));
@@ -43,6 +47,48 @@ pub fn result(
         github::publish(promotion, deployment)?;
     }
     Ok(())
+}
+
+/// What a promotion must not pass silently: a skip (the environment did not move), an
+/// order the guard could not tell (warnings), commits on diverged lines (a notice).
+fn warnings(promotion: &Promotion) -> Vec<(Level, String)> {
+    let mut out = Vec::new();
+    if let Outcome::Skipped { older } = &promotion.outcome {
+        out.push((
+            Level::Warning,
+            format!(
+                "{}: not promoting {} {}: {}; it stays at {} (pass --allow-downgrade to promote it anyway)",
+                promotion.environment, older.image, older.wanted, older.reason, older.deployed
+            ),
+        ));
+    }
+    for note in &promotion.notes {
+        let level = match note {
+            Note::Diverged { .. } => Level::Notice,
+            Note::Unknowable { .. } => Level::Warning,
+        };
+        out.push((level, format!("{}: {}", promotion.environment, note.text())));
+    }
+    out
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Level {
+    Notice,
+    Warning,
+}
+
+/// On stderr with the progress lines; on GitHub Actions as an annotation, which the runner
+/// reads on stderr too and shows on the run's page.
+fn warn(level: Level, text: &str, on_github: bool) {
+    match (on_github, level) {
+        (true, Level::Warning) => {
+            eprintln!("{}", github::workflow_command("warning", text));
+        }
+        (true, Level::Notice) => eprintln!("{}", github::workflow_command("notice", text)),
+        (false, Level::Warning) => tracing::warn!("{}", secrets::redact(text)),
+        (false, Level::Notice) => tracing::info!("{}", secrets::redact(text)),
+    }
 }
 
 /// A line of progress while something takes time (Argo CD's sync): on stderr with the
@@ -174,6 +220,7 @@ pub(crate) mod fixtures {
                 commit: "0123456789abcdef".into(),
             },
             images: Vec::new(),
+            notes: Vec::new(),
         }
     }
 

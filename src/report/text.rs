@@ -4,6 +4,7 @@ use std::fmt::Write;
 
 use crate::argocd::Deployment;
 use crate::message::{change_line, short_sha};
+use crate::ordering::Note;
 use crate::promote::{Outcome, Promotion};
 use crate::report::github;
 
@@ -41,6 +42,7 @@ pub fn to_text(promotion: &Promotion, on_github: bool) -> String {
             );
         }
         Outcome::Planned { diff, message } => {
+            diverged(&mut out, p);
             if on_github {
                 let title = format!("diff of {}", changed_files(p).join(", "));
                 out.push_str(&github::group(&title, diff));
@@ -91,8 +93,20 @@ pub fn to_text(promotion: &Promotion, on_github: bool) -> String {
     out
 }
 
-/// Each changed file and its changes.
+/// Commits on diverged lines are promoted, and the result says so.
+fn diverged(out: &mut String, p: &Promotion) {
+    for note in p
+        .notes
+        .iter()
+        .filter(|n| matches!(n, Note::Diverged { .. }))
+    {
+        let _ = writeln!(out, "{}: note: {}", p.environment, note.text());
+    }
+}
+
+/// Each changed file and its changes, after the guard's note on diverged commits.
 fn changed(out: &mut String, p: &Promotion) {
+    diverged(out, p);
     for file in changed_files(p) {
         let _ = writeln!(out, "{}: {file}", p.environment);
         for change in p.changes.iter().filter(|c| c.file == file) {

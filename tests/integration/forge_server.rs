@@ -109,6 +109,9 @@ struct State {
     /// The next commit request lands, and its answer is never sent (the connection closes).
     lose_commit_answer: AtomicBool,
     scratch: tempfile::TempDir,
+    /// Other repositories of the forge (an app's), by path (`tomoda/app`): read only, for
+    /// the comparisons of the ordering guard.
+    apps: Mutex<Vec<(String, PathBuf)>>,
 }
 
 pub struct ForgeServer {
@@ -144,6 +147,7 @@ impl ForgeServer {
             pulls: Mutex::new(Vec::new()),
             lose_commit_answer: AtomicBool::new(false),
             scratch: tempfile::tempdir().unwrap(),
+            apps: Mutex::new(Vec::new()),
         });
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
@@ -218,6 +222,16 @@ impl ForgeServer {
     /// The next commit lands but its answer is lost.
     pub fn lose_next_commit_answer(&self) {
         self.state.lose_commit_answer.store(true, Ordering::SeqCst);
+    }
+
+    /// Serves the bare repository `bare` as `path` (`tomoda/app`) too, for comparisons.
+    pub fn host(&self, path: &str, bare: &Path) {
+        lock(&self.state.apps).push((path.to_string(), bare.to_path_buf()));
+    }
+
+    /// Accepts `token` too (another repository's token).
+    pub fn accept(&self, token: &str) {
+        lock(&self.state.tokens).push(token.to_string());
     }
 
     pub fn deny_cloudbuild(&self) {
@@ -452,10 +466,131 @@ fn route(request: &Recorded, state: &State) -> Answer {
             ),
         };
     }
+    if let Some(answer) = compare(request, state, &path) {
+        return answer;
+    }
     match state.style {
         Style::GitHub => github(request, state, &path),
         Style::GitLab => gitlab(request, state, &path),
         Style::Bitbucket => bitbucket(request, state, &path),
+    }
+}
+
+// ---- comparisons of two commits of a hosted repository (the ordering guard) ----
+
+/// GitHub's `GET /repos/{o}/{r}/compare/{base}...{head}`, GitLab's `GET /projects/:id/
+/// repository/compare?from=&to=` and Bitbucket's `GET /repositories/{ws}/{r}/merge-base/
+/// {a}..{b}`, over a hosted repository (or the devops one), answered from git.
+fn compare(request: &Recorded, state: &State, path: &str) -> Option<Answer> {
+    if request.method != "GET" {
+        return None;
+    }
+    let repos: Vec<(String, PathBuf)> = lock(&state.apps)
+        .iter()
+        .cloned()
+        .chain([(format!("{OWNER}/{NAME}"), state.bare.clone())])
+        .collect();
+    let in_repo = |bare: &Path, args: &[&str]| -> Option<String> {
+        let out = Command::new("git")
+            .args(args)
+            .current_dir(bare)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    };
+    let commit = |bare: &Path, rev: &str| {
+        in_repo(
+            bare,
+            &["rev-parse", "--verify", "-q", &format!("{rev}^{{commit}}")],
+        )
+    };
+    let count = |bare: &Path, range: &str| -> usize {
+        in_repo(bare, &["rev-list", "--count", range])
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    match state.style {
+        Style::GitHub => {
+            let (bare, basehead) = repos.iter().find_map(|(name, bare)| {
+                let rest = path.strip_prefix(&format!("/api/v3/repos/{name}/compare/"))?;
+                Some((bare, decode(rest)))
+            })?;
+            let (base, head) = basehead.split_once("...")?;
+            let (Some(base), Some(head)) = (commit(bare, base), commit(bare, head)) else {
+                return Some(not_found_github());
+            };
+            let ahead = count(bare, &format!("{base}..{head}"));
+            let behind = count(bare, &format!("{head}..{base}"));
+            let status = match (ahead, behind) {
+                _ if base == head => "identical",
+                (_, 0) => "ahead",
+                (0, _) => "behind",
+                _ => "diverged",
+            };
+            let merge_base = in_repo(bare, &["merge-base", &base, &head]);
+            Some(answer(
+                200,
+                &json!({
+                    "status": status, "ahead_by": ahead, "behind_by": behind, "total_commits": ahead,
+                    "base_commit": {"sha": base}, "merge_base_commit": {"sha": merge_base},
+                    "commits": [], "files": [],
+                }),
+            ))
+        }
+        Style::GitLab => {
+            let (bare, rest) = repos.iter().find_map(|(name, bare)| {
+                let id = name.replace('/', "%2F");
+                Some((
+                    bare,
+                    path.strip_prefix(&format!("/api/v4/projects/{id}/repository/"))?,
+                ))
+            })?;
+            if rest != "compare" {
+                return None;
+            }
+            let from = query(&request.target, "from")?;
+            let to = query(&request.target, "to")?;
+            let (Some(a), Some(b)) = (commit(bare, &from), commit(bare, &to)) else {
+                return Some(answer(404, &json!({"message": "404 Ref Not Found"})));
+            };
+            // `from...to`: the commits of `to` since the merge base, oldest first.
+            let list =
+                in_repo(bare, &["rev-list", "--reverse", &format!("{a}..{b}")]).unwrap_or_default();
+            let commits: Vec<Value> = list
+                .lines()
+                .filter(|l| !l.is_empty())
+                .map(|id| json!({"id": id, "short_id": &id[..8], "title": "a commit"}))
+                .collect();
+            Some(answer(
+                200,
+                &json!({
+                    "commit": commits.last(), "commits": commits, "diffs": [],
+                    "compare_timeout": false, "compare_same_ref": from == to,
+                }),
+            ))
+        }
+        Style::Bitbucket => {
+            let (bare, spec) = repos.iter().find_map(|(name, bare)| {
+                let rest = path.strip_prefix(&format!("/2.0/repositories/{name}/merge-base/"))?;
+                Some((bare, decode(rest)))
+            })?;
+            let (a, b) = spec.split_once("..")?;
+            let not_found = answer(
+                404,
+                &json!({"type": "error", "error": {"message": "Commit not found"}}),
+            );
+            let (Some(a), Some(b)) = (commit(bare, a), commit(bare, b)) else {
+                return Some(not_found);
+            };
+            Some(match in_repo(bare, &["merge-base", &a, &b]) {
+                Some(base) => answer(200, &json!({"type": "commit", "hash": base})),
+                None => not_found,
+            })
+        }
     }
 }
 

@@ -24,6 +24,7 @@ mod hostile;
 mod kustomize;
 mod layout;
 mod local;
+mod ordering;
 mod promote;
 mod pull_request;
 mod registry;
