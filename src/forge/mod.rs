@@ -342,10 +342,7 @@ impl Api {
                 .body(body.to_string()),
             url,
         )?;
-        if !answer.status().is_success() {
-            return Err(Api::status_error(answer, url, forge));
-        }
-        Api::json(answer, url)
+        Api::json(Api::success(answer, url, forge)?, url)
     }
 
     fn authorize(&self, request: RequestBuilder) -> RequestBuilder {
@@ -395,6 +392,23 @@ impl Api {
                 .into(),
             retry: Retry::Never,
         })
+    }
+
+    /// A successful answer, or what its failure means.
+    pub fn success(response: Response, url: &str, forge: Forge) -> Result<Response> {
+        if response.status().is_success() {
+            Ok(response)
+        } else {
+            Err(Api::status_error(response, url, forge))
+        }
+    }
+
+    /// As [`Api::success`], with 404 as `None`: no such branch, file or commit.
+    pub fn found(response: Response, url: &str, forge: Forge) -> Result<Option<Response>> {
+        if response.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        Api::success(response, url, forge).map(Some)
     }
 
     /// A successful answer's bytes, refused beyond the size of any file a promotion edits.
@@ -479,6 +493,59 @@ fn permission_hint(forge: Forge) -> String {
         Forge::GitHub => "the token may not write here: a GitHub App or fine-grained token needs Contents: read and write on the devops repository".into(),
         Forge::GitLab => "the token may not write here: it needs the api scope and at least the Developer role, and the branch must allow Developers to push".into(),
         Forge::Bitbucket => "the token may not write here: it needs repository:write (Repositories: Write)".into(),
+    }
+}
+
+/// The head commit of `branch` of repository `repo` from the answer to a GET of `url`,
+/// at `pointer` of its JSON; 404 means no such branch, or none the token can see.
+fn head_from(
+    answer: Response,
+    url: &str,
+    forge: Forge,
+    repo: &str,
+    branch: &str,
+    pointer: &str,
+) -> Result<String> {
+    let Some(answer) = Api::found(answer, url, forge)? else {
+        let (place, needs) = match forge {
+            Forge::GitHub => ("repository", "a token needs Contents: read and write"),
+            Forge::GitLab => ("project", "the token needs the api scope"),
+            Forge::Bitbucket => ("repository", "the token needs repository:write"),
+        };
+        return Err(Error::input(
+            repo.to_string(),
+            None,
+            format!("there is no branch {branch} (or the token cannot see the {place})"),
+            format!("set `branch:` in promote.yaml or --branch; {needs}"),
+        ));
+    };
+    string_at(&Api::json(answer, url)?, pointer, url, forge)
+}
+
+/// The string at `pointer` of a forge's JSON answer to `url`.
+fn string_at(body: &serde_json::Value, pointer: &str, url: &str, forge: Forge) -> Result<String> {
+    body.pointer(pointer)
+        .and_then(serde_json::Value::as_str)
+        .map(str::to_string)
+        .ok_or_else(|| {
+            let field = pointer.trim_start_matches('/').replace('/', ".");
+            bad_answer(url, &format!("no {field}"), forge)
+        })
+}
+
+/// An answer that is not what the forge's API gives: most likely `api_url:` names
+/// something else.
+fn bad_answer(url: &str, what: &str, forge: Forge) -> Error {
+    let api = match forge {
+        Forge::GitHub => "the GitHub API (https://HOST/api/v3 on GitHub Enterprise Server)",
+        Forge::GitLab => "the GitLab API (https://HOST/api/v4)",
+        Forge::Bitbucket => "the Bitbucket Cloud API (https://api.bitbucket.org/2.0)",
+    };
+    Error::Remote {
+        url: shown_url(url),
+        message: format!("unexpected answer: {what}"),
+        hint: format!("check api_url: in promote.yaml: it must be {api}"),
+        retry: Retry::Never,
     }
 }
 
