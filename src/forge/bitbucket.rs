@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use super::{
     Api, Dir, ForgeApi, Kind, Listing, Proposal, Request, escape_path, head_from, lost_race,
-    string_at,
+    string_at, strings_in,
 };
 use crate::branch::Landed;
 use crate::error::{Error, Result};
@@ -131,12 +131,7 @@ impl ForgeApi for Bitbucket {
     fn parents(&self, commit: &str) -> Result<Vec<String>> {
         let url = format!("{}/commit/{commit}", self.repo_url);
         let answer = Api::success(self.get(&url)?, &url, Forge::Bitbucket)?;
-        Ok(Api::json(answer, &url)?["parents"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|p| p["hash"].as_str().map(str::to_string))
-            .collect())
+        Ok(strings_in(&Api::json(answer, &url)?, "/parents", "/hash"))
     }
 
     /// `GET …/merge-base/{deployed}..{wanted}`: the best common ancestor, which is the

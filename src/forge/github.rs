@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use super::{
     Api, Dir, ForgeApi, Kind, Listing, Proposal, Request, escape_path, head_from, lost_race,
-    split_message,
+    split_message, strings_in,
 };
 use crate::branch::Landed;
 use crate::error::{Error, Result, Retry};
@@ -197,12 +197,7 @@ impl ForgeApi for GitHub {
     fn parents(&self, commit: &str) -> Result<Vec<String>> {
         let url = format!("{}/git/commits/{commit}", self.repo_url);
         let answer = Api::success(self.get(&url, JSON)?, &url, Forge::GitHub)?;
-        Ok(Api::json(answer, &url)?["parents"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|p| p["sha"].as_str().map(str::to_string))
-            .collect())
+        Ok(strings_in(&Api::json(answer, &url)?, "/parents", "/sha"))
     }
 
     /// `GET /repos/{o}/{r}/compare/{deployed}...{wanted}`: its `status` is how the head

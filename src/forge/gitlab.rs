@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use super::{
     Api, Dir, ForgeApi, Kind, Listing, Proposal, Request, escape_segment, head_from, lost_race,
-    string_at,
+    string_at, strings_in,
 };
 use crate::branch::Landed;
 use crate::error::{Error, Result};
@@ -148,12 +148,7 @@ impl ForgeApi for GitLab {
     fn parents(&self, commit: &str) -> Result<Vec<String>> {
         let url = format!("{}/repository/commits/{commit}", self.project_url);
         let answer = Api::success(self.get(&url)?, &url, Forge::GitLab)?;
-        Ok(Api::json(answer, &url)?["parent_ids"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|p| p.as_str().map(str::to_string))
-            .collect())
+        Ok(strings_in(&Api::json(answer, &url)?, "/parent_ids", ""))
     }
 
     /// `GET /projects/:id/repository/compare?from=&to=` asked both ways: its `commits` are

@@ -533,6 +533,17 @@ fn string_at(body: &serde_json::Value, pointer: &str, url: &str, forge: Forge) -
         })
 }
 
+/// The string at `item` (a JSON pointer; `""` for the item itself) of each item of the
+/// list at `list`: the parents of a commit, as each forge lists them.
+fn strings_in(body: &serde_json::Value, list: &str, item: &str) -> Vec<String> {
+    body.pointer(list)
+        .and_then(serde_json::Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.pointer(item)?.as_str().map(str::to_string))
+        .collect()
+}
+
 /// An answer that is not what the forge's API gives: most likely `api_url:` names
 /// something else.
 fn bad_answer(url: &str, what: &str, forge: Forge) -> Error {
@@ -874,6 +885,24 @@ mod tests {
     fn paths_are_escaped_per_segment() {
         assert_eq!(escape_path("k8s/a b/c#d.yaml"), "k8s/a%20b/c%23d.yaml");
         assert_eq!(escape_segment("group/sub/proj"), "group%2Fsub%2Fproj");
+    }
+
+    #[test]
+    fn answers_are_read_at_json_pointers_and_a_missing_field_is_named() {
+        let body = serde_json::json!({"object": {"sha": "abc"}, "parents": [{"sha": "p1"}, {}], "parent_ids": ["p2"]});
+        let url = "https://api.example/repos/o/r/git/ref/heads/main?x=1";
+        assert_eq!(
+            string_at(&body, "/object/sha", url, Forge::GitHub).unwrap(),
+            "abc"
+        );
+        let missing = string_at(&body, "/commit/id", url, Forge::GitLab).unwrap_err();
+        assert_eq!(
+            missing.summary(),
+            "https://api.example/repos/o/r/git/ref/heads/main: unexpected answer: no commit.id"
+        );
+        assert_eq!(strings_in(&body, "/parents", "/sha"), ["p1"]);
+        assert_eq!(strings_in(&body, "/parent_ids", ""), ["p2"]);
+        assert!(strings_in(&body, "/nothing", "").is_empty());
     }
 
     #[test]
