@@ -489,6 +489,31 @@ mod tests {
     }
 
     #[test]
+    fn an_application_in_another_namespace_is_asked_for_with_app_namespace() {
+        let client = |app: &str| {
+            let app = ArgoApp {
+                server: "https://argocd.example".into(),
+                app: app.into(),
+                wait: None,
+            };
+            let settings = Settings {
+                token: None,
+                timeout: Duration::from_secs(5),
+                poll_interval: Duration::from_secs(1),
+            };
+            Client::new(app, settings).unwrap()
+        };
+        assert_eq!(
+            client("team-a/tomoda-dev").url(true),
+            "https://argocd.example/api/v1/applications/tomoda-dev?refresh=normal&appNamespace=team-a"
+        );
+        assert_eq!(
+            client("tomoda dev#1").url(false),
+            "https://argocd.example/api/v1/applications/tomoda%20dev%231"
+        );
+    }
+
+    #[test]
     fn the_commit_synced_and_healthy_is_deployed_and_not_before() {
         let v = |a: Value| Status::from_json(&a).verdict(COMMIT, &|_| false);
         assert_eq!(v(app(OLD, "OutOfSync", "Healthy")), Verdict::Waiting);
