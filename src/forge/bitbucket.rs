@@ -10,17 +10,14 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use super::{
-    Api, Dir, ForgeApi, Kind, Listing, Proposal, Request, escape_path, head_from, lost_race,
-    string_at, strings_in,
+    Api, Dir, ForgeApi, Kind, Listing, MAX_LIST_PAGES, Proposal, Request, escape_path, head_from,
+    lost_race, string_at, strings_in,
 };
 use crate::branch::Landed;
 use crate::error::{Error, Result};
 use crate::ordering::{self, Order};
 use crate::plan::Identity;
 use crate::repo::{Forge, ForgeRepo};
-
-/// Pages of a directory listing read at most.
-const MAX_PAGES: u32 = 50;
 
 pub struct Bitbucket {
     api: Api,
@@ -72,7 +69,7 @@ impl ForgeApi for Bitbucket {
         };
         let mut url = format!("{}?pagelen=100", self.src_url(head, &prefix));
         let mut entries = Vec::new();
-        for _ in 0..MAX_PAGES {
+        for _ in 0..MAX_LIST_PAGES {
             let Some(answer) = Api::found(self.get(&url)?, &url, Forge::Bitbucket)? else {
                 return Ok(None);
             };

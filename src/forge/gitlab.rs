@@ -15,17 +15,14 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use super::{
-    Api, Dir, ForgeApi, Kind, Listing, Proposal, Request, escape_segment, head_from, lost_race,
-    string_at, strings_in,
+    Api, Dir, ForgeApi, Kind, Listing, MAX_LIST_PAGES, Proposal, Request, escape_segment,
+    head_from, lost_race, string_at, strings_in,
 };
 use crate::branch::Landed;
 use crate::error::{Error, Result};
 use crate::ordering::{self, Order};
 use crate::plan::Identity;
 use crate::repo::{Forge, ForgeRepo};
-
-/// Pages of a directory listing read at most (100 entries each).
-const MAX_PAGES: u32 = 50;
 
 pub struct GitLab {
     api: Api,
@@ -109,7 +106,7 @@ impl ForgeApi for GitLab {
                 return Ok(None);
             }
             match next {
-                Some(n) if n > page && page < MAX_PAGES => page = n,
+                Some(n) if n > page && page < MAX_LIST_PAGES => page = n,
                 next => {
                     return Ok(Some(Dir {
                         entries,

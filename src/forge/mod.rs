@@ -279,6 +279,10 @@ pub fn escape_segment(text: &str) -> String {
     utf8_percent_encode(text, SEGMENT).to_string()
 }
 
+/// Pages of a directory listing read at most (GitLab and Bitbucket page theirs by 100):
+/// a directory longer than that is listed incomplete.
+const MAX_LIST_PAGES: u32 = 50;
+
 /// What to do about a rate limit that outlasted the waits.
 const RATE_LIMIT_HINT: &str = "the forge limits requests per token; fewer pipelines at once, or a GitHub App token (higher limits), help";
 

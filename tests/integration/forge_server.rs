@@ -1228,21 +1228,15 @@ fn verify_jwt(jwt: &str, public_pem: &Path, scratch: &tempfile::TempDir) -> Resu
     if parts.len() != 3 {
         return Err("not three parts".into());
     }
-    let header: Value = serde_json::from_slice(
-        &URL_SAFE_NO_PAD
-            .decode(parts[0])
-            .map_err(|e| e.to_string())?,
-    )
-    .map_err(|e| e.to_string())?;
+    let json = |part: &str| -> Result<Value, String> {
+        let bytes = URL_SAFE_NO_PAD.decode(part).map_err(|e| e.to_string())?;
+        serde_json::from_slice(&bytes).map_err(|e| e.to_string())
+    };
+    let header = json(parts[0])?;
     if header["alg"] != "RS256" {
         return Err("alg is not RS256".into());
     }
-    let claims: Value = serde_json::from_slice(
-        &URL_SAFE_NO_PAD
-            .decode(parts[1])
-            .map_err(|e| e.to_string())?,
-    )
-    .map_err(|e| e.to_string())?;
+    let claims = json(parts[1])?;
     if claims["iss"] != json!(APP_ID) {
         return Err(format!("iss is {}", claims["iss"]));
     }
