@@ -1134,6 +1134,41 @@ environments:
     }
 
     #[test]
+    fn a_rollback_or_a_hold_asks_for_its_own_request_where_the_environment_wants_requests() {
+        let config = Config::parse(
+            "promote.yaml",
+            &CONFIG
+                .replace("repo: ../devops", "repo: https://github.com/o/devops.git")
+                .replace(
+                    "  prod:\n",
+                    "  prod:\n    pull_request: true\n    labels: [prod]\n",
+                ),
+        )
+        .unwrap();
+        let bases = Bases {
+            config_dir: Path::new("/cfg"),
+            cwd: Path::new("/cwd"),
+        };
+        let place_of = |env: &str, flag: bool| {
+            let flags = Flags {
+                environment: Some(env.into()),
+                pull_request: flag,
+                ..Flags::default()
+            };
+            place(&flags, Some(&config), &bases).unwrap()
+        };
+        let request = place_of("prod", false)
+            .request("rollback")
+            .unwrap()
+            .unwrap();
+        assert_eq!(request.branch, "promote/prod/rollback");
+        assert_eq!(request.labels, ["prod"]);
+        assert_eq!(place_of("dev", false).request("hold").unwrap(), None);
+        let flagged = place_of("dev", true).request("hold").unwrap().unwrap();
+        assert_eq!(flagged.branch, "promote/dev/hold");
+    }
+
+    #[test]
     fn a_commit_build_goes_to_the_commit_environment() {
         let p = plan(&[], Some("4d5e6f7a"), None).unwrap();
         assert_eq!(p.environment, "dev");
