@@ -530,9 +530,9 @@ struct Cli {
     #[arg(long, env = "PROMOTE_CLOUDBUILD_REPOSITORY", value_name = "NAME")]
     cloudbuild_repository: Option<String>,
 
-    /// Open (or update) a pull request to the branch instead of pushing to it (overrides
-    /// promote.yaml's `pull_request:`)
-    #[arg(long, env = "PROMOTE_PULL_REQUEST")]
+    /// Open (or update) a pull request to the branch instead of pushing to it, for a
+    /// promotion, rollback, hold or unhold (overrides promote.yaml's `pull_request:`)
+    #[arg(global = true, long, env = "PROMOTE_PULL_REQUEST")]
     pull_request: bool,
 
     /// Promote even when the new tag is older than the deployed one (a deliberate rollback)

@@ -10,6 +10,7 @@ use crate::argocd::{self, Deployment};
 use crate::cli::{Action, Args};
 use crate::context::BuildContext;
 use crate::error::{Error, Result};
+use crate::forge::ForgeApi;
 use crate::git::{self, HttpTransport, Workspace};
 use crate::history::{self, Record};
 use crate::holds::{self, Hold};
@@ -27,12 +28,25 @@ pub fn run(args: &Args) -> Result<()> {
     let cwd = inputs::current_dir()?;
     inputs::read_token(&args.token)?;
     let place = inputs::place(args, &cwd)?;
-    let token = crate::token::for_run(
+    let token = crate::token::for_run_with(
         &args.token,
         place.forge.as_ref(),
         &place.repo.display(),
         args.timeout,
+        place.review.is_some(),
     )?;
+    // `pull_request:` holds for every commit to the environment's branch, not only builds.
+    let requests = match place.review {
+        Some(_) => promote::requests_to(
+            &place.repo,
+            place.forge.as_ref(),
+            token.clone(),
+            &args.token.username,
+            args.timeout,
+        )?,
+        None => None,
+    };
+    let requests = requests.as_deref();
     let transport =
         HttpTransport::for_repo(&place.repo, token, &args.token.username, args.timeout)?;
     match &args.action {
@@ -53,7 +67,7 @@ pub fn run(args: &Args) -> Result<()> {
             rollback(
                 args,
                 &place,
-                &transport,
+                (&transport, requests),
                 &Rollback {
                     environment,
                     to: to.as_deref(),
@@ -66,13 +80,19 @@ pub fn run(args: &Args) -> Result<()> {
         }
         Action::Hold { reason } => {
             let environment = required_env(args, "hold")?;
-            let committed = set_hold(args, &place, &transport, environment, Some(reason))?;
+            let committed = set_hold(
+                args,
+                &place,
+                (&transport, requests),
+                environment,
+                Some(reason),
+            )?;
             report::hold_result(&format!("hold {environment}"), &committed, args.output);
             Ok(())
         }
         Action::Unhold => {
             let environment = required_env(args, "unhold")?;
-            let committed = set_hold(args, &place, &transport, environment, None)?;
+            let committed = set_hold(args, &place, (&transport, requests), environment, None)?;
             report::hold_result(&format!("unhold {environment}"), &committed, args.output);
             Ok(())
         }
@@ -262,10 +282,19 @@ struct Rollback<'a> {
     reason: Option<&'a str>,
 }
 
+/// How a rollback or hold reaches the devops repository: git, and the forge's API for
+/// requests when the environment has `pull_request:`.
+type Reach<'a> = (&'a HttpTransport, Option<&'a dyn ForgeApi>);
+
+/// A rollback is committed as a promotion is: pushed, or with `pull_request:` proposed
+/// from `promote/<env>/rollback`. Not the image's own `promote/<env>/<image>`: the next
+/// build of that image rewrites its branch and request, and would drop the rollback while
+/// it waits for review (what holds are for); a rollback may also set several images.
+/// Like a proposed promotion it deploys nothing until merged, so Argo CD is not waited for.
 fn rollback(
     args: &Args,
     place: &Place,
-    transport: &HttpTransport,
+    (transport, requests): Reach,
     asked: &Rollback,
     cwd: &Path,
 ) -> Result<()> {
@@ -339,8 +368,7 @@ fn rollback(
         holds_file: place.holds_file.clone(),
         // A rollback passes the ordering guard: nothing to ask.
         app_repo: crate::plan::AppRepo::Unknown("a rollback is not ordered".into()),
-        // A rollback is pushed: it is the way back when a request would be too slow.
-        pull_request: None,
+        pull_request: place.request("rollback")?,
     };
     let promotion = {
         let history = git::AppHistory::discover(cwd);
@@ -355,7 +383,7 @@ fn rollback(
                 purpose: Purpose::Rollback {
                     of: records[..undo].iter().map(|r| r.commit.clone()).collect(),
                 },
-                requests: None,
+                requests,
                 verify: None,
             },
         )?
@@ -372,7 +400,7 @@ fn rollback(
             },
             str::to_string,
         );
-        let committed = set_hold(args, place, transport, env, Some(&reason))?;
+        let committed = set_hold(args, place, (transport, requests), env, Some(&reason))?;
         // stdout carries one JSON object, the rollback's; the hold goes to the log there.
         match args.output {
             report::Format::Text => {
@@ -384,11 +412,13 @@ fn rollback(
     report_and_deploy(&plan, &promotion, args)
 }
 
-/// Adds (`reason` given) or lifts the hold on `environment`: one commit of the holds file.
+/// Adds (`reason` given) or lifts the hold on `environment`: one commit of the holds file,
+/// with `pull_request:` proposed from `promote/<env>/hold` (unhold too: lifting a hold is
+/// as much a change to the protected branch as adding one).
 fn set_hold(
     args: &Args,
     place: &Place,
-    transport: &HttpTransport,
+    (transport, requests): Reach,
     environment: &str,
     reason: Option<&str>,
 ) -> Result<Committed> {
@@ -439,7 +469,7 @@ fn set_hold(
         history: &NoHistory,
         access: commit_access(place, args, transport)?,
         purpose: Purpose::Promote,
-        requests: None,
+        requests,
         verify: None,
     };
     promote::commit_files(
@@ -447,6 +477,7 @@ fn set_hold(
         &place.branch,
         &place.author,
         &settings,
+        place.request("hold")?.as_ref(),
         compose,
     )
 }

@@ -6,8 +6,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::config::{
-    CommitVia, Config, Environment, FileRule, FileRuleEdit, ImageRule, Pin, Placeholder, Template,
-    When,
+    CommitVia, Config, Environment, FileRule, FileRuleEdit, ImageRule, Pin, Placeholder, Review,
+    Template, When,
 };
 use crate::context::BuildContext;
 use crate::error::{Error, Result};
@@ -312,7 +312,7 @@ pub fn resolve(
 
     let place = place_of(flags, config, environment, bases)?;
     let app_repo = app_repo(config, &context, place.forge.as_ref(), &place.repo)?;
-    let pull_request = pull_request(flags, environment, &place, &targets, &digests, file)?;
+    let pull_request = pull_request(&place, &targets, &digests)?;
     Ok(Plan {
         environment: place.environment,
         repo: place.repo,
@@ -332,36 +332,12 @@ pub fn resolve(
 
 /// The request of `pull_request: true` (or `--pull-request`): its branch is named for the
 /// environment and the first image, so that the next promotion of the same image finds
-/// and rewrites it. A request needs the forge's API, whichever way the commit goes.
+/// and rewrites it.
 fn pull_request(
-    flags: &Flags,
-    environment: Option<&Environment>,
     place: &Place,
     targets: &[Target],
     digests: &[DigestFill],
-    file: &str,
 ) -> Result<Option<PullRequest>> {
-    let review = environment.map(|e| e.review.clone()).unwrap_or_default();
-    if !(flags.pull_request || review.pull_request) {
-        return Ok(None);
-    }
-    let Some(forge) = &place.forge else {
-        return Err(Error::usage(
-            format!(
-                "a pull request needs the forge's API, and {} is on no forge tomoda-promote can tell",
-                place.repo.display()
-            ),
-            "set `repo:` to the repository's https URL and add `forge: github`, `gitlab` or `bitbucket` (with `api_url:` when self-hosted)",
-        ));
-    };
-    if review.auto_merge && forge.forge == crate::repo::Forge::Bitbucket {
-        return Err(Error::input(
-            file,
-            review.line,
-            "`auto_merge: true`: Bitbucket Cloud's API offers no auto-merge of a pull request",
-            "remove `auto_merge:`; merge the request in Bitbucket once its checks pass",
-        ));
-    }
     let image = targets
         .iter()
         .find_map(|t| match &t.edit {
@@ -376,21 +352,50 @@ fn pull_request(
         let name = path.rsplit('/').next().unwrap_or(path);
         name.split('.').next().unwrap_or(name).to_string()
     });
-    let branch = format!("promote/{}/{subject}", place.environment);
-    if !git2::Branch::name_is_valid(&branch).unwrap_or(false) || branch == place.branch {
-        return Err(Error::usage(
-            format!(
-                "`{}` cannot be the pull request's branch",
-                branch.escape_debug()
-            ),
-            "name the environment and image with letters, digits, `-`, `_` and `.`",
-        ));
+    place.request(&subject)
+}
+
+impl Place {
+    /// The request from the tool's branch `promote/<environment>/<subject>` to the target
+    /// branch, when the environment wants one (`None` else). A request needs the forge's
+    /// API, whichever way the commit goes.
+    pub fn request(&self, subject: &str) -> Result<Option<PullRequest>> {
+        let Some(review) = &self.review else {
+            return Ok(None);
+        };
+        let Some(forge) = &self.forge else {
+            return Err(Error::usage(
+                format!(
+                    "a pull request needs the forge's API, and {} is on no forge tomoda-promote can tell",
+                    self.repo.display()
+                ),
+                "set `repo:` to the repository's https URL and add `forge: github`, `gitlab` or `bitbucket` (with `api_url:` when self-hosted)",
+            ));
+        };
+        if review.auto_merge && forge.forge == crate::repo::Forge::Bitbucket {
+            return Err(Error::input(
+                &self.file,
+                review.line,
+                "`auto_merge: true`: Bitbucket Cloud's API offers no auto-merge of a pull request",
+                "remove `auto_merge:`; merge the request in Bitbucket once its checks pass",
+            ));
+        }
+        let branch = format!("promote/{}/{subject}", self.environment);
+        if !git2::Branch::name_is_valid(&branch).unwrap_or(false) || branch == self.branch {
+            return Err(Error::usage(
+                format!(
+                    "`{}` cannot be the pull request's branch",
+                    branch.escape_debug()
+                ),
+                "name the environment and image with letters, digits, `-`, `_` and `.`",
+            ));
+        }
+        Ok(Some(PullRequest {
+            branch,
+            labels: review.labels.clone(),
+            auto_merge: review.auto_merge,
+        }))
     }
-    Ok(Some(PullRequest {
-        branch,
-        labels: review.labels,
-        auto_merge: review.auto_merge,
-    }))
 }
 
 /// The app's repository: `source_repo:` (an https URL, or `owner/repo` on the devops
@@ -551,6 +556,11 @@ pub struct Place {
     pub forge: Option<ForgeRepo>,
     pub argocd: Option<ArgoApp>,
     pub holds_file: String,
+    /// `pull_request: true` (or `--pull-request`): labels and auto-merge of the requests
+    /// made to the environment's branch; checked when one is made ([`Place::request`]).
+    pub review: Option<Review>,
+    /// promote.yaml's name, for an error about `review`.
+    pub file: String,
 }
 
 /// The place of `--env` (or, without it, of the top level of promote.yaml and the flags).
@@ -612,6 +622,11 @@ fn place_of(
                 .unwrap_or(DEFAULT_HOLDS_FILE),
             "holds_file",
         )?,
+        review: {
+            let review = environment.map(|e| e.review.clone()).unwrap_or_default();
+            (flags.pull_request || review.pull_request).then_some(review)
+        },
+        file: file.to_string(),
     })
 }
 
@@ -1116,6 +1131,41 @@ environments:
 
     fn images(p: &Plan) -> Vec<ImageSpec> {
         p.images().cloned().collect()
+    }
+
+    #[test]
+    fn a_rollback_or_a_hold_asks_for_its_own_request_where_the_environment_wants_requests() {
+        let config = Config::parse(
+            "promote.yaml",
+            &CONFIG
+                .replace("repo: ../devops", "repo: https://github.com/o/devops.git")
+                .replace(
+                    "  prod:\n",
+                    "  prod:\n    pull_request: true\n    labels: [prod]\n",
+                ),
+        )
+        .unwrap();
+        let bases = Bases {
+            config_dir: Path::new("/cfg"),
+            cwd: Path::new("/cwd"),
+        };
+        let place_of = |env: &str, flag: bool| {
+            let flags = Flags {
+                environment: Some(env.into()),
+                pull_request: flag,
+                ..Flags::default()
+            };
+            place(&flags, Some(&config), &bases).unwrap()
+        };
+        let request = place_of("prod", false)
+            .request("rollback")
+            .unwrap()
+            .unwrap();
+        assert_eq!(request.branch, "promote/prod/rollback");
+        assert_eq!(request.labels, ["prod"]);
+        assert_eq!(place_of("dev", false).request("hold").unwrap(), None);
+        let flagged = place_of("dev", true).request("hold").unwrap().unwrap();
+        assert_eq!(flagged.branch, "promote/dev/hold");
     }
 
     #[test]

@@ -20,7 +20,7 @@ use crate::holds::Hold;
 use crate::message::{commit_message, request_body};
 use crate::ordering::{self, History, Note, Older};
 use crate::overlay::Entry;
-use crate::plan::{Plan, PullRequest};
+use crate::plan::{Identity, Plan, PullRequest};
 use crate::pulled::{self, Pulled};
 use crate::registry::Verified;
 use crate::repo::{ForgeRepo, RepoLocation};
@@ -73,6 +73,9 @@ pub struct Promotion {
     /// The devops repository as people are shown it: never with credentials.
     pub repo: String,
     pub branch: String,
+    /// The repository is a local one (a path): its branch is committed to, not pushed to
+    /// a server.
+    pub local: bool,
     /// Every file the plan's targets reach, relative to the repository's root, in the
     /// order of the targets (an overlay stands for its kustomization file).
     pub files: Vec<String>,
@@ -98,8 +101,13 @@ pub enum Outcome {
     Pushed { commit: String },
     /// Every file already holds the wanted values: nothing to commit.
     AlreadyUpToDate,
-    /// A dry run: the diff of every changed file and the message the commit would have.
-    Planned { diff: String, message: String },
+    /// A dry run: the diff of every changed file and the message the commit would have;
+    /// with `pull_request:`, the request it would open or update.
+    Planned {
+        diff: String,
+        message: String,
+        request: Option<PlannedRequest>,
+    },
     /// The new value is older than the deployed one; nothing was changed.
     Skipped { older: Older },
     /// The environment is held (`tomoda-promote hold`); nothing was changed.
@@ -115,6 +123,16 @@ pub enum Outcome {
         /// Auto-merge was asked for and enabled.
         auto_merge: bool,
     },
+}
+
+/// The request a dry run would open, or update, from the tool's branch to the target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedRequest {
+    /// `promote/<environment>/<image>`.
+    pub branch: String,
+    /// The number of the open request from `branch` to the target, which a real run would
+    /// update; `None`: it would open one.
+    pub open: Option<u64>,
 }
 
 impl Promotion {
@@ -186,12 +204,26 @@ pub fn requests_for(
     username: &str,
     timeout: Duration,
 ) -> Result<Option<Box<dyn ForgeApi>>> {
-    match (&plan.pull_request, &plan.forge) {
-        (Some(_), Some(forge)) => {
-            let token = api_token(&plan.repo, token);
-            crate::forge::open(forge, &plan.repo.display(), token, username, timeout).map(Some)
+    if plan.pull_request.is_none() {
+        return Ok(None);
+    }
+    requests_to(&plan.repo, plan.forge.as_ref(), token, username, timeout)
+}
+
+/// The API of `repo`'s forge for its pull requests; `None` off a forge.
+pub fn requests_to(
+    repo: &RepoLocation,
+    forge: Option<&ForgeRepo>,
+    token: Option<String>,
+    username: &str,
+    timeout: Duration,
+) -> Result<Option<Box<dyn ForgeApi>>> {
+    match forge {
+        Some(forge) => {
+            let token = api_token(repo, token);
+            crate::forge::open(forge, &repo.display(), token, username, timeout).map(Some)
         }
-        _ => Ok(None),
+        None => Ok(None),
     }
 }
 
@@ -379,18 +411,39 @@ impl Round<Box<Promotion>> {
         }
         let (decision, notes) = decide(&edits, plan, settings)?;
         let message = match decision {
+            Decision::End(Outcome::Planned { diff, message, .. }) => {
+                let request = plan_request(plan.pull_request.as_ref(), &plan.branch, settings);
+                return done(
+                    Outcome::Planned {
+                        diff,
+                        message,
+                        request,
+                    },
+                    notes,
+                );
+            }
             Decision::End(outcome) => return done(outcome, notes),
             Decision::Commit(message) => message,
         };
-        if let Some(request) = &plan.pull_request {
-            let outcome = propose(branch, plan, settings, request, &tip, &edits, &message)?;
-            return done(outcome, notes);
-        }
         let files: Vec<(&str, &[u8])> = edits
             .iter()
             .filter(|e| e.changed())
             .map(|e| (e.path.as_str(), e.new.as_bytes()))
             .collect();
+        if let Some(request) = &plan.pull_request {
+            let mut diff = String::new();
+            for edit in edits.iter().filter(|e| e.changed()) {
+                diff.push_str(&git::unified_diff(&edit.path, &edit.old, &edit.new)?);
+            }
+            let change = Proposing {
+                base: &plan.branch,
+                author: &plan.author,
+                files: &files,
+                message: &message,
+                body: request_body(&plan.environment, &plan.branch, &diff, &plan.context),
+            };
+            return done(propose(branch, settings, request, &tip, &change)?, notes);
+        }
         match branch.commit(&plan.branch, &tip, &files, &message, &plan.author)? {
             Landed::Commit(commit) => done(Outcome::Pushed { commit }, notes),
             Landed::Refused(refusal) => Ok(Round::Rejected(Rejected { tip, refusal })),
@@ -398,37 +451,47 @@ impl Round<Box<Promotion>> {
     }
 }
 
+/// A commit for the tool's own branch and the request that carries it to `base`.
+struct Proposing<'a> {
+    base: &'a str,
+    author: &'a Identity,
+    files: &'a [(&'a str, &'a [u8])],
+    message: &'a str,
+    body: String,
+}
+
 /// The change on the tool's own branch, made from the target's tip `tip`, and the request
-/// from it to the target branch opened or updated.
+/// from it to the target branch opened or updated. A promotion, a rollback and a hold all
+/// go this way when the environment asks for requests.
 fn propose(
-    branch: &dyn DevopsBranch,
-    plan: &Plan,
+    devops: &dyn DevopsBranch,
     settings: &Settings,
     request: &PullRequest,
     tip: &str,
-    edits: &[Edit],
-    message: &str,
+    change: &Proposing,
 ) -> Result<Outcome> {
     let Some(api) = settings.requests else {
         return Err(Error::local(
             "a pull request was asked for without the forge's API".to_string(),
         ));
     };
-    let mut diff = String::new();
-    for edit in edits.iter().filter(|e| e.changed()) {
-        diff.push_str(&git::unified_diff(&edit.path, &edit.old, &edit.new)?);
-    }
-    let files: Vec<(&str, &[u8])> = edits
-        .iter()
-        .filter(|e| e.changed())
-        .map(|e| (e.path.as_str(), e.new.as_bytes()))
-        .collect();
-    let commit = branch.replace(&request.branch, tip, &files, message, &plan.author)?;
+    let commit = devops.replace(
+        &request.branch,
+        tip,
+        change.files,
+        change.message,
+        change.author,
+    )?;
     let proposal = Proposal {
         head: request.branch.clone(),
-        base: plan.branch.clone(),
-        title: message.lines().next().unwrap_or_default().to_string(),
-        body: request_body(&plan.environment, &plan.branch, &diff, &plan.context),
+        base: change.base.to_string(),
+        title: change
+            .message
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_string(),
+        body: change.body.clone(),
         labels: request.labels.clone(),
     };
     let proposed = crate::forge::propose(api, &proposal, request.auto_merge)?;
@@ -439,6 +502,32 @@ fn propose(
         commit,
         updated: proposed.updated,
         auto_merge: proposed.auto_merge,
+    })
+}
+
+/// What a dry run with `pull_request:` would do: open a request from the tool's branch,
+/// or update the open one, which is looked up (a read; nothing is written).
+fn plan_request(
+    request: Option<&PullRequest>,
+    base: &str,
+    settings: &Settings,
+) -> Option<PlannedRequest> {
+    let request = request?;
+    let open = settings.requests.and_then(|api| {
+        api.find_request(&request.branch, base)
+            .unwrap_or_else(|e| {
+                tracing::warn!(
+                    "cannot tell whether a request from {} is open: {}",
+                    request.branch,
+                    e.summary()
+                );
+                None
+            })
+            .map(|r| r.number)
+    });
+    Some(PlannedRequest {
+        branch: request.branch.clone(),
+        open,
     })
 }
 
@@ -518,7 +607,14 @@ fn decide(edits: &[Edit], plan: &Plan, settings: &Settings) -> Result<(Decision,
         for edit in edits.iter().filter(|e| e.changed()) {
             diff.push_str(&git::unified_diff(&edit.path, &edit.old, &edit.new)?);
         }
-        return Ok((Decision::End(Outcome::Planned { diff, message }), notes));
+        return Ok((
+            Decision::End(Outcome::Planned {
+                diff,
+                message,
+                request: None,
+            }),
+            notes,
+        ));
     }
     Ok((Decision::Commit(message), notes))
 }
@@ -534,6 +630,7 @@ fn promotion(
         environment: plan.environment.clone(),
         repo: plan.repo.display(),
         branch: plan.branch.clone(),
+        local: matches!(plan.repo, RepoLocation::Local(_)),
         files: edits.iter().map(|e| e.path.clone()).collect(),
         changes: all_changes(edits),
         attempts,
@@ -641,21 +738,33 @@ pub enum Committed {
     },
     /// `compose` had nothing to change.
     Unchanged,
-    /// A dry run: the diff and the message.
+    /// A dry run: the diff and the message (and the request it would open or update).
     Planned {
         diff: String,
         message: String,
+        request: Option<PlannedRequest>,
+    },
+    /// With `request`: the commit is on the tool's own branch, in an open request.
+    Proposed {
+        url: String,
+        number: u64,
+        branch: String,
+        commit: String,
+        updated: bool,
     },
 }
 
 /// One commit of whole files through the same fetch, compare-and-swap and retry as a
 /// promotion: `compose` reads the fetched tip and says which files to write, with which
-/// message (`None`: nothing to do). Holds and the like use it.
+/// message (`None`: nothing to do). Holds and the like use it. With `request`, the commit
+/// goes to the request's branch and the request to `branch` is opened or updated, as a
+/// promotion's does.
 pub fn commit_files(
     repo: &RepoLocation,
     branch: &str,
-    author: &crate::plan::Identity,
+    author: &Identity,
     settings: &Settings,
+    request: Option<&PullRequest>,
     compose: impl Fn(&dyn Fn(&str) -> Entry) -> Result<Option<(Vec<(String, String)>, String)>>,
 ) -> Result<Committed> {
     let opened = Opened::open(&settings.access, repo)?;
@@ -686,12 +795,52 @@ pub fn commit_files(
                     diff.push_str(&git::unified_diff(path, &old, new)?);
                 }
                 snapshot.read(Ok(()))?;
-                return Ok(Round::Done(Committed::Planned { diff, message }));
+                let request = plan_request(request, branch, settings);
+                return Ok(Round::Done(Committed::Planned {
+                    diff,
+                    message,
+                    request,
+                }));
             }
             let bytes: Vec<(&str, &[u8])> = files
                 .iter()
                 .map(|(p, t)| (p.as_str(), t.as_bytes()))
                 .collect();
+            if let Some(request) = request {
+                let mut diff = String::new();
+                for (path, new) in &files {
+                    let old = match lookup(path) {
+                        Entry::File(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+                        _ => String::new(),
+                    };
+                    diff.push_str(&git::unified_diff(path, &old, new)?);
+                }
+                let change = Proposing {
+                    base: branch,
+                    author,
+                    files: &bytes,
+                    message: &message,
+                    body: format!("{message}\n````diff\n{diff}````\n"),
+                };
+                let Outcome::Proposed {
+                    url,
+                    number,
+                    branch,
+                    commit,
+                    updated,
+                    ..
+                } = propose(devops, settings, request, &tip, &change)?
+                else {
+                    unreachable!("propose proposes")
+                };
+                return Ok(Round::Done(Committed::Proposed {
+                    url,
+                    number,
+                    branch,
+                    commit,
+                    updated,
+                }));
+            }
             match devops.commit(branch, &tip, &bytes, &message, author)? {
                 Landed::Commit(commit) => Ok(Round::Done(Committed::Pushed { commit })),
                 Landed::Refused(refusal) => Ok(Round::Rejected(Rejected { tip, refusal })),

@@ -84,6 +84,13 @@ pub fn to_json_with(promotion: &Promotion, deployment: Option<&Deployment>) -> V
             "updated": updated, "auto_merge": auto_merge,
         });
     }
+    if let Outcome::Planned {
+        request: Some(request),
+        ..
+    } = &promotion.outcome
+    {
+        out["planned_request"] = json!({"branch": request.branch, "open": request.open});
+    }
     if let Outcome::Held { hold } = &promotion.outcome {
         out["hold"] = json!({
             "reason": hold.reason, "who": hold.who, "since": hold.since,
@@ -104,7 +111,7 @@ pub fn to_json_with(promotion: &Promotion, deployment: Option<&Deployment>) -> V
     }
     if promotion.dry_run {
         let (diff, message) = match &promotion.outcome {
-            Outcome::Planned { diff, message } => (Some(diff), Some(message)),
+            Outcome::Planned { diff, message, .. } => (Some(diff), Some(message)),
             _ => (None, None),
         };
         out["diff"] = json!(diff);
@@ -156,6 +163,7 @@ mod tests {
         planned.outcome = Outcome::Planned {
             diff: "-a\n+b\n".into(),
             message: "promote(dev): app v1 -> v2\n".into(),
+            request: None,
         };
         let v = to_json(&planned);
         assert_eq!(

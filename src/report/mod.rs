@@ -138,13 +138,56 @@ pub fn hold_result(what: &str, committed: &Committed, format: Format) {
             Some(commit.as_str()),
         ),
         Committed::Unchanged => (format!("{what}: nothing to change\n"), None),
-        Committed::Planned { diff, message } => (
+        Committed::Planned {
+            diff,
+            message,
+            request,
+        } => (
             format!(
-                "{diff}\ncommit message:\n    {}\n\nplan only: nothing was committed or pushed\n",
-                message.trim_end().replace('\n', "\n    ")
+                "{diff}\ncommit message:\n    {}\n\nplan only: nothing was committed or pushed\n{}",
+                message.trim_end().replace('\n', "\n    "),
+                request
+                    .as_ref()
+                    .map_or_else(String::new, |r| text::planned_request(r, "the branch")),
             ),
             None,
         ),
+        Committed::Proposed {
+            url,
+            number,
+            branch,
+            commit,
+            updated,
+        } => (
+            format!(
+                "{what}: {} pull request #{number} from {branch} ({}): {url}\n",
+                if *updated { "updated" } else { "opened" },
+                crate::message::short_sha(commit)
+            ),
+            None,
+        ),
+    };
+    let (request, planned) = match committed {
+        Committed::Proposed {
+            url,
+            number,
+            branch,
+            commit,
+            updated,
+        } => (
+            serde_json::json!({
+                "url": url, "number": number, "branch": branch, "commit": commit,
+                "updated": updated,
+            }),
+            serde_json::Value::Null,
+        ),
+        Committed::Planned {
+            request: Some(r), ..
+        } => (
+            serde_json::Value::Null,
+            serde_json::json!({"branch": r.branch, "open": r.open}),
+        ),
+        _ => (serde_json::Value::Null, serde_json::Value::Null),
     };
     match format {
         Format::Text => print(&text),
@@ -155,6 +198,8 @@ pub fn hold_result(what: &str, committed: &Committed, format: Format) {
                 "commit": commit,
                 "pushed": commit.is_some(),
                 "plan": matches!(committed, Committed::Planned { .. }),
+                "pull_request": request,
+                "planned_request": planned,
             })
         )),
     }
@@ -204,6 +249,7 @@ pub(crate) mod fixtures {
             environment: "dev".into(),
             repo: "https://h/devops.git".into(),
             branch: "main".into(),
+            local: false,
             files: vec!["ov/kustomization.yaml".into()],
             changes: vec![Change {
                 file: "ov/kustomization.yaml".into(),

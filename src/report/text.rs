@@ -5,7 +5,7 @@ use std::fmt::Write;
 use crate::argocd::Deployment;
 use crate::message::{change_line, short_sha};
 use crate::ordering::Note;
-use crate::promote::{Outcome, Promotion};
+use crate::promote::{Outcome, PlannedRequest, Promotion};
 use crate::report::github;
 
 /// `on_github`: fold the diff into a collapsible group of the Actions log.
@@ -41,7 +41,11 @@ pub fn to_text(promotion: &Promotion, on_github: bool) -> String {
                 p.files.join(", ")
             );
         }
-        Outcome::Planned { diff, message } => {
+        Outcome::Planned {
+            diff,
+            message,
+            request,
+        } => {
             diverged(&mut out, p);
             if on_github {
                 let title = format!("diff of {}", changed_files(p).join(", "));
@@ -60,6 +64,9 @@ pub fn to_text(promotion: &Promotion, on_github: bool) -> String {
                 out,
                 "\nplan only: nothing was committed or pushed to {target}"
             );
+            if let Some(request) = request {
+                out.push_str(&planned_request(request, &target));
+            }
         }
         Outcome::Proposed {
             url,
@@ -82,15 +89,31 @@ pub fn to_text(promotion: &Promotion, on_github: bool) -> String {
         }
         Outcome::Pushed { commit } => {
             changed(&mut out, p);
+            // A local repository is written to in place: nothing went over the network.
+            let verb = if p.local { "committed" } else { "pushed" };
             let _ = writeln!(
                 out,
-                "pushed {} to {target} (attempt {})",
+                "{verb} {} to {target} (attempt {})",
                 short_sha(commit),
                 p.attempts
             );
         }
     }
     out
+}
+
+/// What a run without `--plan` would do with a pull request to `target`.
+pub fn planned_request(request: &PlannedRequest, target: &str) -> String {
+    match request.open {
+        Some(number) => format!(
+            "a run would update the open pull request #{number} from {} to {target}\n",
+            request.branch
+        ),
+        None => format!(
+            "a run would open a pull request from {} to {target}\n",
+            request.branch
+        ),
+    }
 }
 
 /// Commits on diverged lines are promoted, and the result says so.
@@ -219,6 +242,7 @@ mod tests {
         p.outcome = Outcome::Planned {
             diff: "-a\n+b".into(),
             message: "subject\n\nbody\n".into(),
+            request: None,
         };
         assert_eq!(
             to_text(&p, false),
@@ -229,5 +253,47 @@ mod tests {
                 .starts_with("::group::diff of ov/kustomization.yaml\n-a\n+b\n::endgroup::\n"),
             "folded on GitHub"
         );
+    }
+
+    #[test]
+    fn a_local_repository_is_committed_to_not_pushed() {
+        let mut p = fixtures::pushed();
+        p.repo = "/srv/devops".into();
+        p.local = true;
+        assert!(
+            to_text(&p, false)
+                .ends_with("committed 0123456 to branch main of /srv/devops (attempt 1)\n"),
+            "{}",
+            to_text(&p, false)
+        );
+    }
+
+    #[test]
+    fn a_plan_in_pull_request_mode_says_which_request_it_would_open_or_update() {
+        let mut p = fixtures::pushed();
+        p.dry_run = true;
+        let mut request = PlannedRequest {
+            branch: "promote/dev/app".into(),
+            open: None,
+        };
+        p.outcome = Outcome::Planned {
+            diff: "-a\n+b\n".into(),
+            message: "subject\n".into(),
+            request: Some(request.clone()),
+        };
+        assert!(
+            to_text(&p, false).ends_with("plan only: nothing was committed or pushed to branch main of https://h/devops.git\na run would open a pull request from promote/dev/app to branch main of https://h/devops.git\n"),
+            "{}",
+            to_text(&p, false)
+        );
+        request.open = Some(7);
+        p.outcome = Outcome::Planned {
+            diff: "-a\n+b\n".into(),
+            message: "subject\n".into(),
+            request: Some(request),
+        };
+        assert!(to_text(&p, false).ends_with(
+            "a run would update the open pull request #7 from promote/dev/app to branch main of https://h/devops.git\n"
+        ));
     }
 }

@@ -265,3 +265,21 @@ fn hold_lives_where_holds_file_says_and_needs_env() {
         .code(2)
         .stderr_has("`hold` needs --env NAME");
 }
+
+#[test]
+fn a_rollback_asked_as_a_request_needs_a_forge_and_pushes_nothing_without_one() {
+    let devops = three_promotions();
+    let before = devops.head();
+    for command in [
+        &["rollback", "--env", "dev"][..],
+        &["hold", "--env", "dev", "--reason", "incident"][..],
+    ] {
+        Run::tomoda(&devops)
+            .args(command)
+            .args(["--pull-request"])
+            .run()
+            .code(2)
+            .stderr_has("a pull request needs the forge's API");
+        assert_eq!(devops.head(), before, "{command:?}: nothing pushed");
+    }
+}

@@ -396,3 +396,179 @@ fn a_token_that_may_not_touch_pull_requests_is_told_what_it_lacks() {
     );
     assert!(server.pulls().is_empty());
 }
+
+/// The git server's URL of `devops` under the path its forge names it by: `history`,
+/// `rollback` and `hold` read the branch's log through git.
+fn served(devops: &Devops) -> String {
+    let owner = devops.dir.path().join("srv/tomoda");
+    std::fs::create_dir_all(&owner).unwrap();
+    std::os::unix::fs::symlink(devops.bare(), owner.join("devops.git")).unwrap();
+    devops.server.url("tomoda/devops.git")
+}
+
+/// dev pushed to SHA, then to SECOND, straight to main (no request): a history to undo.
+fn two_pushed(server: &ForgeServer, devops: &Devops) -> String {
+    let config = config(server, &served(devops), "git", "");
+    for sha in [SHA, SECOND] {
+        run(&config, sha).run().ok();
+    }
+    assert!(devops.file(DEV).contains(SECOND));
+    config
+}
+
+#[test]
+fn a_rollback_and_a_hold_of_a_pull_request_environment_are_requests_and_main_stays() {
+    let devops = Devops::tomoda();
+    let server = ForgeServer::start(Style::GitHub, &devops.bare(), TOKEN);
+    let config = two_pushed(&server, &devops);
+    let gated = config.replace(
+        "  dev:\n    when: commit\n",
+        "  dev:\n    when: commit\n    pull_request: true\n    labels: [rollback]\n",
+    );
+    let main = devops.head();
+
+    // --plan names the request it would open, and asks the forge nothing but reads.
+    server.clear_requests();
+    let done = Run::new()
+        .config(&gated)
+        .env("GIT_TOKEN", TOKEN)
+        .args(["rollback", "--env", "dev", "--plan", "-o", "json"])
+        .run();
+    done.ok();
+    let planned = &done.json()["planned_request"];
+    assert_eq!(planned["branch"], "promote/dev/rollback", "{}", done.stdout);
+    assert_eq!(planned["open"], serde_json::Value::Null);
+    assert!(
+        server.requests().iter().all(|r| r.method == "GET"),
+        "{:?}",
+        server
+            .requests()
+            .iter()
+            .map(|r| (&r.method, &r.target))
+            .collect::<Vec<_>>()
+    );
+    assert!(server.pulls().is_empty());
+
+    let done = Run::new()
+        .config(&gated)
+        .env("GIT_TOKEN", TOKEN)
+        .args(["rollback", "--env", "dev", "-o", "json"])
+        .run();
+    done.ok().never_shows(TOKEN);
+    let result = done.json();
+    let request = &result["pull_request"];
+    assert_eq!(request["number"], 1, "{}", done.stdout);
+    assert_eq!(request["branch"], "promote/dev/rollback");
+    assert_eq!(result["pushed"], false);
+    assert_eq!(devops.head(), main, "main stays until the request merges");
+    let bare = devops.bare();
+    assert_eq!(tip(&bare, "promote/dev/rollback^"), main);
+    let dev = git(&bare, &["show", &format!("promote/dev/rollback:{DEV}")]);
+    assert!(dev.contains(&format!("newTag: \"{SHA}\"")), "{dev}");
+    let log = git(&bare, &["log", "-1", "--format=%B", "promote/dev/rollback"]);
+    assert!(log.contains(&format!("Rollback-Of: {main}")), "{log}");
+    let pulls = server.pulls();
+    assert_eq!(pulls.len(), 1);
+    assert_eq!(
+        (pulls[0].head.as_str(), pulls[0].base.as_str()),
+        ("promote/dev/rollback", "main")
+    );
+    assert_eq!(
+        pulls[0].title,
+        format!(
+            "rollback(dev): tomoda-backend {} -> {}",
+            &SECOND[..7],
+            &SHA[..7]
+        )
+    );
+    assert_eq!(pulls[0].labels, ["rollback"]);
+
+    // Planned again: the open request would be updated.
+    let done = Run::new()
+        .config(&gated)
+        .env("GIT_TOKEN", TOKEN)
+        .args(["rollback", "--env", "dev", "--plan"])
+        .run();
+    done.ok().stdout_has(&format!(
+        "a run would update the open pull request #1 from promote/dev/rollback to branch main of {}",
+        devops.server.url("tomoda/devops.git")
+    ));
+
+    // A hold goes its own way: promote/dev/hold, its own request.
+    let done = Run::new()
+        .config(&gated)
+        .env("GIT_TOKEN", TOKEN)
+        .args(["hold", "--env", "dev", "--reason", "incident 42"])
+        .run();
+    done.ok()
+        .stdout_has("hold dev: opened pull request #2 from promote/dev/hold");
+    assert_eq!(devops.head(), main);
+    let holds = git(&bare, &["show", "promote/dev/hold:.promote/holds.yaml"]);
+    assert!(holds.contains("incident 42"), "{holds}");
+    let pulls = server.pulls();
+    assert_eq!(pulls.len(), 2);
+    assert_eq!(pulls[1].title, "hold(dev): incident 42");
+    assert_eq!(open(&pulls).len(), 2);
+}
+
+#[test]
+fn a_promotion_plan_in_pull_request_mode_names_the_request_it_would_open_or_update() {
+    let devops = Devops::tomoda();
+    let server = ForgeServer::start(Style::GitLab, &devops.bare(), TOKEN);
+    let config = config(
+        &server,
+        &server.repo_url(),
+        "api",
+        "    pull_request: true\n",
+    );
+    let main = devops.head();
+    let done = text_run(&config, SHA).args(["--plan"]).run();
+    done.ok().stdout_has(&format!(
+        "a run would open a pull request from {BRANCH} to branch main of {}",
+        server.repo_url()
+    ));
+    run(&config, SHA).run().ok();
+    server.clear_requests();
+    let done = run(&config, SECOND).args(["--plan"]).run();
+    done.ok();
+    let result = done.json();
+    assert_eq!(
+        result["planned_request"]["branch"], BRANCH,
+        "{}",
+        done.stdout
+    );
+    assert_eq!(result["planned_request"]["open"], 1);
+    assert!(server.requests().iter().all(|r| r.method == "GET"));
+    branch_holds(&devops, SHA);
+    assert_eq!(devops.head(), main);
+    assert_eq!(server.pulls().len(), 1);
+}
+
+#[test]
+fn a_protected_branch_takes_a_rollback_as_a_request() {
+    let devops = Devops::tomoda();
+    let server = ForgeServer::start(Style::GitHub, &devops.bare(), TOKEN);
+    let config = two_pushed(&server, &devops);
+    protect_main(&devops.bare());
+    let main = devops.head();
+    let rollback = || {
+        Run::new()
+            .config(&config)
+            .env("GIT_TOKEN", TOKEN)
+            .args(["rollback", "--env", "dev"])
+    };
+    rollback()
+        .run()
+        .code(1)
+        .stderr_has("remote: main is protected");
+    assert_eq!(devops.head(), main);
+    let done = rollback().args(["--pull-request", "-o", "json"]).run();
+    done.ok().never_shows(TOKEN);
+    assert_eq!(done.json()["pull_request"]["number"], 1, "{}", done.stderr);
+    assert_eq!(devops.head(), main);
+    let dev = git(
+        &devops.bare(),
+        &["show", &format!("promote/dev/rollback:{DEV}")],
+    );
+    assert!(dev.contains(&format!("newTag: \"{SHA}\"")), "{dev}");
+}
