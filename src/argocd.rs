@@ -5,31 +5,17 @@
 
 use std::time::{Duration, Instant};
 
-use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use reqwest::StatusCode;
 use reqwest::blocking::Client as HttpClient;
 use reqwest::header::{ACCEPT, AUTHORIZATION};
 use serde_json::Value;
 
 use crate::error::{Error, Result, Retry, with_retries};
+use crate::forge::{escape_segment, query_value};
 use crate::git::http::{error_chain, retry_after};
 use crate::message::short_sha;
 use crate::plan::ArgoApp;
 
-/// What a path segment or query value may not hold as is (RFC 3986).
-const ESCAPED: &AsciiSet = &CONTROLS
-    .add(b' ')
-    .add(b'"')
-    .add(b'#')
-    .add(b'%')
-    .add(b'&')
-    .add(b'/')
-    .add(b'<')
-    .add(b'>')
-    .add(b'?')
-    .add(b'`')
-    .add(b'{')
-    .add(b'}');
 /// A progress line at least this often while nothing changes.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
@@ -276,14 +262,14 @@ impl Client {
         let mut url = format!(
             "{}/api/v1/applications/{}",
             self.app.server,
-            utf8_percent_encode(name, ESCAPED)
+            escape_segment(name)
         );
         let mut query: Vec<String> = Vec::new();
         if refresh {
             query.push("refresh=normal".into());
         }
         if let Some(ns) = namespace {
-            query.push(format!("appNamespace={}", utf8_percent_encode(ns, ESCAPED)));
+            query.push(format!("appNamespace={}", query_value(ns)));
         }
         if !query.is_empty() {
             url.push('?');
@@ -500,6 +486,31 @@ mod tests {
             "sync": {"status": sync, "revision": revision},
             "health": {"status": health},
         }})
+    }
+
+    #[test]
+    fn an_application_in_another_namespace_is_asked_for_with_app_namespace() {
+        let client = |app: &str| {
+            let app = ArgoApp {
+                server: "https://argocd.example".into(),
+                app: app.into(),
+                wait: None,
+            };
+            let settings = Settings {
+                token: None,
+                timeout: Duration::from_secs(5),
+                poll_interval: Duration::from_secs(1),
+            };
+            Client::new(app, settings).unwrap()
+        };
+        assert_eq!(
+            client("team-a/tomoda-dev").url(true),
+            "https://argocd.example/api/v1/applications/tomoda-dev?refresh=normal&appNamespace=team-a"
+        );
+        assert_eq!(
+            client("tomoda dev#1").url(false),
+            "https://argocd.example/api/v1/applications/tomoda%20dev%231"
+        );
     }
 
     #[test]

@@ -21,6 +21,28 @@ pub enum Landed {
     Refused(Refusal),
 }
 
+impl Landed {
+    /// The commit, or the refusal as the error of a push to `branch` at `url`: for the
+    /// tool's own branch of a pull request, where no other writer can win a race.
+    pub fn into_commit(self, url: &str, branch: &str) -> Result<String> {
+        match self {
+            Landed::Commit(commit) => Ok(commit),
+            Landed::Refused(refusal) => Err(refused(url, branch, refusal)),
+        }
+    }
+}
+
+/// A refused push to `branch` at `url` as the error of a single attempt.
+fn refused(url: &str, branch: &str, refusal: Refusal) -> Error {
+    Error::PushRefused {
+        url: url.to_string(),
+        branch: branch.to_string(),
+        attempts: 1,
+        reason: refusal.reason,
+        server_said: refusal.server_said,
+    }
+}
+
 pub trait DevopsBranch {
     /// The branch's head commit now (a git workspace fetches it).
     fn read_head(&self, branch: &str) -> Result<String>;
@@ -70,6 +92,23 @@ impl GitBranch {
             sent: RefCell::new(None),
         }
     }
+
+    /// A commit of `files` on top of `parent` in the workspace, to be pushed to `branch`.
+    fn commit_on(
+        &self,
+        parent: &str,
+        branch: &str,
+        files: &[(&str, &[u8])],
+        message: &str,
+        author: &Identity,
+    ) -> Result<String> {
+        let commit = self
+            .workspace
+            .commit(oid(parent)?, files, message, author)?
+            .to_string();
+        tracing::info!("pushing {} to branch {branch}", short_sha(&commit));
+        Ok(commit)
+    }
 }
 
 fn oid(commit: &str) -> Result<git2::Oid> {
@@ -96,11 +135,7 @@ impl DevopsBranch for GitBranch {
         message: &str,
         author: &Identity,
     ) -> Result<Landed> {
-        let commit = self
-            .workspace
-            .commit(oid(head)?, files, message, author)?
-            .to_string();
-        tracing::info!("pushing {} to branch {branch}", short_sha(&commit));
+        let commit = self.commit_on(head, branch, files, message, author)?;
         *self.sent.borrow_mut() = Some(commit.clone());
         match self.workspace.push(branch)? {
             PushOutcome::Pushed => Ok(Landed::Commit(commit)),
@@ -119,20 +154,12 @@ impl DevopsBranch for GitBranch {
         message: &str,
         author: &Identity,
     ) -> Result<String> {
-        let commit = self
-            .workspace
-            .commit(oid(base)?, files, message, author)?
-            .to_string();
-        tracing::info!("pushing {} to branch {branch}", short_sha(&commit));
+        let commit = self.commit_on(base, branch, files, message, author)?;
         match self.workspace.push_replacing(branch)? {
             PushOutcome::Pushed => Ok(commit),
-            PushOutcome::Rejected(refusal) => Err(Error::PushRefused {
-                url: self.workspace.shown_url(),
-                branch: branch.to_string(),
-                attempts: 1,
-                reason: refusal.reason,
-                server_said: refusal.server_said,
-            }),
+            PushOutcome::Rejected(refusal) => {
+                Err(refused(&self.workspace.shown_url(), branch, refusal))
+            }
         }
     }
 

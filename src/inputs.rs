@@ -15,35 +15,15 @@ const DEFAULT_CONFIG: &str = "promote.yaml";
 
 /// Flags, promote.yaml and the build's environment, resolved into one checked plan.
 pub fn plan(args: &Args, cwd: &Path) -> Result<Plan> {
-    register_argocd_token(args);
-    let config = load_config(args, cwd)?;
-    let config_repos = config.iter().flat_map(|(c, _)| {
-        c.repo
-            .iter()
-            .chain(c.source_repo.iter().map(|(url, _)| url))
-            .chain(c.environments.iter().filter_map(|e| e.repo.as_ref()))
-    });
-    // Before anything can show a repo URL, even one too mistyped to parse: the flag's,
-    // the config's and every environment's.
-    for repo in args.flags.repo.iter().chain(config_repos) {
-        secrets::register_userinfo(repo);
-    }
+    let (config, config_dir) = load_with_secrets(args, cwd)?;
     let context = BuildContext::gather(args.commit_sha.clone(), args.tag_name.clone(), |k| {
         std::env::var(k).ok()
     });
-    let config_dir = config
-        .as_ref()
-        .map_or(cwd.to_path_buf(), |(_, dir)| dir.clone());
     let bases = Bases {
         config_dir: &config_dir,
         cwd,
     };
-    let plan = plan::resolve(
-        &args.flags,
-        config.as_ref().map(|(c, _)| c),
-        context,
-        &bases,
-    )?;
+    let plan = plan::resolve(&args.flags, config.as_ref(), context, &bases)?;
     tracing::info!(
         "environment {}: {} on branch {} of {}",
         plan.environment,
@@ -61,31 +41,36 @@ pub fn plan(args: &Args, cwd: &Path) -> Result<Plan> {
 /// Where `--env` lives (repo, branch, holds file, Argo CD), for the subcommands that do
 /// not promote a build.
 pub fn place(args: &Args, cwd: &Path) -> Result<Place> {
-    register_argocd_token(args);
+    let (config, config_dir) = load_with_secrets(args, cwd)?;
+    let bases = Bases {
+        config_dir: &config_dir,
+        cwd,
+    };
+    plan::place(&args.flags, config.as_ref(), &bases)
+}
+
+/// promote.yaml, if there is one, and the directory its paths are relative to (else
+/// `cwd`). ARGOCD_AUTH_TOKEN is a secret from the start, whatever fails first; every repo
+/// URL's userinfo (the flag's, the config's, each environment's, the app's) is one before
+/// anything can show the URL, even one too mistyped to parse.
+fn load_with_secrets(args: &Args, cwd: &Path) -> Result<(Option<Config>, PathBuf)> {
+    if let Some(token) = &args.argocd.token {
+        secrets::register(token);
+    }
     let config = load_config(args, cwd)?;
     let config_repos = config.iter().flat_map(|(c, _)| {
         c.repo
             .iter()
+            .chain(c.source_repo.iter().map(|(url, _)| url))
             .chain(c.environments.iter().filter_map(|e| e.repo.as_ref()))
     });
     for repo in args.flags.repo.iter().chain(config_repos) {
         secrets::register_userinfo(repo);
     }
-    let config_dir = config
-        .as_ref()
-        .map_or(cwd.to_path_buf(), |(_, dir)| dir.clone());
-    let bases = Bases {
-        config_dir: &config_dir,
-        cwd,
-    };
-    plan::place(&args.flags, config.as_ref().map(|(c, _)| c), &bases)
-}
-
-/// ARGOCD_AUTH_TOKEN is a secret from the start, whatever fails first.
-fn register_argocd_token(args: &Args) {
-    if let Some(token) = &args.argocd.token {
-        secrets::register(token);
-    }
+    Ok(match config {
+        Some((config, dir)) => (Some(config), dir),
+        None => (None, cwd.to_path_buf()),
+    })
 }
 
 /// Who holds an environment: the CI's actor, else the local user, else the author.

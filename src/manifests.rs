@@ -60,14 +60,11 @@ pub fn set_image(source: &str, spec: &ImageSpec) -> Result<ManifestEdit, EditErr
             continue;
         }
         let path = KeyPath::from_steps(steps);
-        let Node::Scalar(scalar) = value else {
-            continue;
-        };
         let target = Target {
             key: Some(key),
             value,
         };
-        splices.push(values::splice_for(source, &target, scalar, &path, &wanted)?);
+        splices.push(values::splice_for(source, &target, &path, &wanted)?);
         changes.push(ImageChange {
             line: key.line(),
             path: path.to_string(),

@@ -205,7 +205,7 @@ pub fn set_value(source: &str, path: &KeyPath, value: &str) -> Result<ValueEdit,
             changed: false,
         });
     }
-    let splice = splice_for(source, &target, scalar, path, value)?;
+    let splice = splice_for(source, &target, path, value)?;
     let text = yaml::apply(source, &[splice])
         .ok_or_else(|| EditError::new(None, "the edit overlaps itself", "please report this"))?;
     let assignment = Assignment {
@@ -388,37 +388,11 @@ fn not_editable(node: &Node, path: &KeyPath) -> EditError {
 pub(crate) fn splice_for(
     source: &str,
     target: &Target,
-    scalar: &tree::Scalar,
     path: &KeyPath,
     new: &str,
 ) -> Result<Splice, EditError> {
-    if scalar.tagged || scalar.style == Style::Block {
-        return Err(not_editable(target.key.unwrap_or(target.value), path));
-    }
-    match (scalar.end, target.key) {
-        (Some(end), _) if !source[scalar.start.offset..end].contains(['\n', '\r']) => Ok(
-            Splice::replace(scalar.start.offset..end, scalar::render(new, scalar.style)),
-        ),
-        // `tag:` with nothing after it: the value goes after the colon.
-        (None, Some(key)) if target.value.is_null() => {
-            let colon = colon_after(source, key).ok_or_else(|| not_editable(key, path))?;
-            Ok(Splice::insert(
-                colon + 1,
-                format!(" {}", scalar::render(new, Style::Plain)),
-            ))
-        }
-        _ => Err(not_editable(target.key.unwrap_or(target.value), path)),
-    }
-}
-
-/// The offset of the `:` after a mapping key.
-fn colon_after(source: &str, key: &Node) -> Option<usize> {
-    let Node::Scalar(tree::Scalar { end: Some(end), .. }) = key else {
-        return None;
-    };
-    let rest = &source[*end..];
-    let skip = rest.len() - rest.trim_start_matches([' ', '\t']).len();
-    rest[skip..].starts_with(':').then_some(end + skip)
+    scalar::splice_value(source, target.key, target.value, new)
+        .ok_or_else(|| not_editable(target.key.unwrap_or(target.value), path))
 }
 
 /// One value set at a path of one document, as the re-parse check expects it.

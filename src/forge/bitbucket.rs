@@ -9,15 +9,15 @@ use reqwest::StatusCode;
 
 use serde_json::{Value, json};
 
-use super::{Api, Dir, ForgeApi, Kind, Listing, Proposal, Request, escape_path, lost_race};
+use super::{
+    Api, Dir, ForgeApi, Kind, Listing, MAX_LIST_PAGES, Proposal, Request, escape_path, head_from,
+    lost_race, string_at, strings_in,
+};
 use crate::branch::Landed;
-use crate::error::{Error, Result, Retry};
+use crate::error::{Error, Result};
 use crate::ordering::{self, Order};
 use crate::plan::Identity;
 use crate::repo::{Forge, ForgeRepo};
-
-/// Pages of a directory listing read at most.
-const MAX_PAGES: u32 = 50;
 
 pub struct Bitbucket {
     api: Api,
@@ -51,22 +51,14 @@ impl ForgeApi for Bitbucket {
     fn head(&self, branch: &str) -> Result<String> {
         let url = format!("{}/refs/branches/{}", self.repo_url, escape_path(branch));
         let answer = self.get(&url)?;
-        if answer.status() == StatusCode::NOT_FOUND {
-            return Err(Error::input(
-                self.name.clone(),
-                None,
-                format!("there is no branch {branch} (or the token cannot see the repository)"),
-                "set `branch:` in promote.yaml or --branch; the token needs repository:write",
-            ));
-        }
-        if !answer.status().is_success() {
-            return Err(Api::status_error(answer, &url, Forge::Bitbucket));
-        }
-        let body = Api::json(answer, &url)?;
-        body["target"]["hash"]
-            .as_str()
-            .map(str::to_string)
-            .ok_or_else(|| bad_answer(&url, "no target.hash"))
+        head_from(
+            answer,
+            &url,
+            Forge::Bitbucket,
+            &self.name,
+            branch,
+            "/target/hash",
+        )
     }
 
     fn list(&self, head: &str, dir: &str) -> Result<Listing> {
@@ -77,14 +69,10 @@ impl ForgeApi for Bitbucket {
         };
         let mut url = format!("{}?pagelen=100", self.src_url(head, &prefix));
         let mut entries = Vec::new();
-        for _ in 0..MAX_PAGES {
-            let answer = self.get(&url)?;
-            if answer.status() == StatusCode::NOT_FOUND {
+        for _ in 0..MAX_LIST_PAGES {
+            let Some(answer) = Api::found(self.get(&url)?, &url, Forge::Bitbucket)? else {
                 return Ok(None);
-            }
-            if !answer.status().is_success() {
-                return Err(Api::status_error(answer, &url, Forge::Bitbucket));
-            }
+            };
             // A file answers its bytes, a directory a JSON page.
             let listing = answer
                 .headers()
@@ -131,46 +119,27 @@ impl ForgeApi for Bitbucket {
 
     fn read(&self, head: &str, path: &str) -> Result<Option<Vec<u8>>> {
         let url = self.src_url(head, path);
-        let answer = self.get(&url)?;
-        if answer.status() == StatusCode::NOT_FOUND {
+        let Some(answer) = Api::found(self.get(&url)?, &url, Forge::Bitbucket)? else {
             return Ok(None);
-        }
-        if !answer.status().is_success() {
-            return Err(Api::status_error(answer, &url, Forge::Bitbucket));
-        }
+        };
         Api::bytes(answer, &url).map(Some)
     }
 
     fn parents(&self, commit: &str) -> Result<Vec<String>> {
         let url = format!("{}/commit/{commit}", self.repo_url);
-        let answer = self.get(&url)?;
-        if !answer.status().is_success() {
-            return Err(Api::status_error(answer, &url, Forge::Bitbucket));
-        }
-        Ok(Api::json(answer, &url)?["parents"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|p| p["hash"].as_str().map(str::to_string))
-            .collect())
+        let answer = Api::success(self.get(&url)?, &url, Forge::Bitbucket)?;
+        Ok(strings_in(&Api::json(answer, &url)?, "/parents", "/hash"))
     }
 
     /// `GET …/merge-base/{deployed}..{wanted}`: the best common ancestor, which is the
     /// older of the two when one descends from the other.
     fn order(&self, deployed: &str, wanted: &str) -> Result<Option<Order>> {
         let url = format!("{}/merge-base/{deployed}..{wanted}", self.repo_url);
-        let answer = self.get(&url)?;
-        if answer.status() == StatusCode::NOT_FOUND {
+        let Some(answer) = Api::found(self.get(&url)?, &url, Forge::Bitbucket)? else {
             return Ok(None);
-        }
-        if !answer.status().is_success() {
-            return Err(Api::status_error(answer, &url, Forge::Bitbucket));
-        }
-        let body = Api::json(answer, &url)?;
-        let base = body["hash"]
-            .as_str()
-            .ok_or_else(|| bad_answer(&url, "no hash"))?;
-        Ok(Some(ordering::from_merge_base(base, deployed, wanted)))
+        };
+        let base = string_at(&Api::json(answer, &url)?, "/hash", &url, Forge::Bitbucket)?;
+        Ok(Some(ordering::from_merge_base(&base, deployed, wanted)))
     }
 
     fn commit(
@@ -228,20 +197,14 @@ impl ForgeApi for Bitbucket {
         author: &Identity,
     ) -> Result<String> {
         let url = format!("{}/refs/branches/{}", self.repo_url, escape_path(branch));
-        let answer = self.api.send(self.api.delete(&url), &url)?;
-        if !(answer.status().is_success() || answer.status() == StatusCode::NOT_FOUND) {
-            return Err(Api::status_error(answer, &url, Forge::Bitbucket));
-        }
-        match self.commit(branch, base, files, message, author)? {
-            Landed::Commit(commit) => Ok(commit),
-            Landed::Refused(refusal) => Err(Error::PushRefused {
-                url: format!("{}/src", self.repo_url),
-                branch: branch.to_string(),
-                attempts: 1,
-                reason: refusal.reason,
-                server_said: refusal.server_said,
-            }),
-        }
+        // Deleted, or already gone.
+        Api::found(
+            self.api.send(self.api.delete(&url), &url)?,
+            &url,
+            Forge::Bitbucket,
+        )?;
+        self.commit(branch, base, files, message, author)?
+            .into_commit(&format!("{}/src", self.repo_url), branch)
     }
 
     fn find_request(&self, head: &str, base: &str) -> Result<Option<Request>> {
@@ -253,10 +216,7 @@ impl ForgeApi for Bitbucket {
             self.repo_url,
             super::query_value(&filter)
         );
-        let answer = self.get(&url)?;
-        if !answer.status().is_success() {
-            return Err(Api::status_error(answer, &url, Forge::Bitbucket));
-        }
+        let answer = Api::success(self.get(&url)?, &url, Forge::Bitbucket)?;
         Ok(Api::json(answer, &url)?["values"]
             .as_array()
             .into_iter()
@@ -313,10 +273,5 @@ fn request(pr: &Value) -> Option<Request> {
 }
 
 fn bad_answer(url: &str, what: &str) -> Error {
-    Error::Remote {
-        url: url.split('?').next().unwrap_or(url).to_string(),
-        message: format!("unexpected answer: {what}"),
-        hint: "check api_url: in promote.yaml: it must be the Bitbucket Cloud API (https://api.bitbucket.org/2.0)".into(),
-        retry: Retry::Never,
-    }
+    super::bad_answer(url, what, Forge::Bitbucket)
 }

@@ -13,7 +13,8 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use super::{
-    Api, Dir, ForgeApi, Kind, Listing, Proposal, Request, escape_path, lost_race, split_message,
+    Api, Dir, ForgeApi, Kind, Listing, Proposal, Request, escape_path, head_from, lost_race,
+    split_message, strings_in,
 };
 use crate::branch::Landed;
 use crate::error::{Error, Result, Retry};
@@ -117,10 +118,7 @@ impl GitHub {
                 .body(request.to_string()),
             url,
         )?;
-        if !answer.status().is_success() {
-            return Err(Api::status_error(answer, url, Forge::GitHub));
-        }
-        Api::json(answer, url)
+        Api::json(Api::success(answer, url, Forge::GitHub)?, url)
     }
 
     fn contents_url(&self, path: &str, head: &str) -> String {
@@ -149,33 +147,21 @@ impl ForgeApi for GitHub {
     fn head(&self, branch: &str) -> Result<String> {
         let url = format!("{}/git/ref/heads/{}", self.repo_url, escape_path(branch));
         let answer = self.get(&url, JSON)?;
-        if answer.status() == StatusCode::NOT_FOUND {
-            return Err(Error::input(
-                self.name.clone(),
-                None,
-                format!("there is no branch {branch} (or the token cannot see the repository)"),
-                "set `branch:` in promote.yaml or --branch; a token needs Contents: read and write",
-            ));
-        }
-        if !answer.status().is_success() {
-            return Err(Api::status_error(answer, &url, Forge::GitHub));
-        }
-        let body = Api::json(answer, &url)?;
-        body["object"]["sha"]
-            .as_str()
-            .map(str::to_string)
-            .ok_or_else(|| bad_answer(&url, "no object.sha"))
+        head_from(
+            answer,
+            &url,
+            Forge::GitHub,
+            &self.name,
+            branch,
+            "/object/sha",
+        )
     }
 
     fn list(&self, head: &str, dir: &str) -> Result<Listing> {
         let url = self.contents_url(dir, head);
-        let answer = self.get(&url, JSON)?;
-        if answer.status() == StatusCode::NOT_FOUND {
+        let Some(answer) = Api::found(self.get(&url, JSON)?, &url, Forge::GitHub)? else {
             return Ok(None);
-        }
-        if !answer.status().is_success() {
-            return Err(Api::status_error(answer, &url, Forge::GitHub));
-        }
+        };
         // A directory answers a list; a file an object.
         let Value::Array(items) = Api::json(answer, &url)? else {
             return Ok(None);
@@ -191,13 +177,9 @@ impl ForgeApi for GitHub {
 
     fn stat(&self, head: &str, path: &str) -> Result<Option<Kind>> {
         let url = self.contents_url(path, head);
-        let answer = self.get(&url, JSON)?;
-        if answer.status() == StatusCode::NOT_FOUND {
+        let Some(answer) = Api::found(self.get(&url, JSON)?, &url, Forge::GitHub)? else {
             return Ok(None);
-        }
-        if !answer.status().is_success() {
-            return Err(Api::status_error(answer, &url, Forge::GitHub));
-        }
+        };
         Ok(Some(match Api::json(answer, &url)? {
             Value::Array(_) => Kind::Dir,
             item => kind(&item),
@@ -206,41 +188,25 @@ impl ForgeApi for GitHub {
 
     fn read(&self, head: &str, path: &str) -> Result<Option<Vec<u8>>> {
         let url = self.contents_url(path, head);
-        let answer = self.get(&url, RAW)?;
-        if answer.status() == StatusCode::NOT_FOUND {
+        let Some(answer) = Api::found(self.get(&url, RAW)?, &url, Forge::GitHub)? else {
             return Ok(None);
-        }
-        if !answer.status().is_success() {
-            return Err(Api::status_error(answer, &url, Forge::GitHub));
-        }
+        };
         Api::bytes(answer, &url).map(Some)
     }
 
     fn parents(&self, commit: &str) -> Result<Vec<String>> {
         let url = format!("{}/git/commits/{commit}", self.repo_url);
-        let answer = self.get(&url, JSON)?;
-        if !answer.status().is_success() {
-            return Err(Api::status_error(answer, &url, Forge::GitHub));
-        }
-        Ok(Api::json(answer, &url)?["parents"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|p| p["sha"].as_str().map(str::to_string))
-            .collect())
+        let answer = Api::success(self.get(&url, JSON)?, &url, Forge::GitHub)?;
+        Ok(strings_in(&Api::json(answer, &url)?, "/parents", "/sha"))
     }
 
     /// `GET /repos/{o}/{r}/compare/{deployed}...{wanted}`: its `status` is how the head
     /// stands to the base. One commit a page: only the status is read.
     fn order(&self, deployed: &str, wanted: &str) -> Result<Option<Order>> {
         let url = format!("{}/compare/{deployed}...{wanted}?per_page=1", self.repo_url);
-        let answer = self.get(&url, JSON)?;
-        if answer.status() == StatusCode::NOT_FOUND {
+        let Some(answer) = Api::found(self.get(&url, JSON)?, &url, Forge::GitHub)? else {
             return Ok(None);
-        }
-        if !answer.status().is_success() {
-            return Err(Api::status_error(answer, &url, Forge::GitHub));
-        }
+        };
         let body = Api::json(answer, &url)?;
         let status = body["status"].as_str().unwrap_or_default();
         ordering::from_compare_status(status)
@@ -290,16 +256,8 @@ impl ForgeApi for GitHub {
         author: &Identity,
     ) -> Result<String> {
         self.set_branch(branch, base)?;
-        match self.commit(branch, base, files, message, author)? {
-            Landed::Commit(commit) => Ok(commit),
-            Landed::Refused(refusal) => Err(Error::PushRefused {
-                url: self.graphql_url.clone(),
-                branch: branch.to_string(),
-                attempts: 1,
-                reason: refusal.reason,
-                server_said: refusal.server_said,
-            }),
-        }
+        self.commit(branch, base, files, message, author)?
+            .into_commit(&self.graphql_url, branch)
     }
 
     fn find_request(&self, head: &str, base: &str) -> Result<Option<Request>> {
@@ -310,10 +268,8 @@ impl ForgeApi for GitHub {
             super::query_value(&format!("{owner}:{head}")),
             super::query_value(base)
         );
-        let answer = self.get(&url, JSON)?;
-        if !answer.status().is_success() {
-            return Err(pulls_error(Api::status_error(answer, &url, Forge::GitHub)));
-        }
+        let answer =
+            Api::success(self.get(&url, JSON)?, &url, Forge::GitHub).map_err(pulls_error)?;
         let list = Api::json(answer, &url)?;
         Ok(list
             .as_array()
@@ -469,12 +425,7 @@ fn graphql_refusal(answer: &Value, url: &str) -> Result<Landed> {
 }
 
 fn bad_answer(url: &str, what: &str) -> Error {
-    Error::Remote {
-        url: url.to_string(),
-        message: format!("unexpected answer: {what}"),
-        hint: "check api_url: in promote.yaml: it must be the GitHub API (https://HOST/api/v3 on GitHub Enterprise Server)".into(),
-        retry: Retry::Never,
-    }
+    super::bad_answer(url, what, Forge::GitHub)
 }
 
 #[cfg(test)]

@@ -14,15 +14,15 @@ use base64::Engine;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use super::{Api, Dir, ForgeApi, Kind, Listing, Proposal, Request, escape_segment, lost_race};
+use super::{
+    Api, Dir, ForgeApi, Kind, Listing, MAX_LIST_PAGES, Proposal, Request, escape_segment,
+    head_from, lost_race, string_at, strings_in,
+};
 use crate::branch::Landed;
-use crate::error::{Error, Result, Retry};
+use crate::error::{Error, Result};
 use crate::ordering::{self, Order};
 use crate::plan::Identity;
 use crate::repo::{Forge, ForgeRepo};
-
-/// Pages of a directory listing read at most (100 entries each).
-const MAX_PAGES: u32 = 50;
 
 pub struct GitLab {
     api: Api,
@@ -56,22 +56,14 @@ impl ForgeApi for GitLab {
             escape_segment(branch)
         );
         let answer = self.get(&url)?;
-        if answer.status() == StatusCode::NOT_FOUND {
-            return Err(Error::input(
-                self.name.clone(),
-                None,
-                format!("there is no branch {branch} (or the token cannot see the project)"),
-                "set `branch:` in promote.yaml or --branch; the token needs the api scope",
-            ));
-        }
-        if !answer.status().is_success() {
-            return Err(Api::status_error(answer, &url, Forge::GitLab));
-        }
-        let body = Api::json(answer, &url)?;
-        body["commit"]["id"]
-            .as_str()
-            .map(str::to_string)
-            .ok_or_else(|| bad_answer(&url, "no commit.id"))
+        head_from(
+            answer,
+            &url,
+            Forge::GitLab,
+            &self.name,
+            branch,
+            "/commit/id",
+        )
     }
 
     fn list(&self, head: &str, dir: &str) -> Result<Listing> {
@@ -85,13 +77,9 @@ impl ForgeApi for GitLab {
             if !dir.is_empty() {
                 url.push_str(&format!("&path={}", escape_segment(dir)));
             }
-            let answer = self.get(&url)?;
-            if answer.status() == StatusCode::NOT_FOUND {
+            let Some(answer) = Api::found(self.get(&url)?, &url, Forge::GitLab)? else {
                 return Ok(None);
-            }
-            if !answer.status().is_success() {
-                return Err(Api::status_error(answer, &url, Forge::GitLab));
-            }
+            };
             let next = answer
                 .headers()
                 .get("x-next-page")
@@ -118,7 +106,7 @@ impl ForgeApi for GitLab {
                 return Ok(None);
             }
             match next {
-                Some(n) if n > page && page < MAX_PAGES => page = n,
+                Some(n) if n > page && page < MAX_LIST_PAGES => page = n,
                 next => {
                     return Ok(Some(Dir {
                         entries,
@@ -135,13 +123,9 @@ impl ForgeApi for GitLab {
             self.project_url,
             escape_segment(path)
         );
-        let answer = self.get(&url)?;
-        if answer.status() == StatusCode::NOT_FOUND {
+        let Some(answer) = Api::found(self.get(&url)?, &url, Forge::GitLab)? else {
             return Ok(None);
-        }
-        if !answer.status().is_success() {
-            return Err(Api::status_error(answer, &url, Forge::GitLab));
-        }
+        };
         let body = Api::json(answer, &url)?;
         let content = body["content"].as_str().unwrap_or_default();
         let bytes = match body["encoding"].as_str() {
@@ -160,16 +144,8 @@ impl ForgeApi for GitLab {
 
     fn parents(&self, commit: &str) -> Result<Vec<String>> {
         let url = format!("{}/repository/commits/{commit}", self.project_url);
-        let answer = self.get(&url)?;
-        if !answer.status().is_success() {
-            return Err(Api::status_error(answer, &url, Forge::GitLab));
-        }
-        Ok(Api::json(answer, &url)?["parent_ids"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|p| p.as_str().map(str::to_string))
-            .collect())
+        let answer = Api::success(self.get(&url)?, &url, Forge::GitLab)?;
+        Ok(strings_in(&Api::json(answer, &url)?, "/parent_ids", ""))
     }
 
     /// `GET /projects/:id/repository/compare?from=&to=` asked both ways: its `commits` are
@@ -180,13 +156,9 @@ impl ForgeApi for GitLab {
                 "{}/repository/compare?from={from}&to={to}",
                 self.project_url
             );
-            let answer = self.get(&url)?;
-            if answer.status() == StatusCode::NOT_FOUND {
+            let Some(answer) = Api::found(self.get(&url)?, &url, Forge::GitLab)? else {
                 return Ok(None);
-            }
-            if !answer.status().is_success() {
-                return Err(Api::status_error(answer, &url, Forge::GitLab));
-            }
+            };
             let body = Api::json(answer, &url)?;
             let commits = body["commits"]
                 .as_array()
@@ -228,10 +200,7 @@ impl ForgeApi for GitLab {
         let status = answer.status();
         if status.is_success() {
             let body = Api::json(answer, &url)?;
-            return body["id"]
-                .as_str()
-                .map(|id| Landed::Commit(id.to_string()))
-                .ok_or_else(|| bad_answer(&url, "no id"));
+            return string_at(&body, "/id", &url, Forge::GitLab).map(Landed::Commit);
         }
         if status == StatusCode::BAD_REQUEST {
             let error = Api::status_error(answer, &url, Forge::GitLab);
@@ -263,10 +232,7 @@ impl ForgeApi for GitLab {
         });
         let url = format!("{}/repository/commits", self.project_url);
         let answer = self.send_json(self.api.post(&url), &url, &body)?;
-        answer["id"]
-            .as_str()
-            .map(str::to_string)
-            .ok_or_else(|| bad_answer(&url, "no id"))
+        string_at(&answer, "/id", &url, Forge::GitLab)
     }
 
     fn find_request(&self, head: &str, base: &str) -> Result<Option<Request>> {
@@ -276,10 +242,7 @@ impl ForgeApi for GitLab {
             super::query_value(head),
             super::query_value(base)
         );
-        let answer = self.get(&url)?;
-        if !answer.status().is_success() {
-            return Err(Api::status_error(answer, &url, Forge::GitLab));
-        }
+        let answer = Api::success(self.get(&url)?, &url, Forge::GitLab)?;
         Ok(Api::json(answer, &url)?
             .as_array()
             .into_iter()
@@ -371,11 +334,5 @@ fn request(mr: &Value) -> Option<Request> {
 }
 
 fn bad_answer(url: &str, what: &str) -> Error {
-    Error::Remote {
-        url: url.split('?').next().unwrap_or(url).to_string(),
-        message: format!("unexpected answer: {what}"),
-        hint: "check api_url: in promote.yaml: it must be the GitLab API (https://HOST/api/v4)"
-            .into(),
-        retry: Retry::Never,
-    }
+    super::bad_answer(url, what, Forge::GitLab)
 }

@@ -279,6 +279,10 @@ pub fn escape_segment(text: &str) -> String {
     utf8_percent_encode(text, SEGMENT).to_string()
 }
 
+/// Pages of a directory listing read at most (GitLab and Bitbucket page theirs by 100):
+/// a directory longer than that is listed incomplete.
+const MAX_LIST_PAGES: u32 = 50;
+
 /// What to do about a rate limit that outlasted the waits.
 const RATE_LIMIT_HINT: &str = "the forge limits requests per token; fewer pipelines at once, or a GitHub App token (higher limits), help";
 
@@ -342,10 +346,7 @@ impl Api {
                 .body(body.to_string()),
             url,
         )?;
-        if !answer.status().is_success() {
-            return Err(Api::status_error(answer, url, forge));
-        }
-        Api::json(answer, url)
+        Api::json(Api::success(answer, url, forge)?, url)
     }
 
     fn authorize(&self, request: RequestBuilder) -> RequestBuilder {
@@ -395,6 +396,23 @@ impl Api {
                 .into(),
             retry: Retry::Never,
         })
+    }
+
+    /// A successful answer, or what its failure means.
+    pub fn success(response: Response, url: &str, forge: Forge) -> Result<Response> {
+        if response.status().is_success() {
+            Ok(response)
+        } else {
+            Err(Api::status_error(response, url, forge))
+        }
+    }
+
+    /// As [`Api::success`], with 404 as `None`: no such branch, file or commit.
+    pub fn found(response: Response, url: &str, forge: Forge) -> Result<Option<Response>> {
+        if response.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        Api::success(response, url, forge).map(Some)
     }
 
     /// A successful answer's bytes, refused beyond the size of any file a promotion edits.
@@ -479,6 +497,70 @@ fn permission_hint(forge: Forge) -> String {
         Forge::GitHub => "the token may not write here: a GitHub App or fine-grained token needs Contents: read and write on the devops repository".into(),
         Forge::GitLab => "the token may not write here: it needs the api scope and at least the Developer role, and the branch must allow Developers to push".into(),
         Forge::Bitbucket => "the token may not write here: it needs repository:write (Repositories: Write)".into(),
+    }
+}
+
+/// The head commit of `branch` of repository `repo` from the answer to a GET of `url`,
+/// at `pointer` of its JSON; 404 means no such branch, or none the token can see.
+fn head_from(
+    answer: Response,
+    url: &str,
+    forge: Forge,
+    repo: &str,
+    branch: &str,
+    pointer: &str,
+) -> Result<String> {
+    let Some(answer) = Api::found(answer, url, forge)? else {
+        let (place, needs) = match forge {
+            Forge::GitHub => ("repository", "a token needs Contents: read and write"),
+            Forge::GitLab => ("project", "the token needs the api scope"),
+            Forge::Bitbucket => ("repository", "the token needs repository:write"),
+        };
+        return Err(Error::input(
+            repo.to_string(),
+            None,
+            format!("there is no branch {branch} (or the token cannot see the {place})"),
+            format!("set `branch:` in promote.yaml or --branch; {needs}"),
+        ));
+    };
+    string_at(&Api::json(answer, url)?, pointer, url, forge)
+}
+
+/// The string at `pointer` of a forge's JSON answer to `url`.
+fn string_at(body: &serde_json::Value, pointer: &str, url: &str, forge: Forge) -> Result<String> {
+    body.pointer(pointer)
+        .and_then(serde_json::Value::as_str)
+        .map(str::to_string)
+        .ok_or_else(|| {
+            let field = pointer.trim_start_matches('/').replace('/', ".");
+            bad_answer(url, &format!("no {field}"), forge)
+        })
+}
+
+/// The string at `item` (a JSON pointer; `""` for the item itself) of each item of the
+/// list at `list`: the parents of a commit, as each forge lists them.
+fn strings_in(body: &serde_json::Value, list: &str, item: &str) -> Vec<String> {
+    body.pointer(list)
+        .and_then(serde_json::Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.pointer(item)?.as_str().map(str::to_string))
+        .collect()
+}
+
+/// An answer that is not what the forge's API gives: most likely `api_url:` names
+/// something else.
+fn bad_answer(url: &str, what: &str, forge: Forge) -> Error {
+    let api = match forge {
+        Forge::GitHub => "the GitHub API (https://HOST/api/v3 on GitHub Enterprise Server)",
+        Forge::GitLab => "the GitLab API (https://HOST/api/v4)",
+        Forge::Bitbucket => "the Bitbucket Cloud API (https://api.bitbucket.org/2.0)",
+    };
+    Error::Remote {
+        url: shown_url(url),
+        message: format!("unexpected answer: {what}"),
+        hint: format!("check api_url: in promote.yaml: it must be {api}"),
+        retry: Retry::Never,
     }
 }
 
@@ -807,6 +889,24 @@ mod tests {
     fn paths_are_escaped_per_segment() {
         assert_eq!(escape_path("k8s/a b/c#d.yaml"), "k8s/a%20b/c%23d.yaml");
         assert_eq!(escape_segment("group/sub/proj"), "group%2Fsub%2Fproj");
+    }
+
+    #[test]
+    fn answers_are_read_at_json_pointers_and_a_missing_field_is_named() {
+        let body = serde_json::json!({"object": {"sha": "abc"}, "parents": [{"sha": "p1"}, {}], "parent_ids": ["p2"]});
+        let url = "https://api.example/repos/o/r/git/ref/heads/main?x=1";
+        assert_eq!(
+            string_at(&body, "/object/sha", url, Forge::GitHub).unwrap(),
+            "abc"
+        );
+        let missing = string_at(&body, "/commit/id", url, Forge::GitLab).unwrap_err();
+        assert_eq!(
+            missing.summary(),
+            "https://api.example/repos/o/r/git/ref/heads/main: unexpected answer: no commit.id"
+        );
+        assert_eq!(strings_in(&body, "/parents", "/sha"), ["p1"]);
+        assert_eq!(strings_in(&body, "/parent_ids", ""), ["p2"]);
+        assert!(strings_in(&body, "/nothing", "").is_empty());
     }
 
     #[test]

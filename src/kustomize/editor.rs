@@ -249,26 +249,8 @@ impl<'a> Editor<'a> {
 
     fn replace_value(&self, map: &Map, index: usize, new: &str) -> Result<Splice, EditError> {
         let (key, value) = &map.entries[index];
-        let Node::Scalar(s) = value else {
-            return Err(not_editable(key, value));
-        };
-        if s.tagged || s.style == Style::Block {
-            return Err(not_editable(key, value));
-        }
-        match s.end {
-            Some(end) if !self.src[s.start.offset..end].contains(['\n', '\r']) => Ok(
-                Splice::replace(s.start.offset..end, scalar::render(new, s.style)),
-            ),
-            // `newTag:` with nothing after it: write the value after the colon.
-            None if value.is_null() => {
-                let colon = self.colon_after(key)?;
-                Ok(Splice::insert(
-                    colon + 1,
-                    format!(" {}", scalar::render(new, Style::Plain)),
-                ))
-            }
-            Some(_) | None => Err(not_editable(key, value)),
-        }
+        scalar::splice_value(self.src, Some(key), value, new)
+            .ok_or_else(|| not_editable(key, value))
     }
 
     fn remove_entry(&self, map: &Map, index: usize) -> Result<Splice, EditError> {
@@ -534,16 +516,7 @@ impl<'a> Editor<'a> {
     }
 
     fn colon_after(&self, key: &Node) -> Result<usize, EditError> {
-        let Node::Scalar(tree::Scalar { end: Some(end), .. }) = key else {
-            return Err(not_editable(key, key));
-        };
-        let rest = &self.src[*end..];
-        let skip = rest.len() - rest.trim_start_matches([' ', '\t']).len();
-        if rest[skip..].starts_with(':') {
-            Ok(end + skip)
-        } else {
-            Err(not_editable(key, key))
-        }
+        scalar::colon_after(self.src, key).ok_or_else(|| not_editable(key, key))
     }
 
     /// One past the last byte of `value` (of the entry with `key`).

@@ -1,6 +1,7 @@
 //! Writing a new scalar value so that YAML, and kustomize after it, read back the same string.
 
-use super::tree::Style;
+use super::Splice;
+use super::tree::{Node, Scalar, Style};
 
 /// Renders `value` for the place of an existing scalar of `style`.
 ///
@@ -17,6 +18,43 @@ pub fn render(value: &str, style: Style) -> String {
             double_quoted(value)
         }
     }
+}
+
+/// The splice that makes `value` (under the mapping key `key`, if it stands under one)
+/// read `new`: the scalar's bytes replaced, its quoting kept, or, for an empty value
+/// (`tag:` and nothing after it), the value written after the colon. `None` where the
+/// value's bytes cannot be known exactly (not a scalar, tagged, a block scalar, over
+/// several lines): such a value is not edited.
+pub fn splice_value(source: &str, key: Option<&Node>, value: &Node, new: &str) -> Option<Splice> {
+    let Node::Scalar(scalar) = value else {
+        return None;
+    };
+    if scalar.tagged || scalar.style == Style::Block {
+        return None;
+    }
+    match (scalar.end, key) {
+        (Some(end), _) if !source[scalar.start.offset..end].contains(['\n', '\r']) => Some(
+            Splice::replace(scalar.start.offset..end, render(new, scalar.style)),
+        ),
+        (None, Some(key)) if value.is_null() => {
+            let colon = colon_after(source, key)?;
+            Some(Splice::insert(
+                colon + 1,
+                format!(" {}", render(new, Style::Plain)),
+            ))
+        }
+        _ => None,
+    }
+}
+
+/// The offset of the `:` after the mapping key `key`.
+pub fn colon_after(source: &str, key: &Node) -> Option<usize> {
+    let Node::Scalar(Scalar { end: Some(end), .. }) = key else {
+        return None;
+    };
+    let rest = &source[*end..];
+    let skip = rest.len() - rest.trim_start_matches([' ', '\t']).len();
+    rest[skip..].starts_with(':').then_some(end + skip)
 }
 
 fn double_quoted(value: &str) -> String {

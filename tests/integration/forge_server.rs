@@ -639,6 +639,42 @@ fn head(state: &State, branch: &str) -> Option<String> {
 }
 
 /// `(mode, type, name)` of each entry of `dir` at `commit`; `None` when it is no tree.
+/// A whole number of the request's query.
+fn number(request: &Recorded, key: &str) -> Option<usize> {
+    query(&request.target, key).and_then(|v| v.parse().ok())
+}
+
+/// The page size asked for with `key` (else the forge's `default`), within the forge's
+/// bounds and the test's own page size.
+fn page_size(request: &Recorded, key: &str, default: usize, state: &State) -> usize {
+    number(request, key)
+        .unwrap_or(default)
+        .clamp(1, 100)
+        .min(state.page_size)
+}
+
+/// Page `page` (from 1) of `size` entries of the listing of `dir`: each entry's mode,
+/// kind and name, and its path.
+fn page_of<'a>(
+    entries: &'a [(String, String, String)],
+    dir: &'a str,
+    page: usize,
+    size: usize,
+) -> impl Iterator<Item = (&'a str, &'a str, &'a str, String)> {
+    entries
+        .iter()
+        .skip((page - 1) * size)
+        .take(size)
+        .map(move |(mode, kind, name)| {
+            let full = if dir.is_empty() {
+                name.clone()
+            } else {
+                format!("{dir}/{name}")
+            };
+            (mode.as_str(), kind.as_str(), name.as_str(), full)
+        })
+}
+
 fn ls_tree(state: &State, commit: &str, dir: &str) -> Option<Vec<(String, String, String)>> {
     let spec = if dir.is_empty() {
         format!("{commit}^{{tree}}")
@@ -1192,21 +1228,15 @@ fn verify_jwt(jwt: &str, public_pem: &Path, scratch: &tempfile::TempDir) -> Resu
     if parts.len() != 3 {
         return Err("not three parts".into());
     }
-    let header: Value = serde_json::from_slice(
-        &URL_SAFE_NO_PAD
-            .decode(parts[0])
-            .map_err(|e| e.to_string())?,
-    )
-    .map_err(|e| e.to_string())?;
+    let json = |part: &str| -> Result<Value, String> {
+        let bytes = URL_SAFE_NO_PAD.decode(part).map_err(|e| e.to_string())?;
+        serde_json::from_slice(&bytes).map_err(|e| e.to_string())
+    };
+    let header = json(parts[0])?;
     if header["alg"] != "RS256" {
         return Err("alg is not RS256".into());
     }
-    let claims: Value = serde_json::from_slice(
-        &URL_SAFE_NO_PAD
-            .decode(parts[1])
-            .map_err(|e| e.to_string())?,
-    )
-    .map_err(|e| e.to_string())?;
+    let claims = json(parts[1])?;
     if claims["iss"] != json!(APP_ID) {
         return Err(format!("iss is {}", claims["iss"]));
     }
@@ -1294,27 +1324,12 @@ fn gitlab(request: &Recorded, state: &State, path: &str) -> Answer {
     if rest == "tree" {
         let reference = query(&request.target, "ref").unwrap_or_default();
         let dir = query(&request.target, "path").unwrap_or_default();
-        let per_page: usize = query(&request.target, "per_page")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(20)
-            .clamp(1, 100)
-            .min(state.page_size);
-        let page: usize = query(&request.target, "page")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(1)
-            .max(1);
+        let per_page = page_size(request, "per_page", 20, state);
+        let page = number(request, "page").unwrap_or(1).max(1);
         // GitLab answers an empty list for a path that is no directory.
         let entries = ls_tree(state, &reference, &dir).unwrap_or_default();
-        let items: Vec<Value> = entries
-            .iter()
-            .skip((page - 1) * per_page)
-            .take(per_page)
-            .map(|(mode, kind, name)| {
-                let full = if dir.is_empty() {
-                    name.clone()
-                } else {
-                    format!("{dir}/{name}")
-                };
+        let items: Vec<Value> = page_of(&entries, &dir, page, per_page)
+            .map(|(mode, kind, name, full)| {
                 json!({"id": "0", "name": name, "type": if kind == "tree" { "tree" } else { "blob" }, "path": full, "mode": mode})
             })
             .collect();
@@ -1614,24 +1629,10 @@ fn bitbucket(request: &Recorded, state: &State, path: &str) -> Answer {
     let file = decode(file);
     let dir = file.trim_end_matches('/');
     if let Some(entries) = ls_tree(state, commit, dir) {
-        let page: usize = query(&request.target, "page")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(1);
-        let size = query(&request.target, "pagelen")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(10usize)
-            .clamp(1, 100)
-            .min(state.page_size);
-        let values: Vec<Value> = entries
-            .iter()
-            .skip((page - 1) * size)
-            .take(size)
-            .map(|(mode, kind, name)| {
-                let full = if dir.is_empty() {
-                    name.clone()
-                } else {
-                    format!("{dir}/{name}")
-                };
+        let page = number(request, "page").unwrap_or(1).max(1);
+        let size = page_size(request, "pagelen", 10, state);
+        let values: Vec<Value> = page_of(&entries, dir, page, size)
+            .map(|(mode, kind, _, full)| {
                 let attributes: Vec<&str> = if mode == "120000" { vec!["link"] } else { vec![] };
                 let kind = if kind == "tree" {
                     "commit_directory"
