@@ -88,6 +88,11 @@ pub struct LoggedCommit {
 
 const LOCAL_REF: &str = "refs/heads/tomoda-promote";
 
+/// A directory with at least this many entries holds many alike (one per app): what is
+/// below one of them is small, and fetched whole down a read path (see
+/// [`Workspace::fetch_path`]).
+const MANY_ENTRIES: usize = 32;
+
 impl Workspace {
     pub fn new(location: &RepoLocation, transport: HttpTransport) -> Result<Workspace> {
         let dir = tempfile::Builder::new()
@@ -167,7 +172,7 @@ impl Workspace {
             .ok_or_else(|| self.missing_branch(branch))?;
         if !self.has(tip) {
             remote
-                .fetch(&self.repo, &[tip], true)
+                .fetch(&self.repo, &[tip], 1, true)
                 .map_err(|e| self.remote_error(&what(), e))?;
         }
         self.repo
@@ -186,7 +191,11 @@ impl Workspace {
     }
 
     /// Fetches, in a partial workspace, what reading `path` of `commit` needs that is not
-    /// here yet: each tree on the way and the file (a tree comes with its files).
+    /// here yet: each tree on the way and the file (a tree comes with its files and the
+    /// listings of its directories). Below a directory of many entries (the one holding
+    /// every app) the entry on the path is one of many small siblings: it comes with all of
+    /// the rest of the path at once (and the files in the path's end, when that is a
+    /// directory), one request where each level would be one.
     fn fetch_path(&self, commit: Oid, path: &str) -> Result<()> {
         let fail = |e: git2::Error| {
             Error::local(format!(
@@ -195,20 +204,29 @@ impl Workspace {
             ))
         };
         let mut tree = self.repo.find_commit(commit).map_err(fail)?.tree_id();
-        for name in path.split('/').filter(|n| !n.is_empty() && *n != ".") {
-            let (id, kind) = {
+        let names: Vec<&str> = path
+            .split('/')
+            .filter(|n| !n.is_empty() && *n != ".")
+            .collect();
+        for (level, name) in names.iter().enumerate() {
+            let (id, kind, siblings) = {
                 let current = self.repo.find_tree(tree).map_err(fail)?;
                 let Some(entry) = current.get_name(name) else {
                     return Ok(());
                 };
-                (entry.id(), entry.kind())
+                (entry.id(), entry.kind(), current.len())
             };
             if !matches!(kind, Some(ObjectType::Tree | ObjectType::Blob)) {
                 return Ok(());
             }
             if !self.has(id) {
+                let depth = if siblings >= MANY_ENTRIES {
+                    names.len() - level
+                } else {
+                    1
+                };
                 self.partial_remote()
-                    .fetch(&self.repo, &[id], false)
+                    .fetch(&self.repo, &[id], depth, false)
                     .map_err(|e| self.remote_error(&format!("fetching {path} failed"), e))?;
             }
             if kind != Some(ObjectType::Tree) {

@@ -94,10 +94,17 @@ impl Remote<'_> {
         })
     }
 
-    /// Fetches `wants` (and, with `filter tree:1`, the files directly in each wanted tree,
-    /// or the root tree of a wanted commit), streaming the pack into `repo`'s objects.
-    /// `shallow` cuts a wanted commit from its history.
-    pub fn fetch(&self, repo: &Repository, wants: &[Oid], shallow: bool) -> Result<(), Failed> {
+    /// Fetches `wants` with what lies within `depth` levels below each (`filter
+    /// tree:<depth>`: 1 brings a wanted tree's files and the listings of its directories;
+    /// a wanted commit comes with its root tree only), streaming the pack into `repo`'s
+    /// objects. `shallow` cuts a wanted commit from its history.
+    pub fn fetch(
+        &self,
+        repo: &Repository,
+        wants: &[Oid],
+        depth: usize,
+        shallow: bool,
+    ) -> Result<(), Failed> {
         self.transport.run(|| {
             let mut stream = http::exchange(self.url, Service::UploadPack, true)?;
             let mut body = Vec::new();
@@ -110,9 +117,10 @@ impl Remote<'_> {
             if shallow {
                 pkt(&mut body, b"deepen 1\n");
             }
-            for arg in ["ofs-delta\n", "no-progress\n", "filter tree:1\n", "done\n"] {
-                pkt(&mut body, arg.as_bytes());
-            }
+            pkt(&mut body, b"ofs-delta\n");
+            pkt(&mut body, b"no-progress\n");
+            pkt(&mut body, format!("filter tree:{depth}\n").as_bytes());
+            pkt(&mut body, b"done\n");
             body.extend_from_slice(FLUSH);
             stream.write_all(&body).map_err(net)?;
             receive_pack(&mut stream, repo)
