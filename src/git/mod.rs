@@ -37,8 +37,10 @@ pub struct Workspace {
     display: String,
     shallow: bool,
     target: Target,
-    /// Whether the server offers partial fetch (see `partial.rs`), asked once, at the
+    /// What the server offers of partial fetch (see `partial.rs`), asked once, at the
     /// first fetch over http(s).
+    offer: Cell<Option<partial::Offer>>,
+    /// Whether this workspace fetches partially: the server offers it.
     partial: Cell<Option<bool>>,
     /// A read that had to fetch an object and failed: see [`Workspace::check_reads`].
     read_failure: RefCell<Option<Error>>,
@@ -130,6 +132,7 @@ impl Workspace {
             display: location.display(),
             shallow,
             target,
+            offer: Cell::new(None),
             partial: Cell::new(None),
             read_failure: RefCell::new(None),
             changed: RefCell::new(Vec::new()),
@@ -152,25 +155,37 @@ impl Workspace {
         if let Some(known) = self.partial.get() {
             return Ok(known);
         }
-        let offered = self
+        let offer = self
             .partial_remote()
-            .offers_partial_fetch()
+            .offer()
             .map_err(|e| self.remote_error(&format!("fetching branch {branch} failed"), e))?;
-        tracing::debug!(partial_fetch = offered, "server capabilities");
-        self.partial.set(Some(offered));
-        Ok(offered)
+        tracing::debug!(
+            partial_fetch = offer.partial,
+            ref_in_want = offer.ref_in_want,
+            "server capabilities"
+        );
+        self.offer.set(Some(offer));
+        self.partial.set(Some(offer.partial));
+        Ok(offer.partial)
     }
 
     /// The branch's tip commit with its root tree only; a retry fetches nothing when the
-    /// tip did not move, and otherwise the new commit and root tree.
+    /// tip did not move, and otherwise the new commit and root tree. A server that takes
+    /// `want-ref` names the tip in the fetch itself (one request, not two; a retry then
+    /// fetches the commit and root tree again, a few hundred bytes).
     fn fetch_partial(&self, branch: &str) -> Result<Oid> {
         let remote = self.partial_remote();
         let what = || format!("fetching branch {branch} failed");
-        let tip = remote
-            .branch_tip(branch)
+        let by_name = self.offer.get().is_some_and(|o| o.ref_in_want);
+        let tip = if by_name {
+            remote.fetch_branch(&self.repo, branch)
+        } else {
+            remote.branch_tip(branch)
+        };
+        let tip = tip
             .map_err(|e| self.remote_error(&what(), e))?
             .ok_or_else(|| self.missing_branch(branch))?;
-        if !self.has(tip) {
+        if !by_name && !self.has(tip) {
             remote
                 .fetch(&self.repo, &[tip], 1, true)
                 .map_err(|e| self.remote_error(&what(), e))?;

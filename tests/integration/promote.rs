@@ -520,6 +520,7 @@ fn with_partial_clone_the_path_below_a_directory_of_many_apps_is_one_fetch() {
     files.extend(filler.iter().map(|(p, c)| (p.as_str(), c.clone())));
     let devops = Devops::with_files(&files);
     devops.server.allow_filter(true);
+    devops.server.allow_ref_in_want(false);
     let before = devops.server.request_count();
     Run::tomoda(&devops).sha(SHA).run().ok();
     assert!(devops.file(DEV).contains(SHA));
@@ -530,6 +531,33 @@ fn with_partial_clone_the_path_below_a_directory_of_many_apps_is_one_fetch() {
         .count();
     assert_eq!(fetches, 4, "{requests:#?}");
     git(&devops.bare(), &["fsck", "--strict", "--no-dangling"]);
+}
+
+/// A server that takes `want-ref` (GitLab may) names the branch's tip in the fetch of its
+/// commit: no `ls-refs` before it.
+#[test]
+fn with_ref_in_want_the_tip_is_fetched_by_name_without_ls_refs() {
+    let devops = Devops::tomoda();
+    devops.server.allow_filter(true);
+    devops.server.allow_ref_in_want(true);
+    let before = devops.server.request_count();
+    Run::tomoda(&devops).sha(SHA).run().ok();
+    assert!(devops.file(DEV).contains(SHA));
+    assert_eq!(devops.commit_count(), 2);
+    let requests = devops.server.requests()[before..].to_vec();
+    let fetches = requests
+        .iter()
+        .filter(|r| r.starts_with("POST /devops.git/git-upload-pack"))
+        .count();
+    // The tip by name, k8s (with apps), the app, its overlays' directory.
+    assert_eq!(fetches, 4, "{requests:#?}");
+    git(&devops.bare(), &["fsck", "--strict", "--no-dangling"]);
+
+    let done = Run::tomoda(&devops)
+        .sha(SHA)
+        .args(["--branch", "nope"])
+        .run();
+    done.code(2).stderr_has("there is no branch nope");
 }
 
 #[test]
