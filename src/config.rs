@@ -280,6 +280,12 @@ impl Template {
         })
     }
 
+    /// `*`, `kustomize edit set image`'s placeholder, as an image rule's `new_name:`,
+    /// `tag:` or `digest:`: keep the entry's value of that field, as `--image` does.
+    pub fn keeps(&self) -> bool {
+        self.text == crate::image::KEEP
+    }
+
     pub fn uses(&self, placeholder: Placeholder) -> bool {
         self.parts.contains(&Part::Value(placeholder))
     }
