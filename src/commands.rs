@@ -43,6 +43,7 @@ pub fn run(args: &Args) -> Result<()> {
             token.clone(),
             &args.token.username,
             args.timeout,
+            args.dry_run,
         )?,
         None => None,
     };
@@ -501,6 +502,7 @@ fn commit_access(place: &Place, args: &Args, transport: &HttpTransport) -> Resul
         token,
         &args.token.username,
         args.timeout,
+        args.dry_run,
     )
 }
 
