@@ -88,13 +88,23 @@ pub fn run(args: &Args) -> Result<()> {
                 environment,
                 Some(reason),
             )?;
-            report::hold_result(&format!("hold {environment}"), &committed, args.output);
+            report::hold_result(
+                &format!("hold {environment}"),
+                &committed,
+                &place.repo,
+                args.output,
+            );
             Ok(())
         }
         Action::Unhold => {
             let environment = required_env(args, "unhold")?;
             let committed = set_hold(args, &place, (&transport, requests), environment, None)?;
-            report::hold_result(&format!("unhold {environment}"), &committed, args.output);
+            report::hold_result(
+                &format!("unhold {environment}"),
+                &committed,
+                &place.repo,
+                args.output,
+            );
             Ok(())
         }
     }
@@ -405,7 +415,7 @@ fn rollback(
         // stdout carries one JSON object, the rollback's; the hold goes to the log there.
         match args.output {
             report::Format::Text => {
-                report::hold_result(&format!("hold {env}"), &committed, args.output);
+                report::hold_result(&format!("hold {env}"), &committed, &place.repo, args.output);
             }
             report::Format::Json => tracing::info!("hold {env}: {committed:?}"),
         }
