@@ -248,7 +248,16 @@ fn open_api(
 ) -> Result<Box<dyn ForgeApi>> {
     match api_token(repo, token) {
         None if dry_run => {
-            crate::report::anonymous_reads(forge.forge.name(), &repo.display());
+            // Once a run (the pull request's API is opened too), on the progress lines:
+            // a private repository then answers as if it did not exist.
+            static SAID: std::sync::Once = std::sync::Once::new();
+            SAID.call_once(|| {
+                tracing::info!(
+                    "no token: reading {} through the {} API anonymously, which a public repository allows (at a lower rate limit; a private one answers as if missing); a run that commits needs GIT_TOKEN (or --git-token-file, --github-app-id, --cloudbuild-repository)",
+                    repo.display(),
+                    forge.forge.name()
+                );
+            });
             crate::forge::open_anonymous(forge, timeout)
         }
         token => crate::forge::open(forge, &repo.display(), token, username, timeout),

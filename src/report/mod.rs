@@ -92,18 +92,6 @@ fn warn(level: Level, text: &str, on_github: bool) {
     }
 }
 
-/// A plan through a forge's API without a token reads anonymously: said once a run, as a
-/// private repository then answers as if it did not exist.
-pub fn anonymous_reads(forge: &str, repo: &str) {
-    static SAID: std::sync::Once = std::sync::Once::new();
-    SAID.call_once(|| {
-        let text = format!(
-            "no token: reading {repo} through the {forge} API anonymously, which a public repository allows (at a lower rate limit; a private one answers as if missing); a run that commits needs GIT_TOKEN (or --git-token-file, --github-app-id, --cloudbuild-repository)"
-        );
-        warn(Level::Notice, &text, github::active());
-    });
-}
-
 /// A line of progress while something takes time (Argo CD's sync): on stderr with the
 /// other progress lines, in the log format asked for (text, or Cloud Logging's JSON), so
 /// that stdout stays the one result.
