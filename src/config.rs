@@ -1144,6 +1144,22 @@ environments:
     }
 
     #[test]
+    fn only_a_whole_star_keeps_a_value() {
+        let keeps = |text: &str| Template::parse(text, 1).unwrap().keeps();
+        assert!(keeps("*"));
+        for other in ["v*", "**", " *", "{tag_name}", ""] {
+            assert!(!keeps(other), "{other:?}");
+        }
+        let c = Config::parse(
+            "promote.yaml",
+            &EXAMPLE.replace("        tag: \"{tag_name}\"", "        digest: \"*\""),
+        )
+        .unwrap();
+        let rule = &c.environments[1].images[0];
+        assert!(rule.digest.as_ref().is_some_and(Template::keeps) && rule.tag.is_none());
+    }
+
+    #[test]
     fn an_image_name_may_carry_a_tag_as_kustomize_matches_it() {
         let tagged = EXAMPLE.replacen("tomoda-backend\n", "tomoda-backend:latest\n", 1);
         let c = Config::parse("promote.yaml", &tagged).unwrap();
