@@ -261,9 +261,6 @@ impl Log {
     }
 }
 
-/// Commits a page of the forge's log holds.
-const API_PAGE: u32 = 100;
-
 /// The environment's (or every) promotion records, newest first, at most `limit`, or
 /// until `enough` says the last one read suffices; the branch is read deeper in steps
 /// (fetched deeper, or the log's next page) until they are found or the history ends.
@@ -276,7 +273,21 @@ fn read_history(
 ) -> Result<Vec<Record>> {
     let transport = match log {
         Log::Git(transport) => transport.clone(),
-        Log::Api(api) => return read_api_history(place, api.as_ref(), environment, limit, enough),
+        Log::Api(api) => {
+            let mut records = Vec::new();
+            crate::forge::read_log(api.as_ref(), &place.branch, MAX_DEPTH, |commits| {
+                history::gather(
+                    &mut records,
+                    commits
+                        .iter()
+                        .map(|c| (c.id.as_str(), c.time, c.message.as_str())),
+                    environment,
+                    limit,
+                    &enough,
+                )
+            })?;
+            return Ok(records);
+        }
     };
     let workspace = Workspace::new(&place.repo, transport)?;
     let mut depth = FIRST_DEPTH;
@@ -301,47 +312,6 @@ fn read_history(
             "reading the history of branch {} {depth} commits deep",
             place.branch
         );
-    }
-}
-
-/// As [`read_history`], page by page of the forge's log, at most `MAX_DEPTH` commits.
-fn read_api_history(
-    place: &Place,
-    api: &dyn ForgeApi,
-    environment: Option<&str>,
-    limit: usize,
-    enough: impl Fn(&Record) -> bool,
-) -> Result<Vec<Record>> {
-    let mut records = Vec::new();
-    let mut cursor: Option<String> = None;
-    let mut read = 0;
-    loop {
-        let Some(page) = api.log(&place.branch, cursor.as_deref(), API_PAGE)? else {
-            return Err(Error::usage(
-                format!("this forge's API offers no log of branch {}", place.branch),
-                "set commit_via: git to read the history through git",
-            ));
-        };
-        read += page.commits.len();
-        let done = history::gather(
-            &mut records,
-            page.commits
-                .iter()
-                .map(|c| (c.id.as_str(), c.time, c.message.as_str())),
-            environment,
-            limit,
-            &enough,
-        );
-        match page.next {
-            Some(next) if !done && !page.commits.is_empty() && read < MAX_DEPTH => {
-                tracing::info!(
-                    "reading the history of branch {} past {read} commits",
-                    place.branch
-                );
-                cursor = Some(next);
-            }
-            _ => return Ok(records),
-        }
     }
 }
 

@@ -162,10 +162,16 @@ impl ForgeApi for Bitbucket {
             &url,
             Forge::Bitbucket,
         )?;
-        let next = page["next"]
-            .as_str()
-            .filter(|n| n.starts_with(&format!("{}/", self.api_url)))
-            .map(str::to_string);
+        let next = page["next"].as_str().and_then(|next| {
+            let ours = next.starts_with(&format!("{}/", self.api_url));
+            if !ours {
+                tracing::warn!(
+                    "the log's next page is not under {}: not read",
+                    self.api_url
+                );
+            }
+            ours.then(|| next.to_string())
+        });
         Ok(Some(LogPage { commits, next }))
     }
 

@@ -157,6 +157,38 @@ pub trait ForgeApi {
     fn enable_auto_merge(&self, request: &Request) -> Result<()>;
 }
 
+/// Commits asked for a page of a branch's log (the most each forge gives).
+const LOG_PAGE: u32 = 100;
+
+/// Reads the log of `branch` page by page, newest first, handing each page to `enough`
+/// until it says it has enough, the log ends, or `max` commits were read.
+pub fn read_log(
+    api: &dyn ForgeApi,
+    branch: &str,
+    max: usize,
+    mut enough: impl FnMut(&[LoggedCommit]) -> bool,
+) -> Result<()> {
+    let mut cursor: Option<String> = None;
+    let mut read = 0;
+    loop {
+        let Some(page) = api.log(branch, cursor.as_deref(), LOG_PAGE)? else {
+            return Err(Error::usage(
+                format!("this forge's API offers no log of branch {branch}"),
+                "set commit_via: git to read the history through git",
+            ));
+        };
+        read += page.commits.len();
+        if enough(&page.commits) || page.commits.is_empty() || read >= max {
+            return Ok(());
+        }
+        let Some(next) = page.next else {
+            return Ok(());
+        };
+        tracing::info!("reading the history of branch {branch} past {read} commits");
+        cursor = Some(next);
+    }
+}
+
 /// How opening a promotion's request ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Proposed {
