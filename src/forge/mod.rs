@@ -161,7 +161,8 @@ pub trait ForgeApi {
 const LOG_PAGE: u32 = 100;
 
 /// Reads the log of `branch` page by page, newest first, handing each page to `enough`
-/// until it says it has enough, the log ends, or `max` commits were read.
+/// until it says it has enough, the log ends, or `max` commits were read; a rate limit or
+/// a transient failure is waited out within the bounds of any other request.
 pub fn read_log(
     api: &dyn ForgeApi,
     branch: &str,
@@ -171,7 +172,9 @@ pub fn read_log(
     let mut cursor: Option<String> = None;
     let mut read = 0;
     loop {
-        let Some(page) = api.log(branch, cursor.as_deref(), LOG_PAGE)? else {
+        let asked = || api.log(branch, cursor.as_deref(), LOG_PAGE);
+        let Some(page) = crate::error::with_retries("the forge", &mut std::thread::sleep, asked)?
+        else {
             return Err(Error::usage(
                 format!("this forge's API offers no log of branch {branch}"),
                 "set commit_via: git to read the history through git",

@@ -645,15 +645,26 @@ fn history_and_rollback_read_the_log_through_each_forges_api() {
         // Five commits (the fixture's, three promotions, the note): every page is read.
         assert_eq!(log_requests(&requests, style), 5, "{style:?}");
 
-        // --limit 1: the note and the newest promotion, two pages, no deeper.
+        // --limit 1: the note and the newest promotion, two pages, no deeper; a rate
+        // limit on the way is waited out.
         server.clear_requests();
+        server.fail_next(Fault {
+            matching: "/commits".into(),
+            status: 429,
+            headers: vec![("Retry-After".into(), "1".into())],
+            body: r#"{"message":"slow down"}"#.into(),
+        });
         let done = api_run(&server)
             .args(["history", "--env", "dev", "--limit", "1"])
             .run();
         let v = done.ok().json();
         assert_eq!(v.as_array().unwrap().len(), 1, "{style:?}: {v}");
         assert_eq!(v[0]["source_commit"], SHAS[2]);
-        assert_eq!(log_requests(&server.requests(), style), 2, "{style:?}");
+        assert_eq!(
+            log_requests(&server.requests(), style),
+            3,
+            "{style:?}: one again"
+        );
 
         // A rollback of one step, read and committed through the API.
         server.clear_requests();
