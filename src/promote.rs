@@ -265,7 +265,7 @@ fn open_api(
 }
 
 /// The token for a forge's API: the one given, else the one in the repository's URL.
-fn api_token(repo: &RepoLocation, token: Option<String>) -> Option<String> {
+pub fn api_token(repo: &RepoLocation, token: Option<String>) -> Option<String> {
     token.or_else(|| match repo {
         RepoLocation::Remote {
             credentials: Some(c),
