@@ -262,12 +262,15 @@ impl Log {
             &place.repo.display(),
             args.timeout,
         )?;
-        Ok(Log::Api(crate::forge::open(
+        // `history` and a planned rollback only read: a public repository needs no token.
+        let reads_only = args.dry_run || matches!(args.action, Action::History { .. });
+        Ok(Log::Api(promote::open_api(
+            &place.repo,
             forge,
-            &place.repo.display(),
-            promote::api_token(&place.repo, token),
+            token,
             &args.token.username,
             args.timeout,
+            reads_only,
         )?))
     }
 }

@@ -236,18 +236,18 @@ pub fn requests_to(
 }
 
 /// The forge's API speaking with the token (the one given, else the repository URL's).
-/// A plan (`dry_run`) without one reads anonymously, as a public repository allows, and
-/// says so; a run that commits still needs the token.
-fn open_api(
+/// A run that only reads (a plan, `history`) without one reads anonymously, as a public
+/// repository allows, and says so; a run that commits still needs the token.
+pub fn open_api(
     repo: &RepoLocation,
     forge: &ForgeRepo,
     token: Option<String>,
     username: &str,
     timeout: Duration,
-    dry_run: bool,
+    reads_only: bool,
 ) -> Result<Box<dyn ForgeApi>> {
     match api_token(repo, token) {
-        None if dry_run => {
+        None if reads_only => {
             // Once a run (the pull request's API is opened too), on the progress lines:
             // a private repository then answers as if it did not exist.
             static SAID: std::sync::Once = std::sync::Once::new();

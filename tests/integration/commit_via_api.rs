@@ -172,6 +172,22 @@ fn a_plan_reads_a_public_repository_without_a_token_and_a_run_still_needs_one() 
             .stderr_has("commit_via: api needs a token for the");
         assert!(server.requests().is_empty(), "{style:?}");
         assert_eq!(devops.head(), before);
+
+        // `history` only reads, too.
+        Run::new()
+            .config(&api_config(&server))
+            .args(["history", "--env", "dev"])
+            .run()
+            .ok()
+            .stderr_has("API anonymously");
+        let requests = server.requests();
+        assert!(!requests.is_empty(), "{style:?}");
+        assert!(
+            requests
+                .iter()
+                .all(|r| r.method == "GET" && r.header("authorization").is_none()),
+            "{style:?}"
+        );
     }
     // A private repository answers anonymous reads as if it did not exist; the note says
     // why the branch seems missing.
