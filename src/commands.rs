@@ -43,6 +43,7 @@ pub fn run(args: &Args) -> Result<()> {
             token.clone(),
             &args.token.username,
             args.timeout,
+            args.dry_run,
         )?,
         None => None,
     };
@@ -88,13 +89,23 @@ pub fn run(args: &Args) -> Result<()> {
                 environment,
                 Some(reason),
             )?;
-            report::hold_result(&format!("hold {environment}"), &committed, args.output);
+            report::hold_result(
+                &format!("hold {environment}"),
+                &committed,
+                &place.repo,
+                args.output,
+            );
             Ok(())
         }
         Action::Unhold => {
             let environment = required_env(args, "unhold")?;
             let committed = set_hold(args, &place, (&transport, requests), environment, None)?;
-            report::hold_result(&format!("unhold {environment}"), &committed, args.output);
+            report::hold_result(
+                &format!("unhold {environment}"),
+                &committed,
+                &place.repo,
+                args.output,
+            );
             Ok(())
         }
     }
@@ -251,12 +262,15 @@ impl Log {
             &place.repo.display(),
             args.timeout,
         )?;
-        Ok(Log::Api(crate::forge::open(
+        // `history` and a planned rollback only read: a public repository needs no token.
+        let reads_only = args.dry_run || matches!(args.action, Action::History { .. });
+        Ok(Log::Api(promote::open_api(
+            &place.repo,
             forge,
-            &place.repo.display(),
-            promote::api_token(&place.repo, token),
+            token,
             &args.token.username,
             args.timeout,
+            reads_only,
         )?))
     }
 }
@@ -444,7 +458,7 @@ fn rollback(
         // stdout carries one JSON object, the rollback's; the hold goes to the log there.
         match args.output {
             report::Format::Text => {
-                report::hold_result(&format!("hold {env}"), &committed, args.output);
+                report::hold_result(&format!("hold {env}"), &committed, &place.repo, args.output);
             }
             report::Format::Json => tracing::info!("hold {env}: {committed:?}"),
         }
@@ -540,6 +554,7 @@ fn commit_access(place: &Place, args: &Args, transport: &HttpTransport) -> Resul
         token,
         &args.token.username,
         args.timeout,
+        args.dry_run,
     )
 }
 

@@ -269,6 +269,12 @@ pub fn open(
     Ok(client(repo, api))
 }
 
+/// The forge client for `repo` without a token, for a plan: a public repository answers
+/// reads without one (at a lower rate limit), and a plan only reads.
+pub fn open_anonymous(repo: &ForgeRepo, timeout: Duration) -> Result<Box<dyn ForgeApi>> {
+    Ok(client(repo, Api::new(Auth::None, timeout)?))
+}
+
 /// `token` as `forge` takes it: Bearer, or Basic with a Bitbucket user name.
 fn auth(forge: Forge, token: String, username: &str) -> Auth {
     match (forge, username) {

@@ -135,6 +135,74 @@ fn a_plan_through_the_api_reads_the_same_and_writes_nothing() {
     assert!(requests.iter().all(|r| r.method == "GET"));
 }
 
+#[test]
+fn a_plan_reads_a_public_repository_without_a_token_and_a_run_still_needs_one() {
+    for style in [Style::GitHub, Style::GitLab, Style::Bitbucket] {
+        let devops = Devops::tomoda();
+        let server = ForgeServer::start(style, &devops.bare(), TOKEN);
+        server.make_public();
+        let before = devops.head();
+        Run::new()
+            .config(&api_config(&server))
+            .sha(SHA)
+            .args(["--plan"])
+            .run()
+            .ok()
+            .stdout_has(&format!("+    newTag: \"{SHA}\" # set by CI"))
+            .stderr_has(&format!(
+                "no token: reading {} through the {} API anonymously",
+                server.repo_url(),
+                server.forge_name()
+            ));
+        let requests = server.requests();
+        assert!(!requests.is_empty(), "{style:?}");
+        for r in &requests {
+            assert_eq!(r.method, "GET", "{style:?}: {}", r.target);
+            assert_eq!(r.header("authorization"), None, "{style:?}: {}", r.target);
+        }
+        assert_eq!(devops.head(), before);
+
+        // A run that commits still needs the token, and asks nothing without it.
+        server.clear_requests();
+        Run::new()
+            .config(&api_config(&server))
+            .sha(SHA)
+            .run()
+            .code(2)
+            .stderr_has("commit_via: api needs a token for the");
+        assert!(server.requests().is_empty(), "{style:?}");
+        assert_eq!(devops.head(), before);
+
+        // `history` only reads, too.
+        Run::new()
+            .config(&api_config(&server))
+            .args(["history", "--env", "dev"])
+            .run()
+            .ok()
+            .stderr_has("API anonymously");
+        let requests = server.requests();
+        assert!(!requests.is_empty(), "{style:?}");
+        assert!(
+            requests
+                .iter()
+                .all(|r| r.method == "GET" && r.header("authorization").is_none()),
+            "{style:?}"
+        );
+    }
+    // A private repository answers anonymous reads as if it did not exist; the note says
+    // why the branch seems missing.
+    let devops = Devops::tomoda();
+    let server = ForgeServer::start(Style::GitHub, &devops.bare(), TOKEN);
+    Run::new()
+        .config(&api_config(&server))
+        .sha(SHA)
+        .args(["--plan"])
+        .run()
+        .code(2)
+        .stderr_has("a private one answers as if missing")
+        .stderr_has("there is no branch main");
+}
+
 /// Another pipeline's commit to the dev overlay, straight into the bare repository.
 fn concurrent_edit(bare: PathBuf) -> impl FnOnce() + Send + 'static {
     move || {

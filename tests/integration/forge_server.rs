@@ -108,6 +108,8 @@ struct State {
     pulls: Mutex<Vec<Pull>>,
     /// The next commit request lands, and its answer is never sent (the connection closes).
     lose_commit_answer: AtomicBool,
+    /// The repositories are public: GETs without credentials are answered.
+    public: AtomicBool,
     scratch: tempfile::TempDir,
     /// Other repositories of the forge (an app's), by path (`tomoda/app`): read only, for
     /// the comparisons of the ordering guard.
@@ -146,6 +148,7 @@ impl ForgeServer {
             cloudbuild_denied: AtomicBool::new(false),
             pulls: Mutex::new(Vec::new()),
             lose_commit_answer: AtomicBool::new(false),
+            public: AtomicBool::new(false),
             scratch: tempfile::tempdir().unwrap(),
             apps: Mutex::new(Vec::new()),
         });
@@ -227,6 +230,11 @@ impl ForgeServer {
     /// Serves the bare repository `bare` as `path` (`tomoda/app`) too, for comparisons.
     pub fn host(&self, path: &str, bare: &Path) {
         lock(&self.state.apps).push((path.to_string(), bare.to_path_buf()));
+    }
+
+    /// Makes the repositories public: reads need no token (writes still do).
+    pub fn make_public(&self) {
+        self.state.public.store(true, Ordering::SeqCst);
     }
 
     /// Accepts `token` too (another repository's token).
@@ -453,7 +461,22 @@ fn route(request: &Recorded, state: &State) -> Answer {
         return github_app(request, state, &path);
     }
     let authorized = bearer(request).is_some_and(|t| lock(&state.tokens).contains(&t));
-    if !authorized {
+    let anonymous =
+        request.header("authorization").is_none() && request.header("private-token").is_none();
+    if anonymous && request.method == "GET" {
+        // A public repository answers reads without credentials; a private one answers as
+        // if it did not exist, as all three forges do.
+        if !state.public.load(Ordering::SeqCst) {
+            return match state.style {
+                Style::GitHub => not_found_github(),
+                Style::GitLab => answer(404, &json!({"message": "404 Project Not Found"})),
+                Style::Bitbucket => answer(
+                    404,
+                    &json!({"type": "error", "error": {"message": "Repository not found"}}),
+                ),
+            };
+        }
+    } else if !authorized {
         return match state.style {
             Style::GitHub => answer(
                 401,
