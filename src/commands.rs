@@ -43,6 +43,7 @@ pub fn run(args: &Args) -> Result<()> {
             token.clone(),
             &args.token.username,
             args.timeout,
+            args.dry_run,
         )?,
         None => None,
     };
@@ -53,7 +54,8 @@ pub fn run(args: &Args) -> Result<()> {
         Action::Promote => unreachable!("lib::run promotes"),
         Action::History { limit } => {
             let environment = args.flags.environment.as_deref();
-            let records = read_history(&place, transport, environment, *limit, |_| false)?;
+            let log = Log::open(&place, args, &transport)?;
+            let records = read_history(&place, &log, environment, *limit, |_| false)?;
             report::history(&records, args.output);
             Ok(())
         }
@@ -87,13 +89,23 @@ pub fn run(args: &Args) -> Result<()> {
                 environment,
                 Some(reason),
             )?;
-            report::hold_result(&format!("hold {environment}"), &committed, args.output);
+            report::hold_result(
+                &format!("hold {environment}"),
+                &committed,
+                &place.repo,
+                args.output,
+            );
             Ok(())
         }
         Action::Unhold => {
             let environment = required_env(args, "unhold")?;
             let committed = set_hold(args, &place, (&transport, requests), environment, None)?;
-            report::hold_result(&format!("unhold {environment}"), &committed, args.output);
+            report::hold_result(
+                &format!("unhold {environment}"),
+                &committed,
+                &place.repo,
+                args.output,
+            );
             Ok(())
         }
     }
@@ -232,37 +244,80 @@ impl<'a> LaterCommits<'a> {
     }
 }
 
+/// Where `history` and `rollback` read the branch's log: git, or with `commit_via: api`
+/// the forge's API (no clone, and no git access needed).
+enum Log {
+    Git(HttpTransport),
+    Api(Box<dyn ForgeApi>),
+}
+
+impl Log {
+    fn open(place: &Place, args: &Args, transport: &HttpTransport) -> Result<Log> {
+        let (crate::config::CommitVia::Api, Some(forge)) = (place.commit_via, &place.forge) else {
+            return Ok(Log::Git(transport.clone()));
+        };
+        let token = crate::token::for_run(
+            &args.token,
+            Some(forge),
+            &place.repo.display(),
+            args.timeout,
+        )?;
+        // `history` and a planned rollback only read: a public repository needs no token.
+        let reads_only = args.dry_run || matches!(args.action, Action::History { .. });
+        Ok(Log::Api(promote::open_api(
+            &place.repo,
+            forge,
+            token,
+            &args.token.username,
+            args.timeout,
+            reads_only,
+        )?))
+    }
+}
+
 /// The environment's (or every) promotion records, newest first, at most `limit`, or
-/// until `enough` says the last one read suffices; the branch is fetched deeper in steps
-/// until they are found or the history ends.
+/// until `enough` says the last one read suffices; the branch is read deeper in steps
+/// (fetched deeper, or the log's next page) until they are found or the history ends.
 fn read_history(
     place: &Place,
-    transport: HttpTransport,
+    log: &Log,
     environment: Option<&str>,
     limit: usize,
     enough: impl Fn(&Record) -> bool,
 ) -> Result<Vec<Record>> {
+    let transport = match log {
+        Log::Git(transport) => transport.clone(),
+        Log::Api(api) => {
+            let mut records = Vec::new();
+            crate::forge::read_log(api.as_ref(), &place.branch, MAX_DEPTH, |commits| {
+                history::gather(
+                    &mut records,
+                    commits
+                        .iter()
+                        .map(|c| (c.id.as_str(), c.time, c.message.as_str())),
+                    environment,
+                    limit,
+                    &enough,
+                )
+            })?;
+            return Ok(records);
+        }
+    };
     let workspace = Workspace::new(&place.repo, transport)?;
     let mut depth = FIRST_DEPTH;
     loop {
         let tip = workspace.fetch_deep(&place.branch, i32::try_from(depth).unwrap_or(i32::MAX))?;
         let (commits, more) = workspace.log(tip, depth)?;
         let mut records = Vec::new();
-        let mut done = false;
-        for commit in &commits {
-            let Some(record) = history::parse(&commit.id, commit.time, &commit.message) else {
-                continue;
-            };
-            if environment.is_some_and(|e| e != record.environment) {
-                continue;
-            }
-            done = enough(&record);
-            records.push(record);
-            if done || records.len() == limit {
-                done = true;
-                break;
-            }
-        }
+        let done = history::gather(
+            &mut records,
+            commits
+                .iter()
+                .map(|c| (c.id.as_str(), c.time, c.message.as_str())),
+            environment,
+            limit,
+            &enough,
+        );
         if done || !more || depth >= MAX_DEPTH {
             return Ok(records);
         }
@@ -299,13 +354,12 @@ fn rollback(
     cwd: &Path,
 ) -> Result<()> {
     let env = asked.environment;
+    let log = Log::open(place, args, transport)?;
     let records = match asked.to {
-        Some(value) => read_history(place, transport.clone(), Some(env), MAX_DEPTH, |r| {
+        Some(value) => read_history(place, &log, Some(env), MAX_DEPTH, |r| {
             history::matches(r, value)
         })?,
-        None => read_history(place, transport.clone(), Some(env), asked.steps + 1, |_| {
-            false
-        })?,
+        None => read_history(place, &log, Some(env), asked.steps + 1, |_| false)?,
     };
     let undo = match asked.to {
         Some(value) => records
@@ -404,7 +458,7 @@ fn rollback(
         // stdout carries one JSON object, the rollback's; the hold goes to the log there.
         match args.output {
             report::Format::Text => {
-                report::hold_result(&format!("hold {env}"), &committed, args.output);
+                report::hold_result(&format!("hold {env}"), &committed, &place.repo, args.output);
             }
             report::Format::Json => tracing::info!("hold {env}: {committed:?}"),
         }
@@ -482,8 +536,7 @@ fn set_hold(
     )
 }
 
-/// How a rollback or hold commit reaches the branch: as `commit_via` says (history itself
-/// is always read through git).
+/// How a rollback or hold commit reaches the branch: as `commit_via` says.
 fn commit_access(place: &Place, args: &Args, transport: &HttpTransport) -> Result<promote::Access> {
     if place.commit_via == crate::config::CommitVia::Git {
         return Ok(promote::Access::Git(transport.clone()));
@@ -501,6 +554,7 @@ fn commit_access(place: &Place, args: &Args, transport: &HttpTransport) -> Resul
         token,
         &args.token.username,
         args.timeout,
+        args.dry_run,
     )
 }
 

@@ -280,6 +280,12 @@ impl Template {
         })
     }
 
+    /// `*`, `kustomize edit set image`'s placeholder, as an image rule's `new_name:`,
+    /// `tag:` or `digest:`: keep the entry's value of that field, as `--image` does.
+    pub fn keeps(&self) -> bool {
+        self.text == crate::image::KEEP
+    }
+
     pub fn uses(&self, placeholder: Placeholder) -> bool {
         self.parts.contains(&Part::Value(placeholder))
     }
@@ -1135,6 +1141,22 @@ environments:
                 .unwrap(),
             "plain"
         );
+    }
+
+    #[test]
+    fn only_a_whole_star_keeps_a_value() {
+        let keeps = |text: &str| Template::parse(text, 1).unwrap().keeps();
+        assert!(keeps("*"));
+        for other in ["v*", "**", " *", "{tag_name}", ""] {
+            assert!(!keeps(other), "{other:?}");
+        }
+        let c = Config::parse(
+            "promote.yaml",
+            &EXAMPLE.replace("        tag: \"{tag_name}\"", "        digest: \"*\""),
+        )
+        .unwrap();
+        let rule = &c.environments[1].images[0];
+        assert!(rule.digest.as_ref().is_some_and(Template::keeps) && rule.tag.is_none());
     }
 
     #[test]

@@ -84,6 +84,87 @@ pub fn parse(commit: &str, time: i64, message: &str) -> Option<Record> {
     Some(record)
 }
 
+/// Adds the records of `commits` (id, unix time, message; newest first) for `environment`
+/// (or every one) to `records`, until there are `limit` or `enough` accepts the last one
+/// added; true when that happened, so no older commit need be read.
+pub fn gather<'c>(
+    records: &mut Vec<Record>,
+    commits: impl IntoIterator<Item = (&'c str, i64, &'c str)>,
+    environment: Option<&str>,
+    limit: usize,
+    enough: impl Fn(&Record) -> bool,
+) -> bool {
+    if records.len() >= limit {
+        return true;
+    }
+    for (id, time, message) in commits {
+        let Some(record) = parse(id, time, message) else {
+            continue;
+        };
+        if environment.is_some_and(|e| e != record.environment) {
+            continue;
+        }
+        let done = enough(&record);
+        records.push(record);
+        if done || records.len() >= limit {
+            return true;
+        }
+    }
+    false
+}
+
+/// Unix seconds of an RFC 3339 time as the forges write commit dates
+/// (`2026-12-01T12:00:00Z`, `…T12:00:00.000+03:00`); `None` for anything else.
+pub fn unix_time(text: &str) -> Option<i64> {
+    let text = text.trim();
+    let number = |s: &str| -> Option<i64> {
+        (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| s.parse().ok())
+            .flatten()
+    };
+    let (date, rest) = text.split_once(['T', 't', ' '])?;
+    let mut parts = date.splitn(3, '-');
+    let (year, month, day) = (
+        number(parts.next()?)?,
+        number(parts.next()?)?,
+        number(parts.next()?)?,
+    );
+    if rest.len() < 8 || !(1..=12).contains(&month) || !(1..=31).contains(&day) {
+        return None;
+    }
+    let (clock, mut zone) = rest.split_at(8);
+    let mut hms = clock.splitn(3, ':');
+    let (h, m, s) = (
+        number(hms.next()?)?,
+        number(hms.next()?)?,
+        number(hms.next()?)?,
+    );
+    if let Some(fraction) = zone.strip_prefix('.') {
+        zone = fraction.trim_start_matches(|c: char| c.is_ascii_digit());
+    }
+    let offset = match zone {
+        "Z" | "z" => 0,
+        _ => {
+            let sign = match zone.as_bytes().first()? {
+                b'+' => 1,
+                b'-' => -1,
+                _ => return None,
+            };
+            let (oh, om) = zone[1..].split_once(':')?;
+            sign * (number(oh)? * 3600 + number(om)? * 60)
+        }
+    };
+    // Days from civil (the inverse of `holds::utc`).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + h * 3600 + m * 60 + s - offset)
+}
+
 /// `{image} {field}: {old} -> {new}`, `{image} at {path}: …` or `{path}: …`, as
 /// `message::change_line` writes them.
 fn change_line(file: &str, line: &str) -> Option<Change> {
@@ -322,6 +403,55 @@ pub fn to_json(records: &[Record]) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn forge_commit_dates_read_as_unix_seconds() {
+        for (text, unix) in [
+            ("1970-01-01T00:00:00Z", 0),
+            ("2026-12-01T12:14:41Z", 1_796_127_281),
+            ("2026-12-01T15:14:41.000+03:00", 1_796_127_281),
+            ("2026-12-01T12:14:41+00:00", 1_796_127_281),
+            ("2000-02-29T00:00:00Z", 951_782_400),
+        ] {
+            assert_eq!(unix_time(text), Some(unix), "{text}");
+            if text.ends_with('Z') {
+                assert_eq!(utc(unix), text, "round trip");
+            }
+        }
+        assert_eq!(unix_time("yesterday"), None);
+        assert_eq!(unix_time("2026-13-01T00:00:00Z"), None);
+        assert_eq!(unix_time("2026-12-01T00:00:00"), None);
+    }
+
+    #[test]
+    fn gathering_stops_at_the_limit_or_at_enough() {
+        let dev = |n: u32| format!("promote(dev): app {n} -> {}\n\nSource-Tag: v{n}\n", n + 1);
+        let messages = [dev(3), "docs: a note".to_string(), dev(2), dev(1)];
+        let commits: Vec<(String, i64, &str)> = messages
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (format!("c{i}"), 0, m.as_str()))
+            .collect();
+        let each = || commits.iter().map(|(id, t, m)| (id.as_str(), *t, *m));
+        let mut records = Vec::new();
+        assert!(gather(&mut records, each(), Some("dev"), 2, |_| false));
+        assert_eq!(
+            records
+                .iter()
+                .map(|r| r.commit.as_str())
+                .collect::<Vec<_>>(),
+            ["c0", "c2"]
+        );
+        let mut records = Vec::new();
+        assert!(!gather(&mut records, each(), Some("prod"), 9, |_| false));
+        assert!(records.is_empty());
+        let mut records = Vec::new();
+        assert!(gather(&mut records, each(), None, 9, |r| r
+            .source_tag
+            .as_deref()
+            == Some("v2")));
+        assert_eq!(records.len(), 2);
+    }
     use crate::context::BuildContext;
     use crate::message::commit_message;
 

@@ -69,7 +69,13 @@ pub fn run(args: &Args) -> Result<()> {
         args.timeout,
         plan.pull_request.is_some(),
     )?;
-    let requests = promote::requests_for(&plan, token.clone(), &args.token.username, args.timeout)?;
+    let requests = promote::requests_for(
+        &plan,
+        token.clone(),
+        &args.token.username,
+        args.timeout,
+        args.dry_run,
+    )?;
     // The app's history: a checkout here first, then the app repository's forge.
     let source_repo = cwd.join(args.source_repo.as_deref().unwrap_or(Path::new(".")));
     let local = git::AppHistory::discover(&source_repo);
@@ -81,7 +87,13 @@ pub fn run(args: &Args) -> Result<()> {
         args.timeout,
     );
     let history = ordering::Sources(vec![&local, forge.as_ref()]);
-    let access = promote::Access::for_plan(&plan, token, &args.token.username, args.timeout)?;
+    let access = promote::Access::for_plan(
+        &plan,
+        token,
+        &args.token.username,
+        args.timeout,
+        args.dry_run,
+    )?;
     let promotion = promote::promote(
         &plan,
         &promote::Settings {

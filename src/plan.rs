@@ -959,7 +959,9 @@ fn render_rule(
     let checked = |template: &Option<Template>,
                    check: fn(&str) -> std::result::Result<(), image::ImageError>|
      -> Result<Option<String>> {
-        let Some(t) = template else { return Ok(None) };
+        let Some(t) = template.as_ref().filter(|t| !t.keeps()) else {
+            return Ok(None);
+        };
         let value = render(t, context, file)?;
         check(&value).map_err(|e| {
             Error::input(
@@ -976,7 +978,7 @@ fn render_rule(
         new_name: checked(&rule.new_name, image::check_new_name)?,
         new_tag: checked(&rule.tag, image::check_tag)?,
         digest: checked(&rule.digest, image::check_digest)?,
-        keep_digest: false,
+        keep_digest: rule.digest.as_ref().is_some_and(Template::keeps),
         pin: rule.pin.or(pin) == Some(Pin::Digest),
     })
 }
@@ -1479,6 +1481,53 @@ environments:
         assert_eq!(p.environment, "prod");
         assert_eq!(images(&p)[0].new_name.as_deref(), Some("reg/prod/app"));
         assert_eq!(images(&p)[0].new_tag.as_deref(), Some("v1.2.3"));
+    }
+
+    #[test]
+    fn a_star_in_an_image_rule_keeps_the_field_as_image_does() {
+        let spec_of = |fields: &str| {
+            let text = format!(
+                "environments:\n  dev:\n    when: commit\n    overlay: o\n    images:\n      - name: reg/app\n{fields}"
+            );
+            let config = Config::parse("promote.yaml", &text).unwrap();
+            let context = BuildContext {
+                commit_sha: Some("4d5e6f7a".into()),
+                ..Default::default()
+            };
+            let bases = Bases {
+                config_dir: Path::new("/cfg"),
+                cwd: Path::new("/cwd"),
+            };
+            let flags = Flags {
+                repo: Some("/r".into()),
+                ..Flags::default()
+            };
+            resolve(&flags, Some(&config), context, &bases).map(|p| images(&p).remove(0))
+        };
+        for (fields, flag) in [
+            ("        new_name: \"*\"\n        tag: v2\n", "reg/app=*:v2"),
+            (
+                "        new_name: reg/new\n        tag: \"*\"\n",
+                "reg/app=reg/new:*",
+            ),
+            ("        tag: v2\n        digest: \"*\"\n", "reg/app:v2@*"),
+            ("        tag: \"*\"\n", "reg/app:*"),
+        ] {
+            assert_eq!(
+                spec_of(fields).unwrap(),
+                image::parse_spec(flag).unwrap(),
+                "{flag}"
+            );
+        }
+        let kept = spec_of("        tag: \"{commit_sha}\"\n        digest: \"*\"\n").unwrap();
+        assert!(kept.keep_digest && kept.digest.is_none());
+        assert_eq!(kept.new_tag.as_deref(), Some("4d5e6f7a"));
+        // Only a whole value is the placeholder.
+        let e = spec_of("        tag: \"v*\"\n").unwrap_err().to_string();
+        assert!(
+            e.starts_with("promote.yaml:7: `v*` is not a valid image tag"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -153,12 +153,14 @@ impl Promotion {
 }
 
 impl Access {
-    /// The way `plan.commit_via` asks for, speaking with `token` (sent as `username`).
+    /// The way `plan.commit_via` asks for, speaking with `token` (sent as `username`);
+    /// `dry_run`: only reads, which a public repository allows without a token.
     pub fn for_plan(
         plan: &Plan,
         token: Option<String>,
         username: &str,
         timeout: Duration,
+        dry_run: bool,
     ) -> Result<Access> {
         Access::open(
             &plan.repo,
@@ -167,6 +169,7 @@ impl Access {
             token,
             username,
             timeout,
+            dry_run,
         )
     }
 
@@ -178,11 +181,11 @@ impl Access {
         token: Option<String>,
         username: &str,
         timeout: Duration,
+        dry_run: bool,
     ) -> Result<Access> {
         match (commit_via, forge) {
             (CommitVia::Api, Some(forge)) => {
-                let token = api_token(repo, token);
-                let api = crate::forge::open(forge, &repo.display(), token, username, timeout)?;
+                let api = open_api(repo, forge, token, username, timeout, dry_run)?;
                 tracing::info!(
                     "committing through the {} API at {}",
                     forge.forge.name(),
@@ -203,11 +206,19 @@ pub fn requests_for(
     token: Option<String>,
     username: &str,
     timeout: Duration,
+    dry_run: bool,
 ) -> Result<Option<Box<dyn ForgeApi>>> {
     if plan.pull_request.is_none() {
         return Ok(None);
     }
-    requests_to(&plan.repo, plan.forge.as_ref(), token, username, timeout)
+    requests_to(
+        &plan.repo,
+        plan.forge.as_ref(),
+        token,
+        username,
+        timeout,
+        dry_run,
+    )
 }
 
 /// The API of `repo`'s forge for its pull requests; `None` off a forge.
@@ -217,18 +228,44 @@ pub fn requests_to(
     token: Option<String>,
     username: &str,
     timeout: Duration,
+    dry_run: bool,
 ) -> Result<Option<Box<dyn ForgeApi>>> {
-    match forge {
-        Some(forge) => {
-            let token = api_token(repo, token);
-            crate::forge::open(forge, &repo.display(), token, username, timeout).map(Some)
+    forge
+        .map(|forge| open_api(repo, forge, token, username, timeout, dry_run))
+        .transpose()
+}
+
+/// The forge's API speaking with the token (the one given, else the repository URL's).
+/// A run that only reads (a plan, `history`) without one reads anonymously, as a public
+/// repository allows, and says so; a run that commits still needs the token.
+pub fn open_api(
+    repo: &RepoLocation,
+    forge: &ForgeRepo,
+    token: Option<String>,
+    username: &str,
+    timeout: Duration,
+    reads_only: bool,
+) -> Result<Box<dyn ForgeApi>> {
+    match api_token(repo, token) {
+        None if reads_only => {
+            // Once a run (the pull request's API is opened too), on the progress lines:
+            // a private repository then answers as if it did not exist.
+            static SAID: std::sync::Once = std::sync::Once::new();
+            SAID.call_once(|| {
+                tracing::info!(
+                    "no token: reading {} through the {} API anonymously, which a public repository allows (at a lower rate limit; a private one answers as if missing); a run that commits needs GIT_TOKEN (or --git-token-file, --github-app-id, --cloudbuild-repository)",
+                    repo.display(),
+                    forge.forge.name()
+                );
+            });
+            crate::forge::open_anonymous(forge, timeout)
         }
-        None => Ok(None),
+        token => crate::forge::open(forge, &repo.display(), token, username, timeout),
     }
 }
 
 /// The token for a forge's API: the one given, else the one in the repository's URL.
-fn api_token(repo: &RepoLocation, token: Option<String>) -> Option<String> {
+pub fn api_token(repo: &RepoLocation, token: Option<String>) -> Option<String> {
     token.or_else(|| match repo {
         RepoLocation::Remote {
             credentials: Some(c),

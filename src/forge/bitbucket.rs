@@ -10,8 +10,8 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use super::{
-    Api, Dir, ForgeApi, Kind, Listing, MAX_LIST_PAGES, Proposal, Request, escape_path, head_from,
-    lost_race, string_at, strings_in,
+    Api, Dir, ForgeApi, Kind, Listing, LogPage, MAX_LIST_PAGES, Proposal, Request, escape_path,
+    head_from, logged_commits, lost_race, string_at, strings_in,
 };
 use crate::branch::Landed;
 use crate::error::{Error, Result};
@@ -140,6 +140,39 @@ impl ForgeApi for Bitbucket {
         };
         let base = string_at(&Api::json(answer, &url)?, "/hash", &url, Forge::Bitbucket)?;
         Ok(Some(ordering::from_merge_base(&base, deployed, wanted)))
+    }
+
+    /// `GET …/commits/{branch}?pagelen=`, then each page's `next` link (kept under the
+    /// API's base, as the listings' are).
+    fn log(&self, branch: &str, cursor: Option<&str>, per_page: u32) -> Result<Option<LogPage>> {
+        let url = match cursor {
+            Some(next) => next.to_string(),
+            None => format!(
+                "{}/commits/{}?pagelen={per_page}",
+                self.repo_url,
+                escape_path(branch)
+            ),
+        };
+        let answer = Api::success(self.get(&url)?, &url, Forge::Bitbucket)?;
+        let page = Api::json(answer, &url)?;
+        let commits = logged_commits(
+            &page,
+            "/values",
+            ["/hash", "/date", "/message"],
+            &url,
+            Forge::Bitbucket,
+        )?;
+        let next = page["next"].as_str().and_then(|next| {
+            let ours = next.starts_with(&format!("{}/", self.api_url));
+            if !ours {
+                tracing::warn!(
+                    "the log's next page is not under {}: not read",
+                    self.api_url
+                );
+            }
+            ours.then(|| next.to_string())
+        });
+        Ok(Some(LogPage { commits, next }))
     }
 
     fn commit(

@@ -13,8 +13,8 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use super::{
-    Api, Dir, ForgeApi, Kind, Listing, Proposal, Request, escape_path, head_from, lost_race,
-    split_message, strings_in,
+    Api, Dir, ForgeApi, Kind, Listing, LogPage, Proposal, Request, escape_path, head_from,
+    logged_commits, lost_race, query_value, split_message, strings_in,
 };
 use crate::branch::Landed;
 use crate::error::{Error, Result, Retry};
@@ -212,6 +212,36 @@ impl ForgeApi for GitHub {
         ordering::from_compare_status(status)
             .map(Some)
             .ok_or_else(|| bad_answer(&url, &format!("compare status `{status}`")))
+    }
+
+    /// `GET /repos/{o}/{r}/commits?sha={branch}&per_page=&page=`; the `Link` header names
+    /// a next page while there is one.
+    fn log(&self, branch: &str, cursor: Option<&str>, per_page: u32) -> Result<Option<LogPage>> {
+        let page: u32 = cursor.and_then(|c| c.parse().ok()).unwrap_or(1);
+        let url = format!(
+            "{}/commits?sha={}&per_page={per_page}&page={page}",
+            self.repo_url,
+            query_value(branch)
+        );
+        let answer = Api::success(self.get(&url, JSON)?, &url, Forge::GitHub)?;
+        let more = answer
+            .headers()
+            .get_all("link")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|link| link.contains("rel=\"next\""));
+        let commits = logged_commits(
+            &Api::json(answer, &url)?,
+            "",
+            ["/sha", "/commit/committer/date", "/commit/message"],
+            &url,
+            Forge::GitHub,
+        )?;
+        Ok(Some(LogPage {
+            commits,
+            next: more.then(|| (page + 1).to_string()),
+        }))
     }
 
     fn commit(

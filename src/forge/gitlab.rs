@@ -15,8 +15,8 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use super::{
-    Api, Dir, ForgeApi, Kind, Listing, MAX_LIST_PAGES, Proposal, Request, escape_segment,
-    head_from, lost_race, string_at, strings_in,
+    Api, Dir, ForgeApi, Kind, Listing, LogPage, MAX_LIST_PAGES, Proposal, Request, escape_segment,
+    head_from, logged_commits, lost_race, query_value, string_at, strings_in,
 };
 use crate::branch::Landed;
 use crate::error::{Error, Result};
@@ -172,6 +172,35 @@ impl ForgeApi for GitLab {
             return Ok(None);
         };
         Ok(ordering::from_own_commits(wanted_has_own, deployed_has_own))
+    }
+
+    /// `GET /projects/:id/repository/commits?ref_name=&per_page=&page=`, the next page
+    /// from `x-next-page` (empty on the last).
+    fn log(&self, branch: &str, cursor: Option<&str>, per_page: u32) -> Result<Option<LogPage>> {
+        let page: u32 = cursor.and_then(|c| c.parse().ok()).unwrap_or(1);
+        let url = format!(
+            "{}/repository/commits?ref_name={}&per_page={per_page}&page={page}",
+            self.project_url,
+            query_value(branch)
+        );
+        let answer = Api::success(self.get(&url)?, &url, Forge::GitLab)?;
+        let next = answer
+            .headers()
+            .get("x-next-page")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u32>().ok())
+            .filter(|n| *n > page);
+        let commits = logged_commits(
+            &Api::json(answer, &url)?,
+            "",
+            ["/id", "/committed_date", "/message"],
+            &url,
+            Forge::GitLab,
+        )?;
+        Ok(Some(LogPage {
+            commits,
+            next: next.map(|n| n.to_string()),
+        }))
     }
 
     fn commit(

@@ -82,6 +82,23 @@ pub struct Proposal {
     pub labels: Vec<String>,
 }
 
+/// A commit of a branch's log as a forge lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoggedCommit {
+    pub id: String,
+    /// Committer time, unix seconds.
+    pub time: i64,
+    pub message: String,
+}
+
+/// One page of a branch's log, newest first, and where the next page starts (`None`: the
+/// log ends here).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogPage {
+    pub commits: Vec<LoggedCommit>,
+    pub next: Option<String>,
+}
+
 /// The requests one forge answers; [`ApiBranch`] turns them into a [`DevopsBranch`].
 /// Comparisons of a later issue belong here too.
 pub trait ForgeApi {
@@ -102,6 +119,12 @@ pub trait ForgeApi {
     /// for the ordering guard); `None` when the forge knows either not, or the token may
     /// not read the repository.
     fn order(&self, _deployed: &str, _wanted: &str) -> Result<Option<Order>> {
+        Ok(None)
+    }
+    /// The page of `branch`'s log (newest first, `per_page` commits) that `cursor` names,
+    /// `None` for the first: what `history` and `rollback` read, never deeper than needed.
+    /// `Ok(None)` when this forge's client does not offer it.
+    fn log(&self, _branch: &str, _cursor: Option<&str>, _per_page: u32) -> Result<Option<LogPage>> {
         Ok(None)
     }
     /// One commit of `files` onto `branch`, refused unless the branch (or, on GitLab, each
@@ -132,6 +155,41 @@ pub trait ForgeApi {
     fn update_request(&self, request: &Request, proposal: &Proposal) -> Result<Request>;
     /// Merge once the required checks pass; `Err` with the forge's reason otherwise.
     fn enable_auto_merge(&self, request: &Request) -> Result<()>;
+}
+
+/// Commits asked for a page of a branch's log (the most each forge gives).
+const LOG_PAGE: u32 = 100;
+
+/// Reads the log of `branch` page by page, newest first, handing each page to `enough`
+/// until it says it has enough, the log ends, or `max` commits were read; a rate limit or
+/// a transient failure is waited out within the bounds of any other request.
+pub fn read_log(
+    api: &dyn ForgeApi,
+    branch: &str,
+    max: usize,
+    mut enough: impl FnMut(&[LoggedCommit]) -> bool,
+) -> Result<()> {
+    let mut cursor: Option<String> = None;
+    let mut read = 0;
+    loop {
+        let asked = || api.log(branch, cursor.as_deref(), LOG_PAGE);
+        let Some(page) = crate::error::with_retries("the forge", &mut std::thread::sleep, asked)?
+        else {
+            return Err(Error::usage(
+                format!("this forge's API offers no log of branch {branch}"),
+                "set commit_via: git to read the history through git",
+            ));
+        };
+        read += page.commits.len();
+        if enough(&page.commits) || page.commits.is_empty() || read >= max {
+            return Ok(());
+        }
+        let Some(next) = page.next else {
+            return Ok(());
+        };
+        tracing::info!("reading the history of branch {branch} past {read} commits");
+        cursor = Some(next);
+    }
 }
 
 /// How opening a promotion's request ended.
@@ -209,6 +267,12 @@ pub fn open(
     };
     let api = Api::new(auth(repo.forge, token, username), timeout)?;
     Ok(client(repo, api))
+}
+
+/// The forge client for `repo` without a token, for a plan: a public repository answers
+/// reads without one (at a lower rate limit), and a plan only reads.
+pub fn open_anonymous(repo: &ForgeRepo, timeout: Duration) -> Result<Box<dyn ForgeApi>> {
+    Ok(client(repo, Api::new(Auth::None, timeout)?))
 }
 
 /// `token` as `forge` takes it: Bearer, or Basic with a Bitbucket user name.
@@ -545,6 +609,39 @@ fn strings_in(body: &serde_json::Value, list: &str, item: &str) -> Vec<String> {
         .into_iter()
         .flatten()
         .filter_map(|v| v.pointer(item)?.as_str().map(str::to_string))
+        .collect()
+}
+
+/// A commit of a log listing: the strings at `id`, `time` and `message` (JSON pointers)
+/// of `item`, the time read as RFC 3339.
+fn logged_commit(
+    item: &serde_json::Value,
+    [id, time, message]: [&str; 3],
+    url: &str,
+    forge: Forge,
+) -> Result<LoggedCommit> {
+    let time = string_at(item, time, url, forge)?;
+    Ok(LoggedCommit {
+        id: string_at(item, id, url, forge)?,
+        time: crate::history::unix_time(&time)
+            .ok_or_else(|| bad_answer(url, &format!("commit date `{time}`"), forge))?,
+        message: string_at(item, message, url, forge)?,
+    })
+}
+
+/// The commits of a log listing's `list` (a JSON pointer; `""` for the answer itself).
+fn logged_commits(
+    body: &serde_json::Value,
+    list: &str,
+    fields: [&str; 3],
+    url: &str,
+    forge: Forge,
+) -> Result<Vec<LoggedCommit>> {
+    body.pointer(list)
+        .and_then(serde_json::Value::as_array)
+        .ok_or_else(|| bad_answer(url, "no list of commits", forge))?
+        .iter()
+        .map(|item| logged_commit(item, fields, url, forge))
         .collect()
 }
 

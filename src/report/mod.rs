@@ -10,6 +10,7 @@ use crate::argocd::Deployment;
 use crate::error::Error;
 use crate::ordering::Note;
 use crate::promote::{Committed, Outcome, Promotion};
+use crate::repo::RepoLocation;
 use crate::secrets;
 
 pub use json::to_json;
@@ -130,13 +131,21 @@ pub fn already_at(environment: &str, value: &str, format: Format) {
     }
 }
 
-/// How a hold or unhold commit ended.
-pub fn hold_result(what: &str, committed: &Committed, format: Format) {
+/// How a hold or unhold commit to `repo` ended.
+pub fn hold_result(what: &str, committed: &Committed, repo: &RepoLocation, format: Format) {
     let (text, commit) = match committed {
-        Committed::Pushed { commit } => (
-            format!("{what}: pushed {}\n", crate::message::short_sha(commit)),
-            Some(commit.as_str()),
-        ),
+        Committed::Pushed { commit } => {
+            // A local repository is written to in place, as a promotion's result says.
+            let verb = if matches!(repo, RepoLocation::Local(_)) {
+                "committed"
+            } else {
+                "pushed"
+            };
+            (
+                format!("{what}: {verb} {}\n", crate::message::short_sha(commit)),
+                Some(commit.as_str()),
+            )
+        }
         Committed::Unchanged => (format!("{what}: nothing to change\n"), None),
         Committed::Planned {
             diff,

@@ -135,6 +135,74 @@ fn a_plan_through_the_api_reads_the_same_and_writes_nothing() {
     assert!(requests.iter().all(|r| r.method == "GET"));
 }
 
+#[test]
+fn a_plan_reads_a_public_repository_without_a_token_and_a_run_still_needs_one() {
+    for style in [Style::GitHub, Style::GitLab, Style::Bitbucket] {
+        let devops = Devops::tomoda();
+        let server = ForgeServer::start(style, &devops.bare(), TOKEN);
+        server.make_public();
+        let before = devops.head();
+        Run::new()
+            .config(&api_config(&server))
+            .sha(SHA)
+            .args(["--plan"])
+            .run()
+            .ok()
+            .stdout_has(&format!("+    newTag: \"{SHA}\" # set by CI"))
+            .stderr_has(&format!(
+                "no token: reading {} through the {} API anonymously",
+                server.repo_url(),
+                server.forge_name()
+            ));
+        let requests = server.requests();
+        assert!(!requests.is_empty(), "{style:?}");
+        for r in &requests {
+            assert_eq!(r.method, "GET", "{style:?}: {}", r.target);
+            assert_eq!(r.header("authorization"), None, "{style:?}: {}", r.target);
+        }
+        assert_eq!(devops.head(), before);
+
+        // A run that commits still needs the token, and asks nothing without it.
+        server.clear_requests();
+        Run::new()
+            .config(&api_config(&server))
+            .sha(SHA)
+            .run()
+            .code(2)
+            .stderr_has("commit_via: api needs a token for the");
+        assert!(server.requests().is_empty(), "{style:?}");
+        assert_eq!(devops.head(), before);
+
+        // `history` only reads, too.
+        Run::new()
+            .config(&api_config(&server))
+            .args(["history", "--env", "dev"])
+            .run()
+            .ok()
+            .stderr_has("API anonymously");
+        let requests = server.requests();
+        assert!(!requests.is_empty(), "{style:?}");
+        assert!(
+            requests
+                .iter()
+                .all(|r| r.method == "GET" && r.header("authorization").is_none()),
+            "{style:?}"
+        );
+    }
+    // A private repository answers anonymous reads as if it did not exist; the note says
+    // why the branch seems missing.
+    let devops = Devops::tomoda();
+    let server = ForgeServer::start(Style::GitHub, &devops.bare(), TOKEN);
+    Run::new()
+        .config(&api_config(&server))
+        .sha(SHA)
+        .args(["--plan"])
+        .run()
+        .code(2)
+        .stderr_has("a private one answers as if missing")
+        .stderr_has("there is no branch main");
+}
+
 /// Another pipeline's commit to the dev overlay, straight into the bare repository.
 fn concurrent_edit(bare: PathBuf) -> impl FnOnce() + Send + 'static {
     move || {
@@ -557,4 +625,145 @@ fn rate_limits_are_waited_out_within_bounds_and_a_wrong_token_is_told() {
         .stderr_has("HTTP 401 (the server said: \"Bad credentials\")")
         .stderr_has("the token was refused")
         .never_shows(wrong);
+}
+
+/// Requests that speak git's smart HTTP: none may be made where history is read through
+/// the API (the doubles serve no git at all, so such a request would fail the run too).
+fn git_requests(requests: &[Recorded]) -> Vec<String> {
+    requests
+        .iter()
+        .filter(|r| r.target.contains("/info/refs") || r.target.contains("git-upload-pack"))
+        .map(|r| format!("{} {}", r.method, r.target))
+        .collect()
+}
+
+/// The requests of a branch log listing, as each forge names it.
+fn log_requests(requests: &[Recorded], style: Style) -> usize {
+    requests
+        .iter()
+        .filter(|r| {
+            let path = r.target.split('?').next().unwrap_or_default();
+            r.method == "GET"
+                && match style {
+                    Style::GitHub => path.ends_with("/commits"),
+                    Style::GitLab => path.ends_with("/repository/commits"),
+                    Style::Bitbucket => path.contains("/commits/"),
+                }
+        })
+        .count()
+}
+
+#[test]
+fn history_and_rollback_read_the_log_through_each_forges_api() {
+    const SHAS: [&str; 3] = [
+        "1111111aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+        "2222222bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb",
+        "3333333ccccccccccccccccccccccccccccccccc",
+    ];
+    for style in [Style::GitHub, Style::GitLab, Style::Bitbucket] {
+        let devops = Devops::tomoda();
+        // One commit a page: the log is read page by page.
+        let server = ForgeServer::start_paged(style, &devops.bare(), TOKEN, 1);
+        for (i, sha) in SHAS.iter().enumerate() {
+            api_run(&server)
+                .sha(sha)
+                .env("BUILD_ID", &format!("build-{}", i + 1))
+                .run()
+                .ok();
+        }
+        // A commit that is no promotion, on top: skipped, as through git.
+        devops.commit(&[("notes.txt", "a note\n")], "docs: a note");
+        let tip = devops.head();
+        let promoted = git(&devops.bare(), &["rev-parse", "main^"])
+            .trim()
+            .to_string();
+
+        server.clear_requests();
+        let done = api_run(&server).args(["history", "--env", "dev"]).run();
+        done.ok().never_shows(TOKEN);
+        let v = done.json();
+        let records = v.as_array().expect("an array");
+        assert_eq!(
+            records.len(),
+            3,
+            "{style:?}: {v}\n{}\n{:?}",
+            devops.log(),
+            server
+                .requests()
+                .iter()
+                .map(|r| &r.target)
+                .collect::<Vec<_>>()
+        );
+        for (record, (sha, build)) in records.iter().zip([
+            (SHAS[2], "build-3"),
+            (SHAS[1], "build-2"),
+            (SHAS[0], "build-1"),
+        ]) {
+            assert_eq!(record["source_commit"], sha, "{style:?}: newest first");
+            assert_eq!(record["build_id"], build, "{style:?}");
+            assert_eq!(record["environment"], "dev", "{style:?}");
+        }
+        assert_eq!(records[0]["commit"], promoted, "{style:?}");
+        assert_eq!(records[0]["changes"][0]["from"], SHAS[1], "{style:?}");
+        assert_eq!(records[0]["changes"][0]["to"], SHAS[2], "{style:?}");
+        assert!(records[0]["time"].as_str().unwrap().ends_with('Z'));
+        let requests = server.requests();
+        check_requests(&requests, TOKEN);
+        assert_eq!(git_requests(&requests), Vec::<String>::new(), "{style:?}");
+        // Five commits (the fixture's, three promotions, the note): every page is read.
+        assert_eq!(log_requests(&requests, style), 5, "{style:?}");
+
+        // --limit 1: the note and the newest promotion, two pages, no deeper; a rate
+        // limit on the way is waited out.
+        server.clear_requests();
+        server.fail_next(Fault {
+            matching: "/commits".into(),
+            status: 429,
+            headers: vec![("Retry-After".into(), "1".into())],
+            body: r#"{"message":"slow down"}"#.into(),
+        });
+        let done = api_run(&server)
+            .args(["history", "--env", "dev", "--limit", "1"])
+            .run();
+        let v = done.ok().json();
+        assert_eq!(v.as_array().unwrap().len(), 1, "{style:?}: {v}");
+        assert_eq!(v[0]["source_commit"], SHAS[2]);
+        assert_eq!(
+            log_requests(&server.requests(), style),
+            3,
+            "{style:?}: one again"
+        );
+
+        // A rollback of one step, read and committed through the API.
+        server.clear_requests();
+        let done = api_run(&server)
+            .args(["rollback", "--env", "dev", "--steps", "1"])
+            .run();
+        done.ok().never_shows(TOKEN);
+        assert_eq!(done.json()["pushed"], true, "{style:?}: {}", done.stdout);
+        assert!(
+            devops
+                .file(DEV)
+                .contains(&format!("newTag: \"{}\" # set by CI", SHAS[1])),
+            "{style:?}: {}",
+            devops.file(DEV)
+        );
+        assert_eq!(
+            git(&devops.bare(), &["rev-parse", "main^"]).trim(),
+            tip,
+            "{style:?}: a new commit on top, no rewrite"
+        );
+        let log = devops.log();
+        assert!(
+            log.contains(&format!("Rollback-Of: {promoted}")),
+            "{style:?}: {log}"
+        );
+        assert!(
+            log.contains(&format!("Source-Commit: {}", SHAS[1])),
+            "{style:?}: {log}"
+        );
+        let requests = server.requests();
+        check_requests(&requests, TOKEN);
+        assert_eq!(git_requests(&requests), Vec::<String>::new(), "{style:?}");
+    }
 }

@@ -108,6 +108,8 @@ struct State {
     pulls: Mutex<Vec<Pull>>,
     /// The next commit request lands, and its answer is never sent (the connection closes).
     lose_commit_answer: AtomicBool,
+    /// The repositories are public: GETs without credentials are answered.
+    public: AtomicBool,
     scratch: tempfile::TempDir,
     /// Other repositories of the forge (an app's), by path (`tomoda/app`): read only, for
     /// the comparisons of the ordering guard.
@@ -146,6 +148,7 @@ impl ForgeServer {
             cloudbuild_denied: AtomicBool::new(false),
             pulls: Mutex::new(Vec::new()),
             lose_commit_answer: AtomicBool::new(false),
+            public: AtomicBool::new(false),
             scratch: tempfile::tempdir().unwrap(),
             apps: Mutex::new(Vec::new()),
         });
@@ -227,6 +230,11 @@ impl ForgeServer {
     /// Serves the bare repository `bare` as `path` (`tomoda/app`) too, for comparisons.
     pub fn host(&self, path: &str, bare: &Path) {
         lock(&self.state.apps).push((path.to_string(), bare.to_path_buf()));
+    }
+
+    /// Makes the repositories public: reads need no token (writes still do).
+    pub fn make_public(&self) {
+        self.state.public.store(true, Ordering::SeqCst);
     }
 
     /// Accepts `token` too (another repository's token).
@@ -453,7 +461,22 @@ fn route(request: &Recorded, state: &State) -> Answer {
         return github_app(request, state, &path);
     }
     let authorized = bearer(request).is_some_and(|t| lock(&state.tokens).contains(&t));
-    if !authorized {
+    let anonymous =
+        request.header("authorization").is_none() && request.header("private-token").is_none();
+    if anonymous && request.method == "GET" {
+        // A public repository answers reads without credentials; a private one answers as
+        // if it did not exist, as all three forges do.
+        if !state.public.load(Ordering::SeqCst) {
+            return match state.style {
+                Style::GitHub => not_found_github(),
+                Style::GitLab => answer(404, &json!({"message": "404 Project Not Found"})),
+                Style::Bitbucket => answer(
+                    404,
+                    &json!({"type": "error", "error": {"message": "Repository not found"}}),
+                ),
+            };
+        }
+    } else if !authorized {
         return match state.style {
             Style::GitHub => answer(
                 401,
@@ -636,6 +659,48 @@ fn head(state: &State, branch: &str) -> Option<String> {
         None,
     )
     .map(|s| s.trim().to_string())
+}
+
+/// One commit of a branch's log as `git log` gives it: id, committer date (strict ISO
+/// 8601, as the forges write it) and the raw message.
+struct LogEntry {
+    id: String,
+    date: String,
+    /// The same in UTC with a `Z`, as GitHub writes times.
+    utc: String,
+    message: String,
+}
+
+/// Commits `skip..skip + count` of the log of `branch`, newest first; `None` when there
+/// is no such branch.
+fn log_of(state: &State, branch: &str, skip: usize, count: usize) -> Option<Vec<LogEntry>> {
+    let tip = head(state, branch)?;
+    let out = git(
+        state,
+        &[
+            "log",
+            "--format=%H%x00%cI%x00%cd%x00%B%x1e",
+            "--date=format-local:%Y-%m-%dT%H:%M:%SZ",
+            &format!("--skip={skip}"),
+            &format!("--max-count={count}"),
+            &tip,
+        ],
+        &[("TZ", "UTC")],
+        None,
+    )?;
+    Some(
+        out.split('\x1e')
+            .filter_map(|record| {
+                let mut parts = record.trim_start_matches('\n').splitn(4, '\0');
+                Some(LogEntry {
+                    id: parts.next().filter(|id| id.len() == 40)?.to_string(),
+                    date: parts.next()?.to_string(),
+                    utc: parts.next()?.to_string(),
+                    message: parts.next()?.to_string(),
+                })
+            })
+            .collect(),
+    )
 }
 
 /// `(mode, type, name)` of each entry of `dir` at `commit`; `None` when it is no tree.
@@ -863,6 +928,9 @@ fn github(request: &Recorded, state: &State, path: &str) -> Answer {
             None => not_found_github(),
         };
     }
+    if rest == "/commits" && request.method == "GET" {
+        return github_commits(request, state);
+    }
     if rest == "/git/refs" && request.method == "POST" {
         return github_create_ref(request, state);
     }
@@ -1002,6 +1070,35 @@ fn github_graphql(request: &Recorded, state: &State) -> Answer {
         ),
         None => stale(),
     }
+}
+
+/// `GET /repos/{o}/{r}/commits?sha=&per_page=&page=`: 30 a page unless asked (at most
+/// 100), each commit with its `commit.message` and `commit.committer.date`; a `Link`
+/// header names the next page while there is one.
+fn github_commits(request: &Recorded, state: &State) -> Answer {
+    let branch = query(&request.target, "sha").unwrap_or_else(|| "main".into());
+    let per_page = page_size(request, "per_page", 30, state);
+    let page = number(request, "page").unwrap_or(1).max(1);
+    let Some(entries) = log_of(state, &branch, (page - 1) * per_page, per_page + 1) else {
+        return not_found_github();
+    };
+    let more = entries.len() > per_page;
+    let items: Vec<Value> = entries
+        .iter()
+        .take(per_page)
+        .map(|c| {
+            json!({"sha": c.id, "commit": {"message": c.message.trim_end_matches('\n'), "committer": {"name": "GitHub", "date": c.utc}}})
+        })
+        .collect();
+    let mut reply = answer(200, &Value::Array(items));
+    if more {
+        let next = format!(
+            "</api/v3/repos/{OWNER}/{NAME}/commits?sha={branch}&per_page={per_page}&page={}>; rel=\"next\"",
+            page + 1
+        );
+        reply.headers.push(("Link".into(), next));
+    }
+    reply
 }
 
 fn unprocessable(message: &str) -> Answer {
@@ -1368,6 +1465,9 @@ fn gitlab(request: &Recorded, state: &State, path: &str) -> Answer {
     if rest == "commits" && request.method == "POST" {
         return gitlab_commit(request, state);
     }
+    if rest == "commits" && request.method == "GET" {
+        return gitlab_commits(request, state);
+    }
     if let Some(sha) = rest.strip_prefix("commits/") {
         return match parents(state, sha) {
             Some(list) => answer(200, &json!({"id": sha, "parent_ids": list})),
@@ -1375,6 +1475,40 @@ fn gitlab(request: &Recorded, state: &State, path: &str) -> Answer {
         };
     }
     not_found("Path")
+}
+
+/// `GET /projects/:id/repository/commits?ref_name=&per_page=&page=`: 20 a page unless
+/// asked, `x-next-page` empty on the last page, and no `x-total` (GitLab leaves it out of
+/// this API).
+fn gitlab_commits(request: &Recorded, state: &State) -> Answer {
+    let branch = query(&request.target, "ref_name").unwrap_or_else(|| "main".into());
+    let per_page = page_size(request, "per_page", 20, state);
+    let page = number(request, "page").unwrap_or(1).max(1);
+    let Some(entries) = log_of(state, &branch, (page - 1) * per_page, per_page + 1) else {
+        return answer(404, &json!({"message": "404 Reference Not Found"}));
+    };
+    let more = entries.len() > per_page;
+    let items: Vec<Value> = entries
+        .iter()
+        .take(per_page)
+        .map(|c| {
+            json!({"id": c.id, "short_id": &c.id[..8], "title": c.message.lines().next().unwrap_or_default(), "message": c.message, "committed_date": c.date, "created_at": c.date})
+        })
+        .collect();
+    let mut reply = answer(200, &Value::Array(items));
+    reply.headers.extend([
+        (
+            "x-next-page".to_string(),
+            if more {
+                (page + 1).to_string()
+            } else {
+                String::new()
+            },
+        ),
+        ("x-page".to_string(), page.to_string()),
+        ("x-per-page".to_string(), per_page.to_string()),
+    ]);
+    reply
 }
 
 fn gitlab_commit(request: &Recorded, state: &State) -> Answer {
@@ -1613,6 +1747,11 @@ fn bitbucket(request: &Recorded, state: &State, path: &str) -> Answer {
     if rest == "src" && request.method == "POST" {
         return bitbucket_commit(request, state);
     }
+    if let Some(branch) = rest.strip_prefix("commits/")
+        && request.method == "GET"
+    {
+        return bitbucket_commits(request, state, &decode(branch));
+    }
     if let Some(sha) = rest.strip_prefix("commit/") {
         return match parents(state, sha) {
             Some(list) => answer(
@@ -1661,6 +1800,33 @@ fn bitbucket(request: &Recorded, state: &State, path: &str) -> Answer {
         Some(bytes) => raw(200, "text/plain", bytes),
         None => not_found(),
     }
+}
+
+/// `GET /2.0/repositories/{ws}/{r}/commits/{branch}?pagelen=&page=`: a page of `values`
+/// (hash, date, message) and, while there is more, the `next` page's whole URL.
+fn bitbucket_commits(request: &Recorded, state: &State, branch: &str) -> Answer {
+    let pagelen = page_size(request, "pagelen", 30, state);
+    let page = number(request, "page").unwrap_or(1).max(1);
+    let Some(entries) = log_of(state, branch, (page - 1) * pagelen, pagelen + 1) else {
+        return answer(
+            404,
+            &json!({"type": "error", "error": {"message": format!("Commit not found: {branch}")}}),
+        );
+    };
+    let values: Vec<Value> = entries
+        .iter()
+        .take(pagelen)
+        .map(|c| json!({"type": "commit", "hash": c.id, "date": c.date, "message": c.message}))
+        .collect();
+    let mut body = json!({"pagelen": pagelen, "values": values});
+    if entries.len() > pagelen {
+        let host = request.header("host").unwrap_or("127.0.0.1");
+        body["next"] = json!(format!(
+            "http://{host}/2.0/repositories/{OWNER}/{NAME}/commits/{branch}?pagelen={pagelen}&page={}",
+            page + 1
+        ));
+    }
+    answer(200, &body)
 }
 
 fn bitbucket_commit(request: &Recorded, state: &State) -> Answer {

@@ -352,3 +352,29 @@ fn promotions_into_one_checkout_at_once_all_land_and_leave_it_clean() {
     assert_eq!(count.trim(), PROMOTERS.to_string(), "one commit each");
     assert_eq!(git(dir, &["status", "--porcelain"]), "");
 }
+
+#[test]
+fn hold_and_unhold_of_a_checkout_say_committed_as_a_promotion_does() {
+    let devops = Devops::tomoda();
+    let upstream = devops.head();
+    let clone = devops.checkout();
+    let dir = clone.path();
+    let run = |args: &[&str]| {
+        Run::new()
+            .config(&tomoda_config(dir.to_str().unwrap()))
+            .args(args)
+            .env("USER", "alice")
+            .run()
+    };
+
+    let done = run(&["hold", "--env", "dev", "--reason", "incident"]);
+    done.ok().stdout_has("hold dev: committed ");
+    assert!(!done.stdout.contains("pushed"), "{}", done.stdout);
+    assert!(read(dir, ".promote/holds.yaml").contains("incident"));
+    let done = run(&["unhold", "--env", "dev"]);
+    done.ok().stdout_has("unhold dev: committed ");
+    assert!(!done.stdout.contains("pushed"), "{}", done.stdout);
+    assert!(!read(dir, ".promote/holds.yaml").contains("incident"));
+    assert_eq!(git(dir, &["status", "--porcelain"]), "");
+    assert_eq!(devops.head(), upstream, "nothing pushed upstream");
+}

@@ -331,7 +331,8 @@ fn the_devops_token_never_goes_to_another_forge_host() {
         .args(["--output", "json"])
         .run();
     done.ok().never_shows(TOKEN);
-    // Asked anonymously, a private repository answers 401: promoted, with the warning.
+    // Asked anonymously, a private repository answers 404 (as if missing): promoted, with
+    // the warning.
     assert_eq!(
         done.json()["notes"][0]["kind"],
         "unknown",

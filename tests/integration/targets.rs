@@ -633,6 +633,32 @@ fn image_flags_take_kustomizes_star_to_keep_a_value() {
 }
 
 #[test]
+fn a_star_in_promote_yaml_keeps_a_value_as_the_image_flag_does() {
+    // prod is renamed and pinned; the release keeps both, as `--image NAME=*:TAG@*` would.
+    let digest = format!("sha256:{}", "d".repeat(64));
+    let prod = format!(
+        "resources:\n  - ../../base\nimages:\n  - name: {IMAGE}\n    newName: {PROD_IMAGE}\n    newTag: v1.4.0   # current release\n    digest: {digest}\n"
+    );
+    let devops = Devops::with_files(&tomoda_files_with(PROD, &prod));
+    let config = tomoda_config(&devops.url()).replace(
+        &format!("        new_name: {PROD_IMAGE}\n"),
+        "        new_name: \"*\"\n        digest: \"*\"\n",
+    );
+    Run::new()
+        .config(&config)
+        .sha(SHA)
+        .env("TAG_NAME", "v1.5.0")
+        .run()
+        .ok();
+    assert_eq!(devops.file(PROD), prod.replace("v1.4.0", "v1.5.0"));
+    let rendered = kustomize_render(devops.checkout().path(), "k8s/apps/tomoda/overlays/prod");
+    assert!(
+        rendered.contains(&format!("image: {PROD_IMAGE}:v1.5.0@{digest}\n")),
+        "{rendered}"
+    );
+}
+
+#[test]
 fn help_shows_set_and_the_star_of_image() {
     let done = Run::new().args(["--help"]).run();
     let flat = done
