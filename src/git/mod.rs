@@ -37,8 +37,10 @@ pub struct Workspace {
     display: String,
     shallow: bool,
     target: Target,
-    /// Whether the server offers partial fetch (see `partial.rs`), asked once, at the
+    /// What the server offers of partial fetch (see `partial.rs`), asked once, at the
     /// first fetch over http(s).
+    offer: Cell<Option<partial::Offer>>,
+    /// Whether this workspace fetches partially: the server offers it.
     partial: Cell<Option<bool>>,
     /// A read that had to fetch an object and failed: see [`Workspace::check_reads`].
     read_failure: RefCell<Option<Error>>,
@@ -88,6 +90,11 @@ pub struct LoggedCommit {
 
 const LOCAL_REF: &str = "refs/heads/tomoda-promote";
 
+/// A directory with at least this many entries holds many alike (one per app): what is
+/// below one of them is small, and fetched whole down a read path (see
+/// [`Workspace::fetch_path`]).
+const MANY_ENTRIES: usize = 32;
+
 impl Workspace {
     pub fn new(location: &RepoLocation, transport: HttpTransport) -> Result<Workspace> {
         let dir = tempfile::Builder::new()
@@ -125,6 +132,7 @@ impl Workspace {
             display: location.display(),
             shallow,
             target,
+            offer: Cell::new(None),
             partial: Cell::new(None),
             read_failure: RefCell::new(None),
             changed: RefCell::new(Vec::new()),
@@ -147,27 +155,39 @@ impl Workspace {
         if let Some(known) = self.partial.get() {
             return Ok(known);
         }
-        let offered = self
+        let offer = self
             .partial_remote()
-            .offers_partial_fetch()
+            .offer()
             .map_err(|e| self.remote_error(&format!("fetching branch {branch} failed"), e))?;
-        tracing::debug!(partial_fetch = offered, "server capabilities");
-        self.partial.set(Some(offered));
-        Ok(offered)
+        tracing::debug!(
+            partial_fetch = offer.partial,
+            ref_in_want = offer.ref_in_want,
+            "server capabilities"
+        );
+        self.offer.set(Some(offer));
+        self.partial.set(Some(offer.partial));
+        Ok(offer.partial)
     }
 
     /// The branch's tip commit with its root tree only; a retry fetches nothing when the
-    /// tip did not move, and otherwise the new commit and root tree.
+    /// tip did not move, and otherwise the new commit and root tree. A server that takes
+    /// `want-ref` names the tip in the fetch itself (one request, not two; a retry then
+    /// fetches the commit and root tree again, a few hundred bytes).
     fn fetch_partial(&self, branch: &str) -> Result<Oid> {
         let remote = self.partial_remote();
         let what = || format!("fetching branch {branch} failed");
-        let tip = remote
-            .branch_tip(branch)
+        let by_name = self.offer.get().is_some_and(|o| o.ref_in_want);
+        let tip = if by_name {
+            remote.fetch_branch(&self.repo, branch)
+        } else {
+            remote.branch_tip(branch)
+        };
+        let tip = tip
             .map_err(|e| self.remote_error(&what(), e))?
             .ok_or_else(|| self.missing_branch(branch))?;
-        if !self.has(tip) {
+        if !by_name && !self.has(tip) {
             remote
-                .fetch(&self.repo, &[tip], true)
+                .fetch(&self.repo, &[tip], 1, true)
                 .map_err(|e| self.remote_error(&what(), e))?;
         }
         self.repo
@@ -186,7 +206,11 @@ impl Workspace {
     }
 
     /// Fetches, in a partial workspace, what reading `path` of `commit` needs that is not
-    /// here yet: each tree on the way and the file (a tree comes with its files).
+    /// here yet: each tree on the way and the file (a tree comes with its files and the
+    /// listings of its directories). Below a directory of many entries (the one holding
+    /// every app) the entry on the path is one of many small siblings: it comes with all of
+    /// the rest of the path at once (and the files in the path's end, when that is a
+    /// directory), one request where each level would be one.
     fn fetch_path(&self, commit: Oid, path: &str) -> Result<()> {
         let fail = |e: git2::Error| {
             Error::local(format!(
@@ -195,20 +219,29 @@ impl Workspace {
             ))
         };
         let mut tree = self.repo.find_commit(commit).map_err(fail)?.tree_id();
-        for name in path.split('/').filter(|n| !n.is_empty() && *n != ".") {
-            let (id, kind) = {
+        let names: Vec<&str> = path
+            .split('/')
+            .filter(|n| !n.is_empty() && *n != ".")
+            .collect();
+        for (level, name) in names.iter().enumerate() {
+            let (id, kind, siblings) = {
                 let current = self.repo.find_tree(tree).map_err(fail)?;
                 let Some(entry) = current.get_name(name) else {
                     return Ok(());
                 };
-                (entry.id(), entry.kind())
+                (entry.id(), entry.kind(), current.len())
             };
             if !matches!(kind, Some(ObjectType::Tree | ObjectType::Blob)) {
                 return Ok(());
             }
             if !self.has(id) {
+                let depth = if siblings >= MANY_ENTRIES {
+                    names.len() - level
+                } else {
+                    1
+                };
                 self.partial_remote()
-                    .fetch(&self.repo, &[id], false)
+                    .fetch(&self.repo, &[id], depth, false)
                     .map_err(|e| self.remote_error(&format!("fetching {path} failed"), e))?;
             }
             if kind != Some(ObjectType::Tree) {
@@ -946,6 +979,16 @@ pub fn allow_checkouts_of_other_users() {
     // has one thread: no HttpTransport (whose reqwest client starts a runtime thread) and
     // no repository exist yet.
     let _ = unsafe { git2::opts::set_verify_owner_validation(false) };
+}
+
+/// Keeps parsed trees of up to 16 MiB in libgit2's object cache (its default: 4 KiB): the
+/// directory holding every app (400 KB at 10,000 apps) is then inflated and parsed once,
+/// not at each read of a path through it, at the commit and again at the push. Call it
+/// first in `main`, with [`allow_checkouts_of_other_users`].
+pub fn cache_large_trees() {
+    // SAFETY: as in allow_checkouts_of_other_users, a process-wide option libgit2 reads
+    // without synchronisation, set while the process has one thread.
+    let _ = unsafe { git2::opts::set_cache_object_limit(ObjectType::Tree, 16 << 20) };
 }
 
 /// The application's own history, from the checkout the build runs in (Cloud Build's

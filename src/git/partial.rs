@@ -40,15 +40,25 @@ pub(super) struct Remote<'a> {
     pub agent: &'a str,
 }
 
+/// What a server's protocol-v2 capabilities offer us.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Offer {
+    /// Protocol version 2 with `ls-refs` and a `fetch` that takes `filter`, for SHA-1.
+    pub partial: bool,
+    /// `fetch` takes `want-ref` (`uploadpack.allowRefInWant`: GitLab, not GitHub): the
+    /// branch's tip comes in the fetch of its commit, with no `ls-refs` before it.
+    pub ref_in_want: bool,
+}
+
 impl Remote<'_> {
-    /// Whether the server speaks protocol version 2 with `ls-refs` and a `fetch` that
-    /// takes `filter`, for SHA-1 repositories.
-    pub fn offers_partial_fetch(&self) -> Result<bool, Failed> {
+    /// What the server offers of partial fetch.
+    pub fn offer(&self) -> Result<Offer, Failed> {
         self.transport.run(|| {
             let mut stream = http::exchange(self.url, Service::UploadPackLs, true)?;
             let lines = read_pkt_lines(&mut stream).map_err(net)?;
             let mut v2 = false;
             let mut filter = false;
+            let mut ref_in_want = false;
             let mut ls_refs = false;
             let mut sha1 = true;
             for line in &lines {
@@ -58,6 +68,7 @@ impl Remote<'_> {
                     _ if line == "version 2" => v2 = true,
                     Some(("fetch", features)) => {
                         filter = features.split(' ').any(|f| f == "filter");
+                        ref_in_want = features.split(' ').any(|f| f == "ref-in-want");
                     }
                     Some(("ls-refs", _)) => ls_refs = true,
                     Some(("object-format", format)) => sha1 = format == "sha1",
@@ -65,7 +76,70 @@ impl Remote<'_> {
                     _ => {}
                 }
             }
-            Ok(v2 && filter && ls_refs && sha1)
+            let partial = v2 && filter && ls_refs && sha1;
+            Ok(Offer {
+                partial,
+                ref_in_want: partial && ref_in_want,
+            })
+        })
+    }
+
+    /// The tip of `refs/heads/<branch>` fetched by name (`want-ref`), cut from its
+    /// history, with its root tree only; `None` when the server knows no such branch.
+    pub fn fetch_branch(&self, repo: &Repository, branch: &str) -> Result<Option<Oid>, Failed> {
+        let refname = format!("refs/heads/{branch}");
+        self.transport.run(|| {
+            let mut stream = http::exchange(self.url, Service::UploadPack, true)?;
+            let mut body = Vec::new();
+            pkt(&mut body, b"command=fetch\n");
+            pkt(&mut body, format!("agent={}\n", self.agent).as_bytes());
+            body.extend_from_slice(DELIM);
+            pkt(&mut body, format!("want-ref {refname}\n").as_bytes());
+            for arg in [
+                "deepen 1\n",
+                "ofs-delta\n",
+                "no-progress\n",
+                "filter tree:1\n",
+                "done\n",
+            ] {
+                pkt(&mut body, arg.as_bytes());
+            }
+            body.extend_from_slice(FLUSH);
+            stream.write_all(&body).map_err(net)?;
+            let mut tip = None;
+            let mut buf = Vec::new();
+            loop {
+                match read_pkt(&mut stream, &mut buf) {
+                    Ok(Some(_)) if buf.starts_with(b"packfile") => break,
+                    Ok(Some(_)) => {
+                        let line = String::from_utf8_lossy(&buf);
+                        let line = line.trim_end();
+                        // upload-pack's answer to a branch it does not have.
+                        if line.strip_prefix("ERR unknown ref ") == Some(refname.as_str()) {
+                            return Ok(None);
+                        }
+                        if let Some(error) = line.strip_prefix("ERR ") {
+                            return Err(git2::Error::from_str(&format!(
+                                "the git server said: {error}"
+                            )));
+                        }
+                        if let Some((id, name)) = line.split_once(' ')
+                            && name == refname
+                        {
+                            tip = Some(Oid::from_str(id)?);
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => return Err(net(e)),
+                }
+            }
+            let Some(tip) = tip else {
+                return Err(git2::Error::from_str(
+                    "the server's answer to want-ref names no commit for the branch",
+                ));
+            };
+            unpack(&mut stream, repo)?;
+            Ok(Some(tip))
         })
     }
 
@@ -94,10 +168,17 @@ impl Remote<'_> {
         })
     }
 
-    /// Fetches `wants` (and, with `filter tree:1`, the files directly in each wanted tree,
-    /// or the root tree of a wanted commit), streaming the pack into `repo`'s objects.
-    /// `shallow` cuts a wanted commit from its history.
-    pub fn fetch(&self, repo: &Repository, wants: &[Oid], shallow: bool) -> Result<(), Failed> {
+    /// Fetches `wants` with what lies within `depth` levels below each (`filter
+    /// tree:<depth>`: 1 brings a wanted tree's files and the listings of its directories;
+    /// a wanted commit comes with its root tree only), streaming the pack into `repo`'s
+    /// objects. `shallow` cuts a wanted commit from its history.
+    pub fn fetch(
+        &self,
+        repo: &Repository,
+        wants: &[Oid],
+        depth: usize,
+        shallow: bool,
+    ) -> Result<(), Failed> {
         self.transport.run(|| {
             let mut stream = http::exchange(self.url, Service::UploadPack, true)?;
             let mut body = Vec::new();
@@ -110,9 +191,10 @@ impl Remote<'_> {
             if shallow {
                 pkt(&mut body, b"deepen 1\n");
             }
-            for arg in ["ofs-delta\n", "no-progress\n", "filter tree:1\n", "done\n"] {
-                pkt(&mut body, arg.as_bytes());
-            }
+            pkt(&mut body, b"ofs-delta\n");
+            pkt(&mut body, b"no-progress\n");
+            pkt(&mut body, format!("filter tree:{depth}\n").as_bytes());
+            pkt(&mut body, b"done\n");
             body.extend_from_slice(FLUSH);
             stream.write_all(&body).map_err(net)?;
             receive_pack(&mut stream, repo)
@@ -303,6 +385,11 @@ fn receive_pack(input: &mut impl Read, repo: &Repository) -> Result<(), git2::Er
             Some(_) | None => {}
         }
     }
+    unpack(input, repo)
+}
+
+/// Streams a `fetch` answer's packfile section into the object database.
+fn unpack(input: &mut impl Read, repo: &Repository) -> Result<(), git2::Error> {
     let odb = repo.odb()?;
     let mut writer = odb.packwriter()?;
     let mut said = Vec::new();

@@ -283,6 +283,8 @@ struct Measured {
     bytes: u64,
     /// TCP connections the server accepted during the run.
     connections: u64,
+    /// HTTP requests the server answered during the run.
+    requests: usize,
 }
 
 fn measured(command: &Command, server: &GitServer) -> Measured {
@@ -300,6 +302,7 @@ fn measured(command: &Command, server: &GitServer) -> Measured {
     }
     let before = server.bytes_sent();
     let connections = server.connection_count();
+    let requests = server.request_count();
     let start = Instant::now();
     let child = timed
         .stdin(Stdio::null())
@@ -313,6 +316,9 @@ fn measured(command: &Command, server: &GitServer) -> Measured {
     assert_eq!(done.code, 0, "benchmark run failed:\n{}", done.stderr);
     if std::env::var_os("TOMODA_PROMOTE_BENCH_TRACE").is_some() {
         eprintln!("{}", done.stderr);
+        for line in &server.requests()[requests..] {
+            eprintln!("bench: request {line}");
+        }
     }
     let peak_kib = done
         .stderr
@@ -325,6 +331,7 @@ fn measured(command: &Command, server: &GitServer) -> Measured {
         peak_kib,
         bytes: server.bytes_sent() - before,
         connections: server.connection_count() - connections,
+        requests: server.request_count() - requests,
     }
 }
 
@@ -406,6 +413,7 @@ fn compare(setting: &Setting, repo: &Repo, apps: usize) -> Value {
         value["peak_rss_kib"] = json!(runs.iter().map(|m| m.peak_kib).max());
         value["bytes_fetched"] = json!(median_u64(runs.iter().map(|m| m.bytes)));
         value["connections"] = json!(median_u64(runs.iter().map(|m| m.connections)));
+        value["requests"] = json!(median_u64(runs.iter().map(|m| m.requests as u64)));
         value
     };
     // The same server without partial clone (Bitbucket, a plain git server): libgit2's
@@ -426,6 +434,7 @@ fn compare(setting: &Setting, repo: &Repo, apps: usize) -> Value {
             peak_kib: 0,
             bytes: 0,
             connections: 0,
+            requests: 0,
         });
     }
     let (a, b) = (side(&ours), side(&theirs));
@@ -434,11 +443,12 @@ fn compare(setting: &Setting, repo: &Repo, apps: usize) -> Value {
     let ratio_whole = without_filter["median_ms"].as_f64().unwrap_or(0.0)
         / b["median_ms"].as_f64().unwrap_or(1.0);
     let summary = format!(
-        "tomoda-promote median {} ms, {} KiB, {} bytes, {} connections; script median {} ms, {} KiB, {} bytes; ratio {:.3}",
+        "tomoda-promote median {} ms, {} KiB, {} bytes, {} connections, {} requests; script median {} ms, {} KiB, {} bytes; ratio {:.3}",
         a["median_ms"],
         a["peak_rss_kib"],
         a["bytes_fetched"],
         a["connections"],
+        a["requests"],
         b["median_ms"],
         b["peak_rss_kib"],
         b["bytes_fetched"],

@@ -65,6 +65,7 @@ pub struct GitServer {
     connections: Arc<AtomicU64>,
     keep_alive: Arc<AtomicBool>,
     allow_filter: Arc<AtomicBool>,
+    ref_in_want: Arc<AtomicBool>,
     accept_thread: Option<JoinHandle<()>>,
     /// With [`GitServer::start_tls`]: the HTTPS address and its accept thread.
     tls: Option<(SocketAddr, JoinHandle<()>)>,
@@ -142,6 +143,12 @@ impl GitServer {
         self.allow_filter.store(on, Ordering::SeqCst);
     }
 
+    /// Lets clients fetch a branch by name (`want-ref`), as GitLab's servers may:
+    /// `uploadpack.allowRefInWant`. Off unless TEST_ALLOW_REF_IN_WANT is set.
+    pub fn allow_ref_in_want(&self, on: bool) {
+        self.ref_in_want.store(on, Ordering::SeqCst);
+    }
+
     /// Response bytes written to clients so far: what they fetched, counted at the server.
     pub fn bytes_sent(&self) -> u64 {
         self.sent.load(Ordering::SeqCst)
@@ -201,8 +208,12 @@ impl GitServer {
         let allow_filter = Arc::new(AtomicBool::new(
             std::env::var_os("TEST_ALLOW_FILTER").is_some(),
         ));
+        let ref_in_want = Arc::new(AtomicBool::new(
+            std::env::var_os("TEST_ALLOW_REF_IN_WANT").is_some(),
+        ));
         let config = Arc::new(Config {
             allow_filter: Arc::clone(&allow_filter),
+            ref_in_want: Arc::clone(&ref_in_want),
             sent: Arc::clone(&sent),
             connections: Arc::clone(&connections),
             keep_alive: Arc::clone(&keep_alive),
@@ -227,6 +238,7 @@ impl GitServer {
             connections,
             keep_alive,
             allow_filter,
+            ref_in_want,
             accept_thread: Some(accept_thread),
             tls: None,
         }
@@ -275,6 +287,7 @@ struct Config {
     connections: Arc<AtomicU64>,
     keep_alive: Arc<AtomicBool>,
     allow_filter: Arc<AtomicBool>,
+    ref_in_want: Arc<AtomicBool>,
 }
 
 impl Config {
@@ -801,7 +814,7 @@ fn run_cgi_inner(config: &Config, request: &Request, peer: SocketAddr) -> Result
         // Same as `git -c k=v`: no background `gc --auto` after a push (it
         // could outlive the test and race with its temporary folder), and no
         // "dubious ownership" refusal whoever owns the temporary folders.
-        .env("GIT_CONFIG_COUNT", "3")
+        .env("GIT_CONFIG_COUNT", "4")
         .env("GIT_CONFIG_KEY_0", "receive.autogc")
         .env("GIT_CONFIG_VALUE_0", "false")
         .env("GIT_CONFIG_KEY_1", "safe.directory")
@@ -810,6 +823,15 @@ fn run_cgi_inner(config: &Config, request: &Request, peer: SocketAddr) -> Result
         .env(
             "GIT_CONFIG_VALUE_2",
             if config.allow_filter.load(Ordering::SeqCst) {
+                "true"
+            } else {
+                "false"
+            },
+        )
+        .env("GIT_CONFIG_KEY_3", "uploadpack.allowRefInWant")
+        .env(
+            "GIT_CONFIG_VALUE_3",
+            if config.ref_in_want.load(Ordering::SeqCst) {
                 "true"
             } else {
                 "false"

@@ -503,6 +503,63 @@ fn with_partial_clone_only_what_is_read_is_fetched_and_the_repo_stays_whole() {
     );
 }
 
+/// Below the directory of many apps, the app's own directory comes in one fetch with the
+/// rest of the path to the overlay, not one fetch per level: ls-refs, the tip, `k8s` (with
+/// the listing of `apps`), and the app's directory down to the overlay's file.
+#[test]
+fn with_partial_clone_the_path_below_a_directory_of_many_apps_is_one_fetch() {
+    let mut files = tomoda_files();
+    let filler: Vec<(String, String)> = (0..40)
+        .map(|n| {
+            (
+                format!("k8s/apps/app{n}/overlays/dev/kustomization.yaml"),
+                format!("images:\n- name: reg/app{n}\n  newTag: v0\n"),
+            )
+        })
+        .collect();
+    files.extend(filler.iter().map(|(p, c)| (p.as_str(), c.clone())));
+    let devops = Devops::with_files(&files);
+    devops.server.allow_filter(true);
+    devops.server.allow_ref_in_want(false);
+    let before = devops.server.request_count();
+    Run::tomoda(&devops).sha(SHA).run().ok();
+    assert!(devops.file(DEV).contains(SHA));
+    let requests = devops.server.requests()[before..].to_vec();
+    let fetches = requests
+        .iter()
+        .filter(|r| r.starts_with("POST /devops.git/git-upload-pack"))
+        .count();
+    assert_eq!(fetches, 4, "{requests:#?}");
+    git(&devops.bare(), &["fsck", "--strict", "--no-dangling"]);
+}
+
+/// A server that takes `want-ref` (GitLab may) names the branch's tip in the fetch of its
+/// commit: no `ls-refs` before it.
+#[test]
+fn with_ref_in_want_the_tip_is_fetched_by_name_without_ls_refs() {
+    let devops = Devops::tomoda();
+    devops.server.allow_filter(true);
+    devops.server.allow_ref_in_want(true);
+    let before = devops.server.request_count();
+    Run::tomoda(&devops).sha(SHA).run().ok();
+    assert!(devops.file(DEV).contains(SHA));
+    assert_eq!(devops.commit_count(), 2);
+    let requests = devops.server.requests()[before..].to_vec();
+    let fetches = requests
+        .iter()
+        .filter(|r| r.starts_with("POST /devops.git/git-upload-pack"))
+        .count();
+    // The tip by name, k8s (with apps), the app, its overlays' directory.
+    assert_eq!(fetches, 4, "{requests:#?}");
+    git(&devops.bare(), &["fsck", "--strict", "--no-dangling"]);
+
+    let done = Run::tomoda(&devops)
+        .sha(SHA)
+        .args(["--branch", "nope"])
+        .run();
+    done.code(2).stderr_has("there is no branch nope");
+}
+
 #[test]
 fn with_partial_clone_a_branch_moved_before_our_push_is_refetched_and_retried() {
     race_at_with("GET /devops.git/info/refs?service=git-receive-pack", true);
