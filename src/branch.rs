@@ -43,6 +43,15 @@ fn refused(url: &str, branch: &str, refusal: Refusal) -> Error {
     }
 }
 
+/// What one commit holds, whichever way it is made: the files written in full, its
+/// message and its author.
+#[derive(Debug, Clone, Copy)]
+pub struct NewCommit<'a> {
+    pub files: &'a [(&'a str, &'a [u8])],
+    pub message: &'a str,
+    pub author: &'a Identity,
+}
+
 pub trait DevopsBranch {
     /// The branch's head commit now (a git workspace fetches it).
     fn read_head(&self, branch: &str) -> Result<String>;
@@ -52,26 +61,12 @@ pub trait DevopsBranch {
 
     /// One commit holding `files` on top of `head`, moved onto `branch` only if the branch
     /// is still at `head`.
-    fn commit(
-        &self,
-        branch: &str,
-        head: &str,
-        files: &[(&str, &[u8])],
-        message: &str,
-        author: &Identity,
-    ) -> Result<Landed>;
+    fn commit(&self, branch: &str, head: &str, content: &NewCommit) -> Result<Landed>;
 
     /// One commit holding `files` on top of `base` (the target branch's tip), put on
     /// `branch` whatever that held, or on a new `branch`: the tool's own branch of a pull
     /// request, which it alone writes, so the last promotion's wins.
-    fn replace(
-        &self,
-        branch: &str,
-        base: &str,
-        files: &[(&str, &[u8])],
-        message: &str,
-        author: &Identity,
-    ) -> Result<String>;
+    fn replace(&self, branch: &str, base: &str, content: &NewCommit) -> Result<String>;
 
     /// Whether `head` is the commit of the last `commit` whose answer never came (a
     /// request that timed out may have landed all the same): then it is reported as
@@ -94,14 +89,12 @@ impl GitBranch {
     }
 
     /// A commit of `files` on top of `parent` in the workspace, to be pushed to `branch`.
-    fn commit_on(
-        &self,
-        parent: &str,
-        branch: &str,
-        files: &[(&str, &[u8])],
-        message: &str,
-        author: &Identity,
-    ) -> Result<String> {
+    fn commit_on(&self, parent: &str, branch: &str, content: &NewCommit) -> Result<String> {
+        let NewCommit {
+            files,
+            message,
+            author,
+        } = *content;
         let commit = self
             .workspace
             .commit(oid(parent)?, files, message, author)?
@@ -127,15 +120,8 @@ impl DevopsBranch for GitBranch {
         Ok(entry)
     }
 
-    fn commit(
-        &self,
-        branch: &str,
-        head: &str,
-        files: &[(&str, &[u8])],
-        message: &str,
-        author: &Identity,
-    ) -> Result<Landed> {
-        let commit = self.commit_on(head, branch, files, message, author)?;
+    fn commit(&self, branch: &str, head: &str, content: &NewCommit) -> Result<Landed> {
+        let commit = self.commit_on(head, branch, content)?;
         *self.sent.borrow_mut() = Some(commit.clone());
         match self.workspace.push(branch)? {
             PushOutcome::Pushed => Ok(Landed::Commit(commit)),
@@ -146,15 +132,8 @@ impl DevopsBranch for GitBranch {
         }
     }
 
-    fn replace(
-        &self,
-        branch: &str,
-        base: &str,
-        files: &[(&str, &[u8])],
-        message: &str,
-        author: &Identity,
-    ) -> Result<String> {
-        let commit = self.commit_on(base, branch, files, message, author)?;
+    fn replace(&self, branch: &str, base: &str, content: &NewCommit) -> Result<String> {
+        let commit = self.commit_on(base, branch, content)?;
         match self.workspace.push_replacing(branch)? {
             PushOutcome::Pushed => Ok(commit),
             PushOutcome::Rejected(refusal) => {

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::branch::{DevopsBranch, GitBranch, Landed};
+use crate::branch::{DevopsBranch, GitBranch, Landed, NewCommit};
 use crate::config::CommitVia;
 use crate::error::{Error, Result, Retry};
 use crate::forge::{ForgeApi, Proposal};
@@ -467,6 +467,11 @@ impl Round<Box<Promotion>> {
             .filter(|e| e.changed())
             .map(|e| (e.path.as_str(), e.new.as_bytes()))
             .collect();
+        let new_commit = NewCommit {
+            files: &files,
+            message: &message,
+            author: &plan.author,
+        };
         if let Some(request) = &plan.pull_request {
             let mut diff = String::new();
             for edit in edits.iter().filter(|e| e.changed()) {
@@ -474,14 +479,12 @@ impl Round<Box<Promotion>> {
             }
             let change = Proposing {
                 base: &plan.branch,
-                author: &plan.author,
-                files: &files,
-                message: &message,
+                commit: new_commit,
                 body: request_body(&plan.environment, &plan.branch, &diff, &plan.context),
             };
             return done(propose(branch, settings, request, &tip, &change)?, notes);
         }
-        match branch.commit(&plan.branch, &tip, &files, &message, &plan.author)? {
+        match branch.commit(&plan.branch, &tip, &new_commit)? {
             Landed::Commit(commit) => done(Outcome::Pushed { commit }, notes),
             Landed::Refused(refusal) => Ok(Round::Rejected(Rejected { tip, refusal })),
         }
@@ -491,9 +494,7 @@ impl Round<Box<Promotion>> {
 /// A commit for the tool's own branch and the request that carries it to `base`.
 struct Proposing<'a> {
     base: &'a str,
-    author: &'a Identity,
-    files: &'a [(&'a str, &'a [u8])],
-    message: &'a str,
+    commit: NewCommit<'a>,
     body: String,
 }
 
@@ -512,17 +513,12 @@ fn propose(
             "a pull request was asked for without the forge's API".to_string(),
         ));
     };
-    let commit = devops.replace(
-        &request.branch,
-        tip,
-        change.files,
-        change.message,
-        change.author,
-    )?;
+    let commit = devops.replace(&request.branch, tip, &change.commit)?;
     let proposal = Proposal {
         head: request.branch.clone(),
         base: change.base.to_string(),
         title: change
+            .commit
             .message
             .lines()
             .next()
@@ -843,6 +839,11 @@ pub fn commit_files(
                 .iter()
                 .map(|(p, t)| (p.as_str(), t.as_bytes()))
                 .collect();
+            let new_commit = NewCommit {
+                files: &bytes,
+                message: &message,
+                author,
+            };
             if let Some(request) = request {
                 let mut diff = String::new();
                 for (path, new) in &files {
@@ -854,9 +855,7 @@ pub fn commit_files(
                 }
                 let change = Proposing {
                     base: branch,
-                    author,
-                    files: &bytes,
-                    message: &message,
+                    commit: new_commit,
                     body: format!("{message}\n````diff\n{diff}````\n"),
                 };
                 let Outcome::Proposed {
@@ -878,7 +877,7 @@ pub fn commit_files(
                     updated,
                 }));
             }
-            match devops.commit(branch, &tip, &bytes, &message, author)? {
+            match devops.commit(branch, &tip, &new_commit)? {
                 Landed::Commit(commit) => Ok(Round::Done(Committed::Pushed { commit })),
                 Landed::Refused(refusal) => Ok(Round::Rejected(Rejected { tip, refusal })),
             }

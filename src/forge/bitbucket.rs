@@ -13,10 +13,9 @@ use super::{
     Api, Dir, ForgeApi, Kind, Listing, LogPage, MAX_LIST_PAGES, Proposal, Request, escape_path,
     head_from, logged_commits, lost_race, string_at, strings_in,
 };
-use crate::branch::Landed;
+use crate::branch::{Landed, NewCommit};
 use crate::error::{Error, Result};
 use crate::ordering::{self, Order};
-use crate::plan::Identity;
 use crate::repo::{Forge, ForgeRepo};
 
 pub struct Bitbucket {
@@ -175,14 +174,12 @@ impl ForgeApi for Bitbucket {
         Ok(Some(LogPage { commits, next }))
     }
 
-    fn commit(
-        &self,
-        branch: &str,
-        head: &str,
-        files: &[(&str, &[u8])],
-        message: &str,
-        author: &Identity,
-    ) -> Result<Landed> {
+    fn commit(&self, branch: &str, head: &str, content: &NewCommit) -> Result<Landed> {
+        let NewCommit {
+            files,
+            message,
+            author,
+        } = *content;
         let mut form = url::form_urlencoded::Serializer::new(String::new());
         form.append_pair("message", message)
             .append_pair("author", &format!("{} <{}>", author.name, author.email))
@@ -221,14 +218,7 @@ impl ForgeApi for Bitbucket {
     /// Bitbucket moves no branch backwards: the old branch is deleted, then made anew by a
     /// commit whose parent is `base` (an open request of the branch follows it, or, if
     /// Bitbucket declined it, a new one is opened).
-    fn replace_branch(
-        &self,
-        branch: &str,
-        base: &str,
-        files: &[(&str, &[u8])],
-        message: &str,
-        author: &Identity,
-    ) -> Result<String> {
+    fn replace_branch(&self, branch: &str, base: &str, content: &NewCommit) -> Result<String> {
         let url = format!("{}/refs/branches/{}", self.repo_url, escape_path(branch));
         // Deleted, or already gone.
         Api::found(
@@ -236,7 +226,7 @@ impl ForgeApi for Bitbucket {
             &url,
             Forge::Bitbucket,
         )?;
-        self.commit(branch, base, files, message, author)?
+        self.commit(branch, base, content)?
             .into_commit(&format!("{}/src", self.repo_url), branch)
     }
 

@@ -16,11 +16,10 @@ use super::{
     Api, Dir, ForgeApi, Kind, Listing, LogPage, Proposal, Request, escape_path, head_from,
     logged_commits, lost_race, query_value, split_message, strings_in,
 };
-use crate::branch::Landed;
+use crate::branch::{Landed, NewCommit};
 use crate::error::{Error, Result, Retry};
 use crate::git::Refusal;
 use crate::ordering::{self, Order};
-use crate::plan::Identity;
 use crate::repo::{Forge, ForgeRepo, sanitize};
 
 const JSON: &str = "application/vnd.github+json";
@@ -244,14 +243,9 @@ impl ForgeApi for GitHub {
         }))
     }
 
-    fn commit(
-        &self,
-        branch: &str,
-        head: &str,
-        files: &[(&str, &[u8])],
-        message: &str,
-        _author: &Identity,
-    ) -> Result<Landed> {
+    fn commit(&self, branch: &str, head: &str, content: &NewCommit) -> Result<Landed> {
+        // The author is the token's identity: GitHub signs the commit as it.
+        let NewCommit { files, message, .. } = *content;
         let (headline, body) = split_message(message);
         let additions: Vec<Value> = files
             .iter()
@@ -277,16 +271,9 @@ impl ForgeApi for GitHub {
 
     /// The branch is set to `base` (created, or force-moved: it is the tool's own), then
     /// committed to through `createCommitOnBranch` (signed by GitHub), expecting `base`.
-    fn replace_branch(
-        &self,
-        branch: &str,
-        base: &str,
-        files: &[(&str, &[u8])],
-        message: &str,
-        author: &Identity,
-    ) -> Result<String> {
+    fn replace_branch(&self, branch: &str, base: &str, content: &NewCommit) -> Result<String> {
         self.set_branch(branch, base)?;
-        self.commit(branch, base, files, message, author)?
+        self.commit(branch, base, content)?
             .into_commit(&self.graphql_url, branch)
     }
 

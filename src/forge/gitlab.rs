@@ -18,10 +18,9 @@ use super::{
     Api, Dir, ForgeApi, Kind, Listing, LogPage, MAX_LIST_PAGES, Proposal, Request, escape_segment,
     head_from, logged_commits, lost_race, query_value, string_at, strings_in,
 };
-use crate::branch::Landed;
+use crate::branch::{Landed, NewCommit};
 use crate::error::{Error, Result};
 use crate::ordering::{self, Order};
-use crate::plan::Identity;
 use crate::repo::{Forge, ForgeRepo};
 
 pub struct GitLab {
@@ -203,14 +202,12 @@ impl ForgeApi for GitLab {
         }))
     }
 
-    fn commit(
-        &self,
-        branch: &str,
-        head: &str,
-        files: &[(&str, &[u8])],
-        message: &str,
-        author: &Identity,
-    ) -> Result<Landed> {
+    fn commit(&self, branch: &str, head: &str, content: &NewCommit) -> Result<Landed> {
+        let NewCommit {
+            files,
+            message,
+            author,
+        } = *content;
         let request = json!({
             "branch": branch,
             "commit_message": message,
@@ -241,14 +238,12 @@ impl ForgeApi for GitLab {
         Err(Api::status_error(answer, &url, Forge::GitLab))
     }
 
-    fn replace_branch(
-        &self,
-        branch: &str,
-        base: &str,
-        files: &[(&str, &[u8])],
-        message: &str,
-        author: &Identity,
-    ) -> Result<String> {
+    fn replace_branch(&self, branch: &str, base: &str, content: &NewCommit) -> Result<String> {
+        let NewCommit {
+            files,
+            message,
+            author,
+        } = *content;
         // `start_sha` with `force`: the branch is made anew from the target's tip.
         let body = json!({
             "branch": branch,

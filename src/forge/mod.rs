@@ -21,12 +21,11 @@ use reqwest::StatusCode;
 use reqwest::blocking::{Client, RequestBuilder, Response};
 use reqwest::header::HeaderMap;
 
-use crate::branch::{DevopsBranch, Landed};
+use crate::branch::{DevopsBranch, Landed, NewCommit};
 use crate::error::{Error, Result, Retry};
 use crate::git::http::{causes, error_chain, retry_after, tls_config};
 use crate::ordering::Order;
 use crate::overlay::{Entry, MAX_FILE_BYTES};
-use crate::plan::Identity;
 use crate::repo::{Forge, ForgeRepo, sanitize};
 
 pub use self::bitbucket::Bitbucket;
@@ -129,24 +128,10 @@ pub trait ForgeApi {
     }
     /// One commit of `files` onto `branch`, refused unless the branch (or, on GitLab, each
     /// file) is still as read at `head`.
-    fn commit(
-        &self,
-        branch: &str,
-        head: &str,
-        files: &[(&str, &[u8])],
-        message: &str,
-        author: &Identity,
-    ) -> Result<Landed>;
+    fn commit(&self, branch: &str, head: &str, content: &NewCommit) -> Result<Landed>;
     /// One commit of `files` on top of `base`, put on `branch` whatever it held (or on a
     /// new `branch`): the tool's own branch of a pull request.
-    fn replace_branch(
-        &self,
-        branch: &str,
-        base: &str,
-        files: &[(&str, &[u8])],
-        message: &str,
-        author: &Identity,
-    ) -> Result<String>;
+    fn replace_branch(&self, branch: &str, base: &str, content: &NewCommit) -> Result<String>;
     /// The open request from `head` to `base`, if there is one; merged and closed ones
     /// are not looked at.
     fn find_request(&self, head: &str, base: &str) -> Result<Option<Request>>;
@@ -771,15 +756,9 @@ impl DevopsBranch for ApiBranch {
         })
     }
 
-    fn commit(
-        &self,
-        branch: &str,
-        head: &str,
-        files: &[(&str, &[u8])],
-        message: &str,
-        author: &Identity,
-    ) -> Result<Landed> {
-        let sent = files
+    fn commit(&self, branch: &str, head: &str, content: &NewCommit) -> Result<Landed> {
+        let sent = content
+            .files
             .iter()
             .map(|(path, content)| ((*path).to_string(), content.to_vec()))
             .collect();
@@ -787,7 +766,7 @@ impl DevopsBranch for ApiBranch {
             head: head.to_string(),
             files: sent,
         });
-        let landed = self.api.commit(branch, head, files, message, author);
+        let landed = self.api.commit(branch, head, content);
         // A failure that may pass on another try (no answer, a timeout, a 502 from a
         // proxy) leaves the doubt whether the commit landed; any other answer does not.
         let in_doubt = landed
@@ -799,16 +778,8 @@ impl DevopsBranch for ApiBranch {
         landed
     }
 
-    fn replace(
-        &self,
-        branch: &str,
-        base: &str,
-        files: &[(&str, &[u8])],
-        message: &str,
-        author: &Identity,
-    ) -> Result<String> {
-        self.api
-            .replace_branch(branch, base, files, message, author)
+    fn replace(&self, branch: &str, base: &str, content: &NewCommit) -> Result<String> {
+        self.api.replace_branch(branch, base, content)
     }
 
     /// The commit is ours when it sits right on the head we sent, holding the files sent.
@@ -874,24 +845,10 @@ mod tests {
         fn parents(&self, _: &str) -> Result<Vec<String>> {
             unimplemented!()
         }
-        fn commit(
-            &self,
-            _: &str,
-            _: &str,
-            _: &[(&str, &[u8])],
-            _: &str,
-            _: &Identity,
-        ) -> Result<Landed> {
+        fn commit(&self, _: &str, _: &str, _: &NewCommit) -> Result<Landed> {
             unimplemented!()
         }
-        fn replace_branch(
-            &self,
-            _: &str,
-            _: &str,
-            _: &[(&str, &[u8])],
-            _: &str,
-            _: &Identity,
-        ) -> Result<String> {
+        fn replace_branch(&self, _: &str, _: &str, _: &NewCommit) -> Result<String> {
             unimplemented!()
         }
         fn find_request(&self, _: &str, _: &str) -> Result<Option<Request>> {
