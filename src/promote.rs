@@ -818,7 +818,8 @@ pub fn commit_files(
             let Some((files, message)) = snapshot.read(compose(&lookup))? else {
                 return Ok(Round::Done(Committed::Unchanged));
             };
-            if settings.dry_run {
+            // What the commit changes, against the files as read at the tip.
+            let diff = || -> Result<String> {
                 let mut diff = String::new();
                 for (path, new) in &files {
                     let old = match lookup(path) {
@@ -827,6 +828,10 @@ pub fn commit_files(
                     };
                     diff.push_str(&git::unified_diff(path, &old, new)?);
                 }
+                Ok(diff)
+            };
+            if settings.dry_run {
+                let diff = diff()?;
                 snapshot.read(Ok(()))?;
                 let request = plan_request(request, branch, settings);
                 return Ok(Round::Done(Committed::Planned {
@@ -845,14 +850,7 @@ pub fn commit_files(
                 author,
             };
             if let Some(request) = request {
-                let mut diff = String::new();
-                for (path, new) in &files {
-                    let old = match lookup(path) {
-                        Entry::File(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
-                        _ => String::new(),
-                    };
-                    diff.push_str(&git::unified_diff(path, &old, new)?);
-                }
+                let diff = diff()?;
                 let change = Proposing {
                     base: branch,
                     commit: new_commit,
